@@ -1,0 +1,65 @@
+"""The ``lumbargrade`` command line.
+
+Each subcommand lives in :mod:`lumbargrade.commands.<name>` and defines ``register(subparsers)``
+(which only adds an argparse parser, so it is cheap) and ``run(args) -> int`` (which imports what
+it needs). Commands are discovered from that package, so adding one touches no shared file.
+
+A user's mistake (:class:`lumbargrade.errors.InputError`) is printed as one line on stderr and
+gives exit status 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import pkgutil
+import sys
+from typing import Sequence
+
+from . import __version__
+from .errors import InputError
+
+__all__ = ["main", "build_parser"]
+
+
+def _command_modules() -> list[str]:
+    from . import commands
+
+    return sorted(m.name for m in pkgutil.iter_modules(commands.__path__) if not m.name.startswith("_"))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="lumbargrade",
+        description="Grade lumbar central canal stenosis, foraminal stenosis and facet arthropathy "
+        "on axial T2 MRI, with measurements a radiologist can check.",
+    )
+    parser.add_argument("--version", action="version", version=f"lumbargrade {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in _command_modules():
+        module = importlib.import_module(f"lumbargrade.commands.{name}")
+        p = module.register(sub)
+        p.set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "_run", None):
+        parser.print_help()
+        return 0
+    try:
+        return int(args._run(args) or 0)
+    except InputError as e:
+        print(f"lumbargrade: error: {e.one_line()}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("lumbargrade: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,53 @@
+"""``lumbargrade env-info``: versions, threads and model pack, for bug reports."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    p = sub.add_parser("env-info", help="print versions of Python, torch and key libraries, threads, model pack")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    import importlib.metadata as md
+    import json
+    import os
+    import platform
+    import sys
+
+    from .. import __version__
+
+    info: dict = {
+        "lumbargrade": __version__,
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "cpu_count": os.cpu_count(),
+    }
+    for pkg in ["numpy", "scipy", "pydicom", "highdicom", "nibabel", "scikit-learn", "torch",
+                "torchvision", "timm", "monai", "safetensors", "pillow"]:
+        try:
+            info[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            info[pkg] = None
+    try:
+        import torch
+
+        info["torch_threads"] = torch.get_num_threads()
+        info["cuda_available"] = bool(torch.cuda.is_available())
+    except Exception as e:  # torch missing or broken: report, do not fail
+        info["torch_threads"] = f"unavailable ({type(e).__name__})"
+    try:
+        from ..modelpack import default_pack_path, pack_summary
+
+        info["model_pack"] = pack_summary(default_pack_path())
+    except Exception as e:
+        info["model_pack"] = f"unavailable ({type(e).__name__}: {e})"
+    if args.json:
+        print(json.dumps(info, indent=2))
+    else:
+        for k, v in info.items():
+            print(f"{k:16s} {v}")
+    return 0

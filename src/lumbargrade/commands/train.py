@@ -1,0 +1,65 @@
+"""``lumbargrade train {segmentation,landmarks,tree,classifier}``: train one stage on a manifest.
+
+Every trainer writes into RUN_DIR: ``config.json`` (the resolved config), ``model.safetensors``
+(best weights; the tree writes ``tree.json``), ``metrics.json`` (validation metrics of the best
+epoch), ``train.log``, and ``checkpoint.pt`` (state to resume from).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+
+# task -> "module:function"; the function takes the parsed args and returns an exit status.
+_TRAINERS = {
+    "segmentation": "lumbargrade.segmentation.training:run_cli",
+    "landmarks": "lumbargrade.levels.training:run_cli",
+    "tree": "lumbargrade.grading.tree_training:run_cli",
+    "classifier": "lumbargrade.grading.classifier_training:run_cli",
+}
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", required=True, help="manifest.csv (or a phantom cohort folder holding one)")
+    p.add_argument("--out", required=True, help="run folder (created; resumes if it holds a checkpoint)")
+    p.add_argument("--config", help="JSON file of config overrides")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override one config value (repeatable), e.g. --set epochs=5")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--overwrite", action="store_true", help="start afresh in a run folder that holds results")
+
+
+def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    p = sub.add_parser("train", help="train one stage (segmentation, landmarks, tree, classifier)")
+    tsub = p.add_subparsers(dest="task", metavar="TASK", required=True)
+    s = tsub.add_parser("segmentation", help="dural sac + disc segmentation network")
+    _common(s)
+    s.add_argument("--model", help="architecture from the registry (default: config's)")
+    l_ = tsub.add_parser("landmarks", help="DSNT disc-centre landmarks on the mid-sagittal T2")
+    _common(l_)
+    l_.add_argument("--real", help="folder of real labelled sagittal slices (SPIDER PNG layout: images/, masks/)")
+    t = tsub.add_parser("tree", help="decision tree on the dural-sac-to-disc ratio (central canal)")
+    _common(t)
+    t.add_argument("--segmentation", help="segmentation run folder or model pack whose masks the tree is fitted on")
+    t.add_argument("--truth-masks", action="store_true", help="fit on ground-truth masks instead")
+    c = tsub.add_parser("classifier", help="CNN patch classifier")
+    _common(c)
+    c.add_argument("--task", dest="cls_task", required=True,
+                   choices=["central", "central_binary", "foramen", "facet"])
+    c.add_argument("--model", help="architecture from the registry (default: config's)")
+    c.add_argument("--checkpoint", help="local pretrained checkpoint file for the backbone (never downloaded)")
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    target = _TRAINERS[args.task]
+    module, func = target.split(":")
+    try:
+        mod = importlib.import_module(module)
+    except ModuleNotFoundError as e:
+        if e.name and e.name.startswith("lumbargrade"):
+            from ..errors import InputError
+
+            raise InputError(f"train {args.task}", "this trainer is not available in this build") from e
+        raise
+    return int(getattr(mod, func)(args) or 0)
