@@ -226,10 +226,16 @@ def sort_slices_along_normal(slices: Sequence[SliceGeometry]) -> list[int]:
     return [int(i) for i in np.argsort(d, kind="stable")]
 
 
-def split_into_blocks(slices: Sequence[SliceGeometry], angle_tol_deg: float = 1.0) -> list[list[int]]:
+def split_into_blocks(
+    slices: Sequence[SliceGeometry], angle_tol_deg: float = 1.0, gap_factor: float = 1.5
+) -> list[list[int]]:
     """Group slices (indices) into blocks that share one orientation, each block sorted along its
     normal. Blocks are ordered by the position of their centre along the patient's z axis,
     superior first (so an axial series of per-disc blocks reads L1/L2 first).
+
+    Parallel slices are also split where the step along the normal exceeds ``gap_factor`` times
+    the median step of their group (two parallel per-disc blocks with a gap between them), so
+    that each block is a regular grid that :func:`affine_from_slices` describes correctly.
     """
     blocks: list[list[int]] = []
     normals: list[np.ndarray] = []
@@ -247,7 +253,20 @@ def split_into_blocks(slices: Sequence[SliceGeometry], angle_tol_deg: float = 1.
     out = []
     for b in blocks:
         order = sort_slices_along_normal([slices[i] for i in b])
-        out.append([b[i] for i in order])
+        idx = [b[i] for i in order]
+        n = slices[idx[0]].normal
+        d = np.diff([float(slices[i].position @ n) for i in idx])
+        moving = d[d > 1e-3]
+        if len(moving) >= 2:
+            limit = gap_factor * float(np.median(moving))
+            start = 0
+            for k, step in enumerate(d):
+                if step > limit:
+                    out.append(idx[start:k + 1])
+                    start = k + 1
+            out.append(idx[start:])
+        else:
+            out.append(idx)
 
     def centre_z(b: list[int]) -> float:
         return -float(np.mean([slices[i].pixel_to_patient(

@@ -62,4 +62,21 @@ def run(args: argparse.Namespace) -> int:
 
             raise InputError(f"train {args.task}", "this trainer is not available in this build") from e
         raise
-    return int(getattr(mod, func)(args) or 0)
+    status = int(getattr(mod, func)(args) or 0)
+    if status == 0:
+        _record_command(args)
+    return status
+
+
+def _record_command(args: argparse.Namespace) -> None:
+    """Write RUN_DIR/command.txt: the exact command that produced the run (for the model pack)."""
+    import shlex
+    import sys
+    from pathlib import Path
+
+    out = Path(args.out)
+    if out.is_dir():
+        argv = ["lumbargrade", *sys.argv[1:]] if sys.argv and sys.argv[0].endswith("lumbargrade") else None
+        if argv is None:
+            argv = ["lumbargrade", "train", args.task, "--data", str(args.data), "--out", str(args.out)]
+        (out / "command.txt").write_text(shlex.join(argv) + "\n")

@@ -1,0 +1,197 @@
+"""Model packs: one folder with ``pack.json`` and each stage's weights.
+
+Layout::
+
+    PACK/
+      pack.json                  name, version, components (below), created_by
+      segmentation/              config.json, model.safetensors, metrics.json, command.txt
+      landmarks/                 (same)
+      tree/                      tree.json, config.json, metrics.json, command.txt
+      classifier_central/        (same as segmentation)
+      classifier_central_binary/
+      classifier_foramen/
+      classifier_facet/
+
+``pack.json`` records, per component: its folder, the architecture, what it was trained on, the
+exact training command and its metrics. Components are optional; the pipeline reports what it
+cannot do without them. Weights are only ever read from the pack folder (no downloads).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import InputError
+
+__all__ = [
+    "COMPONENTS",
+    "ModelPack",
+    "default_pack_path",
+    "load_pack",
+    "pack_summary",
+    "build_pack",
+]
+
+#: Component name -> what it does.
+COMPONENTS = {
+    "segmentation": "dural sac + disc segmentation on the axial T2 slice",
+    "landmarks": "five disc-centre landmarks (DSNT) on the mid-sagittal T2",
+    "tree": "decision tree on the dural-sac-to-disc ratio (central canal grade)",
+    "classifier_central": "CNN, central canal 4 grades",
+    "classifier_central_binary": "CNN, central canal normal/mild vs moderate/severe",
+    "classifier_foramen": "CNN, foraminal stenosis normal/mild vs moderate/severe (one net, left mirrored)",
+    "classifier_facet": "CNN, facet arthropathy normal/mild vs moderate/severe (one net, left mirrored)",
+}
+
+_RUN_FILES = ("config.json", "model.safetensors", "metrics.json", "command.txt", "tree.json", "README.md")
+
+
+def default_pack_path() -> Path:
+    """The model pack shipped inside the package."""
+    return Path(__file__).resolve().parent / "models" / "default"
+
+
+@dataclass
+class ModelPack:
+    """A loaded ``pack.json`` and lazily loaded models."""
+
+    path: Path
+    manifest: dict[str, Any]
+    _cache: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    @property
+    def name(self) -> str:
+        return str(self.manifest.get("name", self.path.name))
+
+    @property
+    def version(self) -> str:
+        return str(self.manifest.get("version", "0"))
+
+    @property
+    def label(self) -> str:
+        """'name version' for provenance fields."""
+        return f"{self.name} {self.version}"
+
+    def has(self, component: str) -> bool:
+        c = self.manifest.get("components", {}).get(component)
+        return bool(c) and (self.path / c["folder"]).is_dir()
+
+    def folder(self, component: str) -> Path:
+        if not self.has(component):
+            raise InputError(self.path, f"model pack has no '{component}' model")
+        return self.path / self.manifest["components"][component]["folder"]
+
+    def info(self, component: str) -> dict[str, Any]:
+        return dict(self.manifest.get("components", {}).get(component, {}))
+
+    def get(self, component: str) -> Any:
+        """The loaded model of a component (cached), or None when the pack lacks it."""
+        if component in self._cache:
+            return self._cache[component]
+        if not self.has(component):
+            self._cache[component] = None
+            return None
+        folder = self.folder(component)
+        if component == "segmentation":
+            from .segmentation.inference import load_segmenter
+
+            model = load_segmenter(folder)
+        elif component == "landmarks":
+            from .levels.landmarks import load_landmark_model
+
+            model = load_landmark_model(folder)
+        elif component == "tree":
+            from .grading.tree import RatioTree
+
+            model = RatioTree.from_json((folder / "tree.json").read_text())
+        elif component.startswith("classifier_"):
+            from .grading.classifier_inference import load_classifier
+
+            model = load_classifier(folder)
+        else:
+            raise InputError(self.path, f"unknown component '{component}'")
+        self._cache[component] = model
+        return model
+
+
+def load_pack(path: str | Path | None = None) -> ModelPack:
+    """Read a model pack folder (default: the packaged one)."""
+    p = Path(path) if path is not None else default_pack_path()
+    if not p.is_dir():
+        raise InputError(p, "model pack folder not found")
+    mf = p / "pack.json"
+    if not mf.is_file():
+        raise InputError(p, "not a model pack (no pack.json)")
+    try:
+        manifest = json.loads(mf.read_text())
+    except json.JSONDecodeError as e:
+        raise InputError(mf, f"pack.json is not valid JSON ({e.msg} at line {e.lineno})") from e
+    return ModelPack(path=p, manifest=manifest)
+
+
+def pack_summary(path: str | Path | None = None) -> str:
+    """One line: 'name version (components...)' or why it is unavailable."""
+    try:
+        pack = load_pack(path)
+    except InputError as e:
+        return f"unavailable: {e.one_line()}"
+    have = [c for c in COMPONENTS if pack.has(c)]
+    return f"{pack.label} at {pack.path} ({', '.join(have) or 'no models'})"
+
+
+def build_pack(
+    out: str | Path,
+    runs: dict[str, str | Path],
+    name: str = "lumbargrade-default",
+    version: str = "0.1.0",
+    trained_on: str = "",
+    extra: dict[str, Any] | None = None,
+    overwrite: bool = False,
+) -> Path:
+    """Assemble a pack from run folders written by ``lumbargrade train``.
+
+    ``runs`` maps component names (see :data:`COMPONENTS`) to run folders. Only the files a pack
+    needs are copied (no optimizer checkpoints), so packs stay small.
+    """
+    out = Path(out)
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        raise InputError(out, "already holds files; pass --overwrite to replace the pack")
+    out.mkdir(parents=True, exist_ok=True)
+    components: dict[str, Any] = {}
+    for comp, run in runs.items():
+        if comp not in COMPONENTS:
+            raise InputError(comp, f"unknown component; expected one of {', '.join(COMPONENTS)}")
+        run = Path(run)
+        if not run.is_dir():
+            raise InputError(run, "run folder not found")
+        dest = out / comp
+        if dest.exists():
+            shutil.rmtree(dest)
+        dest.mkdir(parents=True)
+        for f in _RUN_FILES:
+            if (run / f).is_file():
+                shutil.copy2(run / f, dest / f)
+        cfg = json.loads((run / "config.json").read_text()) if (run / "config.json").is_file() else {}
+        metrics = json.loads((run / "metrics.json").read_text()) if (run / "metrics.json").is_file() else {}
+        command = (run / "command.txt").read_text().strip() if (run / "command.txt").is_file() else None
+        components[comp] = {
+            "folder": comp,
+            "description": COMPONENTS[comp],
+            "architecture": cfg.get("model") or cfg.get("architecture") or cfg.get("feature"),
+            "training_command": command,
+            "trained_on": cfg.get("trained_on") or trained_on,
+            "metrics": metrics,
+        }
+    manifest = {
+        "name": name,
+        "version": version,
+        "trained_on": trained_on,
+        "components": components,
+        **(extra or {}),
+    }
+    (out / "pack.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    return out
