@@ -1,0 +1,405 @@
+"""Interpretable decision tree for the central canal grade on a dural-sac-to-disc ratio.
+
+The tree is fitted with scikit-learn's ``DecisionTreeClassifier`` (``max_depth=3,
+max_leaf_nodes=4`` as in the paper) and then stored as plain data (:class:`RatioTree`): the
+feature, its definition, the thresholds and the leaves' class frequencies. It is saved as JSON,
+never pickled, and predicts without scikit-learn. Split semantics are scikit-learn's: at a node go
+left when ``value <= threshold`` (values are rounded to float32 first, as scikit-learn does).
+
+Grades: ``0 normal, 1 mild, 2 moderate, 3 severe`` (see docs/architecture.md).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+__all__ = [
+    "CANDIDATE_FEATURES",
+    "CENTRAL_GRADE_NAMES",
+    "PAPER_TREE",
+    "RatioTree",
+    "fit_tree",
+    "paper_tree",
+    "select_feature",
+    "tree_from_sklearn",
+]
+
+CENTRAL_GRADE_NAMES = ("normal", "mild", "moderate", "severe")
+
+#: Features tried by :func:`select_feature` (names of :class:`lumbargrade.measurements.Measurements`).
+CANDIDATE_FEATURES = ("area_ratio", "ap_ratio", "sqrt_area_ratio", "dural_sac_area_mm2")
+
+_LEAF = -1
+
+
+def _definition(name: str) -> str:
+    from ..measurements import MEASUREMENT_DEFINITIONS
+
+    return MEASUREMENT_DEFINITIONS.get(name, name)
+
+
+def _fmt(v: float) -> str:
+    return f"{v:.4g}"
+
+
+@dataclass
+class RatioTree:
+    """A fitted decision tree as plain data.
+
+    ``nodes[i]``: ``{"feature": j or -1 for a leaf, "threshold": t, "left": i, "right": i,
+    "frequencies": [per class]}`` with node 0 the root; go left when ``x[j] <= t``.
+    ``frequencies`` are the (class-weighted) training class frequencies in the node, over
+    ``classes``. ``compatible_features`` lists the measurements the thresholds may be applied to
+    (used by the paper preset, whose ratio definition is uncertain).
+    """
+
+    feature_names: list[str]
+    feature_definitions: list[str]
+    nodes: list[dict]
+    classes: list[int] = field(default_factory=lambda: [0, 1, 2, 3])
+    class_names: list[str] = field(default_factory=lambda: list(CENTRAL_GRADE_NAMES))
+    name: str = "fitted"
+    note: str = ""
+    compatible_features: list[str] | None = None
+    training: dict = field(default_factory=dict)
+
+    # ------------------------------------------------------------------ basics
+    @property
+    def feature_name(self) -> str:
+        """The feature of a one-feature tree (the names joined with ',' otherwise)."""
+        return ",".join(self.feature_names)
+
+    @property
+    def feature(self) -> str:
+        """Alias of :attr:`feature_name`."""
+        return self.feature_name
+
+    @property
+    def n_features(self) -> int:
+        return len(self.feature_names)
+
+    def thresholds(self) -> list[float]:
+        """The split thresholds, sorted (ascending)."""
+        return sorted(float(n["threshold"]) for n in self.nodes if n["feature"] != _LEAF)
+
+    def _as_2d(self, values) -> np.ndarray:
+        x = np.asarray(values, dtype=np.float64)
+        if x.ndim == 0:
+            x = x.reshape(1, 1)
+        elif x.ndim == 1:
+            x = x.reshape(-1, 1) if self.n_features == 1 else x.reshape(1, -1)
+        if x.shape[1] != self.n_features:
+            raise ValueError(f"expected {self.n_features} feature(s) {self.feature_names}, got {x.shape[1]}")
+        if not np.all(np.isfinite(x)):
+            raise ValueError("feature values must be finite (a NaN ratio comes from an empty mask)")
+        return x.astype(np.float32).astype(np.float64)  # scikit-learn compares float32 inputs
+
+    def _leaves(self, x: np.ndarray) -> np.ndarray:
+        out = np.empty(x.shape[0], dtype=int)
+        for k in range(x.shape[0]):
+            i = 0
+            while self.nodes[i]["feature"] != _LEAF:
+                n = self.nodes[i]
+                i = n["left"] if x[k, n["feature"]] <= n["threshold"] else n["right"]
+            out[k] = i
+        return out
+
+    def predict_proba(self, values) -> np.ndarray:
+        """``(n, n_classes)`` leaf class frequencies for ``values`` (``(n,)`` for one feature, or ``(n, k)``)."""
+        x = self._as_2d(values)
+        freq = np.array([self.nodes[i]["frequencies"] for i in self._leaves(x)], dtype=float)
+        return freq.reshape(x.shape[0], len(self.classes))
+
+    def predict(self, values) -> np.ndarray:
+        """Grades (values of ``classes``) for ``values``."""
+        p = self.predict_proba(values)
+        return np.asarray(self.classes)[np.argmax(p, axis=1)]
+
+    def _leaf_class(self, i: int) -> int:
+        return int(self.classes[int(np.argmax(self.nodes[i]["frequencies"]))])
+
+    def _grade_name(self, g: int) -> str:
+        return self.class_names[self.classes.index(g)]
+
+    # ------------------------------------------------------------------ rules in words
+    def _intervals(self) -> list[tuple[float, float, int]]:
+        """One-feature tree: ``(lo, hi, grade)`` for each leaf (lo < x <= hi), merged where
+        neighbours share a grade, sorted by ``lo`` descending."""
+        out = []
+
+        def walk(i, lo, hi):
+            n = self.nodes[i]
+            if n["feature"] == _LEAF:
+                out.append((lo, hi, self._leaf_class(i)))
+                return
+            t = float(n["threshold"])
+            walk(n["left"], lo, min(hi, t))
+            walk(n["right"], max(lo, t), hi)
+
+        walk(0, -math.inf, math.inf)
+        out = [iv for iv in out if iv[0] < iv[1]]
+        out.sort(key=lambda iv: iv[0])
+        merged: list[list] = []
+        for lo, hi, g in out:
+            if merged and merged[-1][2] == g and merged[-1][1] == lo:
+                merged[-1][1] = hi
+            else:
+                merged.append([lo, hi, g])
+        return [tuple(m) for m in reversed(merged)]
+
+    def _interval_words(self, lo: float, hi: float, g: int, name: str) -> str:
+        if lo == -math.inf and hi == math.inf:
+            cond = f"any {name}"
+        elif lo == -math.inf:
+            cond = f"{name} <= {_fmt(hi)}"
+        elif hi == math.inf:
+            cond = f"{name} > {_fmt(lo)}"
+        else:
+            cond = f"{_fmt(lo)} < {name} <= {_fmt(hi)}"
+        return f"{cond} -> {self._grade_name(g)}"
+
+    def _paths(self) -> list[tuple[list[str], int, int]]:
+        out = []
+
+        def walk(i, conds):
+            n = self.nodes[i]
+            if n["feature"] == _LEAF:
+                out.append((conds, self._leaf_class(i), i))
+                return
+            f, t = self.feature_names[n["feature"]], _fmt(float(n["threshold"]))
+            walk(n["left"], conds + [f"{f} <= {t}"])
+            walk(n["right"], conds + [f"{f} > {t}"])
+
+        walk(0, [])
+        return out
+
+    def rules_in_words(self, name: str | None = None) -> list[str]:
+        """The rules, e.g. ``["ap_ratio > 0.31 -> normal", "0.23 < ap_ratio <= 0.31 -> mild", ...]``.
+
+        One-feature trees give one interval per grade band (highest values first); trees on several
+        features give one path per leaf (``"a <= 1 and b > 2 -> mild"``). ``name`` replaces the
+        feature name in a one-feature tree.
+        """
+        if self.n_features == 1:
+            nm = name or self.feature_names[0]
+            return [self._interval_words(lo, hi, g, nm) for lo, hi, g in self._intervals()]
+        return [(" and ".join(c) or "always") + f" -> {self._grade_name(g)}" for c, g, _ in self._paths()]
+
+    def rule_for(self, value, name: str | None = None) -> str:
+        """The rule that applies to one value (one-feature tree: its grade band; otherwise the path)."""
+        x = self._as_2d(value)
+        if x.shape[0] != 1:
+            raise ValueError("rule_for takes one value")
+        if self.n_features == 1:
+            v = float(x[0, 0])
+            nm = name or self.feature_names[0]
+            for lo, hi, g in self._intervals():
+                if lo < v <= hi:
+                    return self._interval_words(lo, hi, g, nm)
+        leaf = int(self._leaves(x)[0])
+        for conds, g, i in self._paths():
+            if i == leaf:
+                return (" and ".join(conds) or "always") + f" -> {self._grade_name(g)}"
+        raise AssertionError("leaf not found")  # pragma: no cover
+
+    # ------------------------------------------------------------------ JSON
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["format"] = "lumbargrade.ratio_tree/1"
+        d["rules"] = self.rules_in_words()
+        return d
+
+    def to_json(self, indent: int | None = 2) -> str:
+        return json.dumps(self.to_dict(), indent=indent)
+
+    @classmethod
+    def from_dict(cls, d: Mapping) -> RatioTree:
+        if d.get("format") not in (None, "lumbargrade.ratio_tree/1"):
+            raise ValueError(f"unknown tree format {d.get('format')!r}")
+        keys = {"feature_names", "feature_definitions", "nodes", "classes", "class_names", "name",
+                "note", "compatible_features", "training"}
+        tree = cls(**{k: d[k] for k in keys if k in d})
+        tree.validate()
+        return tree
+
+    @classmethod
+    def from_json(cls, text: str) -> RatioTree:
+        return cls.from_dict(json.loads(text))
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(self.to_json() + "\n")
+
+    @classmethod
+    def load(cls, path: str | Path) -> RatioTree:
+        """Read a tree JSON file; a bad file raises :class:`~lumbargrade.errors.InputError`."""
+        from ..errors import InputError
+
+        try:
+            return cls.from_json(Path(path).read_text())
+        except FileNotFoundError:
+            raise InputError(path, "tree file not found") from None
+        except (ValueError, KeyError, TypeError) as e:
+            raise InputError(path, f"not a valid decision-tree JSON file ({e})") from None
+
+    def validate(self) -> None:
+        """Check the node structure (raises ValueError)."""
+        n = len(self.nodes)
+        if n == 0:
+            raise ValueError("tree has no nodes")
+        if len(self.feature_definitions) != len(self.feature_names):
+            raise ValueError("one definition per feature needed")
+        for i, nd in enumerate(self.nodes):
+            if nd["feature"] == _LEAF:
+                if len(nd["frequencies"]) != len(self.classes):
+                    raise ValueError(f"node {i}: frequencies do not match the classes")
+            else:
+                if not (0 <= nd["feature"] < self.n_features):
+                    raise ValueError(f"node {i}: bad feature index")
+                if not (0 < nd["left"] < n and 0 < nd["right"] < n):
+                    raise ValueError(f"node {i}: bad child index")
+
+
+def tree_from_sklearn(clf, feature_names: Sequence[str], classes: Sequence[int] = (0, 1, 2, 3),
+                      class_names: Sequence[str] = CENTRAL_GRADE_NAMES, **meta) -> RatioTree:
+    """Convert a fitted ``DecisionTreeClassifier`` to a :class:`RatioTree` (class frequencies are
+    mapped onto ``classes``; grades absent from training get frequency 0)."""
+    t = clf.tree_
+    classes = [int(c) for c in classes]
+    col = [classes.index(int(c)) for c in clf.classes_]
+    nodes = []
+    for i in range(t.node_count):
+        v = np.asarray(t.value[i]).reshape(-1).astype(float)
+        freq = np.zeros(len(classes))
+        freq[col] = v
+        s = freq.sum()
+        freq = freq / s if s > 0 else freq
+        leaf = t.children_left[i] == t.children_right[i]
+        nodes.append({
+            "feature": _LEAF if leaf else int(t.feature[i]),
+            "threshold": None if leaf else float(t.threshold[i]),
+            "left": None if leaf else int(t.children_left[i]),
+            "right": None if leaf else int(t.children_right[i]),
+            "frequencies": [float(f) for f in freq],
+            "n_samples": int(t.n_node_samples[i]),
+        })
+    names = list(feature_names)
+    return RatioTree(feature_names=names, feature_definitions=[_definition(n) for n in names],
+                     nodes=nodes, classes=classes, class_names=list(class_names), **meta)
+
+
+def fit_tree(X_ratio, grades, feature_name: str | Sequence[str], max_depth: int = 3,
+             max_leaf_nodes: int = 4, class_weight=None, random_state: int = 0,
+             classes: Sequence[int] = (0, 1, 2, 3),
+             class_names: Sequence[str] = CENTRAL_GRADE_NAMES) -> RatioTree:
+    """Fit ``DecisionTreeClassifier(max_depth, max_leaf_nodes, class_weight)`` on a ratio and return
+    it as a :class:`RatioTree`.
+
+    ``X_ratio``: ``(n,)`` for one feature or ``(n, k)``; ``feature_name``: its name (or k names).
+    Rows with a non-finite value are dropped (the count is kept in ``tree.training``).
+    """
+    from sklearn.tree import DecisionTreeClassifier
+
+    x = np.asarray(X_ratio, dtype=float)
+    if x.ndim == 1:
+        x = x.reshape(-1, 1)
+    names = [feature_name] if isinstance(feature_name, str) else list(feature_name)
+    if x.shape[1] != len(names):
+        raise ValueError(f"{x.shape[1]} feature column(s) but {len(names)} name(s)")
+    y = np.asarray(grades).astype(int).ravel()
+    if y.shape[0] != x.shape[0]:
+        raise ValueError("X and grades differ in length")
+    ok = np.all(np.isfinite(x), axis=1)
+    if ok.sum() < 2:
+        raise ValueError("fewer than two rows with finite feature values")
+    clf = DecisionTreeClassifier(max_depth=max_depth, max_leaf_nodes=max_leaf_nodes,
+                                 class_weight=class_weight, random_state=random_state)
+    clf.fit(x[ok], y[ok])
+    training = {"n": int(ok.sum()), "n_dropped_nonfinite": int((~ok).sum()), "max_depth": max_depth,
+                "max_leaf_nodes": max_leaf_nodes, "class_weight": class_weight,
+                "class_counts": {str(c): int((y[ok] == c).sum()) for c in classes}}
+    return tree_from_sklearn(clf, names, classes, class_names, training=training)
+
+
+def select_feature(train: tuple[Mapping[str, Sequence[float]], Sequence[int]],
+                   val: tuple[Mapping[str, Sequence[float]], Sequence[int]],
+                   candidates: Sequence[str] = CANDIDATE_FEATURES, **fit_kwargs
+                   ) -> tuple[RatioTree, dict[str, dict]]:
+    """Fit one tree per candidate feature on ``train`` and keep the one with the best validation
+    linearly weighted kappa (ties: accuracy, then candidate order).
+
+    ``train`` / ``val``: ``(features, grades)`` with ``features[name]`` an array per item.
+    Returns ``(best_tree, scores)``, ``scores[name] = {"kappa", "accuracy", "n_val", "rules"}``;
+    validation rows with a non-finite value are left out of that feature's score.
+    """
+    from ..metrics import accuracy, linear_weighted_kappa
+
+    ftr, ytr = train
+    fva, yva = val
+    ytr, yva = np.asarray(ytr).astype(int), np.asarray(yva).astype(int)
+    k = len(fit_kwargs.get("classes", (0, 1, 2, 3)))
+    best, best_key, scores = None, None, {}
+    for name in candidates:
+        if name not in ftr or name not in fva:
+            raise KeyError(f"feature {name!r} missing from the data")
+        tree = fit_tree(np.asarray(ftr[name], float), ytr, name, **fit_kwargs)
+        xv = np.asarray(fva[name], float)
+        ok = np.isfinite(xv)
+        if ok.sum() == 0:
+            scores[name] = {"kappa": None, "accuracy": None, "n_val": 0, "rules": tree.rules_in_words()}
+            continue
+        pred = tree.predict(xv[ok])
+        kap = linear_weighted_kappa(yva[ok], pred, n_classes=k)
+        acc = accuracy(yva[ok], pred)
+        scores[name] = {"kappa": None if math.isnan(kap) else kap, "accuracy": acc,
+                        "n_val": int(ok.sum()), "rules": tree.rules_in_words()}
+        key = (-math.inf if math.isnan(kap) else kap, acc)
+        if best_key is None or key > best_key:
+            best, best_key = tree, key
+    if best is None:
+        raise ValueError("no candidate feature could be scored on the validation data")
+    best.training = {**best.training, "selected_by": "validation linear weighted kappa",
+                     "validation": scores[best.feature_name]}
+    return best, scores
+
+
+def paper_tree(feature_name: str = "ratio") -> RatioTree:
+    """The paper's thresholds (Bharadwaj 2023): > 0.31 normal, > 0.23 mild, > 0.19 moderate,
+    otherwise severe.
+
+    The paper calls the ratio "the ratio between the cross-sectional areas of the dural sac and
+    the intervertebral disk", but as a whole-disc area ratio these cut-offs are anatomically
+    impossible (a normal sac of ~150 mm² over a 1300-2000 mm² disc gives 0.08-0.12; spec section 0).
+    They fit an AP-diameter ratio or the square root of the area ratio, so the preset lists
+    ``compatible_features = ["ap_ratio", "sqrt_area_ratio"]`` and not ``area_ratio``.
+    """
+    def leaf(g):
+        return {"feature": _LEAF, "threshold": None, "left": None, "right": None,
+                "frequencies": [1.0 if i == g else 0.0 for i in range(4)]}
+
+    def split(t, left, right):
+        # thresholds stored as float32 values, since inputs are compared after float32 rounding
+        return {"feature": 0, "threshold": float(np.float32(t)), "left": left, "right": right,
+                "frequencies": [0.25] * 4}
+
+    nodes = [split(0.23, 1, 2), split(0.19, 3, 4), split(0.31, 5, 6),
+             leaf(3), leaf(2), leaf(1), leaf(0)]
+    return RatioTree(
+        feature_names=[feature_name],
+        feature_definitions=[("dural-sac-to-disc ratio of Bharadwaj et al. 2023 (stated as an area "
+                              "ratio; the thresholds only fit an AP-diameter ratio or sqrt(area ratio))")],
+        nodes=nodes, name="paper",
+        note="Thresholds 0.31/0.23/0.19 from Bharadwaj et al., Eur Radiol 2023. The paper names the "
+             "sac/disc cross-sectional-area ratio, but for a whole-disc area ratio they are anatomically "
+             "impossible (normal ~0.08-0.12); they are consistent with the AP-diameter ratio "
+             "(DDRDIA) or the square root of the area ratio. Apply to ap_ratio or sqrt_area_ratio.",
+        compatible_features=["ap_ratio", "sqrt_area_ratio"],
+    )
+
+
+PAPER_TREE = paper_tree()

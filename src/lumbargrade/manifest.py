@@ -1,0 +1,197 @@
+"""Reading ``manifest.csv`` (see docs/architecture.md) and the images its rows point to.
+
+One row per (patient, level); paths in a row are relative to the folder holding the manifest.
+Everything here is I/O at the edge: it returns plain arrays plus spacing in mm, and raises
+:class:`lumbargrade.errors.InputError` (naming the file) for a user's mistake.
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+
+from .errors import InputError
+
+__all__ = [
+    "REQUIRED_COLUMNS",
+    "SPLITS",
+    "resolve_manifest",
+    "read_manifest",
+    "rows_for_split",
+    "load_axial",
+    "load_label_map",
+    "load_image_file",
+]
+
+REQUIRED_COLUMNS = ("patient_id", "split", "level", "axial_image")
+SPLITS = ("train", "val", "test")
+_IMAGE_SUFFIXES = {".png", ".npy", ".tif", ".tiff", ".jpg", ".jpeg", ".bmp"}
+
+
+def resolve_manifest(path: str | Path) -> Path:
+    """The manifest file for ``path``: the file itself, or ``path/manifest.csv`` for a folder."""
+    p = Path(path)
+    if p.is_dir():
+        p = p / "manifest.csv"
+    if not p.is_file():
+        raise InputError(path, "no manifest.csv here (give a manifest.csv or a folder holding one)")
+    return p
+
+
+def read_manifest(path: str | Path, required: tuple[str, ...] = REQUIRED_COLUMNS) -> list[dict]:
+    """Rows of a manifest as dicts of strings (empty cells are ``""``).
+
+    ``path`` is a ``manifest.csv`` or a folder holding one. Each row also gets ``_base_dir``
+    (the manifest's folder, a string) and ``_line`` (its line number, for messages).
+    Raises InputError on a missing file, missing required columns, or a bad ``split``/``level``.
+    """
+    from .levels.names import LEVELS
+
+    p = resolve_manifest(path)
+    try:
+        with open(p, newline="", encoding="utf-8-sig") as f:
+            reader = csv.DictReader(f)
+            fields = [c.strip() for c in (reader.fieldnames or [])]
+            missing = [c for c in required if c not in fields]
+            if missing:
+                raise InputError(p, f"missing required column(s): {', '.join(missing)}")
+            rows = []
+            for i, raw in enumerate(reader, start=2):
+                row = {(k or "").strip(): (v or "").strip() for k, v in raw.items() if k is not None}
+                if not any(row.values()):
+                    continue
+                if row.get("split") not in SPLITS:
+                    raise InputError(f"{p}:{i}", f"split {row.get('split')!r} is not one of {', '.join(SPLITS)}")
+                lvl = row.get("level", "").replace("-", "/")
+                if lvl not in LEVELS:
+                    raise InputError(f"{p}:{i}", f"level {row.get('level')!r} is not one of {', '.join(LEVELS)}")
+                row["level"] = lvl
+                row["_base_dir"] = str(p.parent)
+                row["_line"] = i
+                rows.append(row)
+    except UnicodeDecodeError as e:
+        raise InputError(p, f"not a UTF-8 CSV file ({e.reason})") from e
+    except csv.Error as e:
+        raise InputError(p, f"not a valid CSV file ({e})") from e
+    if not rows:
+        raise InputError(p, "the manifest has no rows")
+    return rows
+
+
+def rows_for_split(rows: list[dict], split: str) -> list[dict]:
+    """The rows whose ``split`` is ``split``."""
+    return [r for r in rows if r.get("split") == split]
+
+
+def _where(row: dict, column: str) -> str:
+    line = row.get("_line")
+    return f"manifest line {line}, column {column}" if line else f"manifest column {column}"
+
+
+def _path(row: dict, column: str, base_dir: str | Path | None) -> Path:
+    value = row.get(column, "")
+    if not value:
+        raise InputError(_where(row, column), "empty")
+    base = Path(base_dir if base_dir is not None else row.get("_base_dir", "."))
+    p = Path(value)
+    if not p.is_absolute():
+        p = base / p
+    if not p.is_file():
+        raise InputError(p, f"file not found ({_where(row, column)})")
+    return p
+
+
+def load_image_file(path: str | Path) -> np.ndarray:
+    """A 2D image from .npy or an image file (PNG...), as float32 ``[rows, cols]``."""
+    p = Path(path)
+    try:
+        if p.suffix.lower() == ".npy":
+            arr = np.load(p, allow_pickle=False)
+        else:
+            from PIL import Image
+
+            with Image.open(p) as im:
+                if im.mode in ("RGB", "RGBA", "P", "LA"):
+                    im = im.convert("L")
+                arr = np.asarray(im)
+    except InputError:
+        raise
+    except Exception as e:  # noqa: BLE001 - any reader failure is a bad file
+        raise InputError(p, f"cannot read image ({e.__class__.__name__}: {e})") from e
+    arr = np.squeeze(np.asarray(arr))
+    if arr.ndim != 2:
+        raise InputError(p, f"expected a 2D image, got shape {arr.shape}")
+    return arr.astype(np.float32)
+
+
+def _load_dicom(p: Path) -> tuple[np.ndarray, tuple[float, float]]:
+    import pydicom
+
+    try:
+        ds = pydicom.dcmread(p)
+    except Exception as e:  # noqa: BLE001
+        raise InputError(p, f"not a readable DICOM file ({e.__class__.__name__}: {e})") from e
+    if "PixelData" not in ds:
+        raise InputError(p, "DICOM file has no pixel data")
+    try:
+        arr = ds.pixel_array.astype(np.float32)
+    except Exception as e:  # noqa: BLE001
+        raise InputError(p, f"cannot decode DICOM pixel data ({e.__class__.__name__}: {e})") from e
+    if arr.ndim != 2:
+        raise InputError(p, f"expected a single-frame 2D image, got shape {arr.shape}")
+    slope = float(getattr(ds, "RescaleSlope", 1.0) or 1.0)
+    intercept = float(getattr(ds, "RescaleIntercept", 0.0) or 0.0)
+    arr = arr * np.float32(slope) + np.float32(intercept)
+    ps = getattr(ds, "PixelSpacing", None)
+    if ps is None or len(ps) != 2:
+        raise InputError(p, "DICOM file has no PixelSpacing")
+    spacing = (float(ps[0]), float(ps[1]))
+    if not (spacing[0] > 0 and spacing[1] > 0):
+        raise InputError(p, f"PixelSpacing {spacing} is not positive")
+    return arr, spacing
+
+
+def _is_dicom(p: Path) -> bool:
+    if p.suffix.lower() in (".dcm", ".dicom", ".ima"):
+        return True
+    if p.suffix.lower() in _IMAGE_SUFFIXES:
+        return False
+    try:
+        with open(p, "rb") as f:
+            head = f.read(132)
+        return head[128:132] == b"DICM"
+    except OSError:
+        return False
+
+
+def load_axial(row: dict, base_dir: str | Path | None = None) -> tuple[np.ndarray, tuple[float, float]]:
+    """The row's axial slice: ``(image float32 [rows, cols], (row_mm, col_mm))``.
+
+    DICOM files give their pixels with RescaleSlope/RescaleIntercept applied and PixelSpacing;
+    PNG/NPY files need the ``pixel_spacing_row_mm`` and ``pixel_spacing_col_mm`` columns.
+    ``base_dir`` defaults to the manifest's folder recorded by :func:`read_manifest`.
+    """
+    p = _path(row, "axial_image", base_dir)
+    if _is_dicom(p):
+        return _load_dicom(p)
+    arr = load_image_file(p)
+    try:
+        spacing = (float(row["pixel_spacing_row_mm"]), float(row["pixel_spacing_col_mm"]))
+    except (KeyError, ValueError) as e:
+        raise InputError(_where(row, "pixel_spacing_row_mm"),
+                         f"{p.name} is not DICOM, so pixel_spacing_row_mm and pixel_spacing_col_mm "
+                         "must hold the spacing in mm") from e
+    if not (spacing[0] > 0 and spacing[1] > 0):
+        raise InputError(_where(row, "pixel_spacing_row_mm"), f"spacing {spacing} is not positive")
+    return arr, spacing
+
+
+def load_label_map(row: dict, base_dir: str | Path | None = None) -> np.ndarray:
+    """The row's ``label_map`` as uint8 ``[rows, cols]`` (values 0-6, see docs/architecture.md)."""
+    p = _path(row, "label_map", base_dir)
+    arr = load_image_file(p)
+    if arr.min() < 0 or arr.max() > 255 or not np.all(arr == np.round(arr)):
+        raise InputError(p, "label map must hold integer values 0-255")
+    return arr.astype(np.uint8)
