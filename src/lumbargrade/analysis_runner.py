@@ -1,0 +1,185 @@
+"""Running ``analyze`` from the command line: one study, or many in one process (models loaded
+once, one output folder per StudyInstanceUID, finished studies skipped, errors logged per study)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from .errors import InputError
+
+__all__ = ["run_analyze", "analyze_one", "format_table"]
+
+_FINDINGS = ("foramen_left", "foramen_right", "facet_left", "facet_right")
+
+
+def _load_rules(path: str | None) -> Any:
+    if not path:
+        return None
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(p, "rules file not found")
+    try:
+        return json.loads(p.read_text())
+    except json.JSONDecodeError as e:
+        raise InputError(p, f"not valid JSON ({e.msg} at line {e.lineno})") from e
+
+
+def analyze_one(study_path: str | Path, out: str | Path, pack: Any, config: Any, overwrite: bool = False,
+                rules: Any = None, study: Any = None) -> dict[str, Any]:
+    """Read (unless ``study`` is given), analyze and write one study; returns the report dict."""
+    from .io import read_study
+    from .pipeline import analyze_study
+    from .report import write_outputs
+    from .report.json_report import check_output_folder
+
+    check_output_folder(Path(out), overwrite)
+    t0 = time.perf_counter()
+    if study is None:
+        study = read_study(study_path, rules=rules)
+    t_read = time.perf_counter() - t0
+    result = analyze_study(study, pack, config)
+    result.timings_s = {"reading_headers": t_read, **result.timings_s}
+    resolved = {"analysis": config.to_dict(), "model_pack": str(pack.path), "input": str(study_path)}
+    t0 = time.perf_counter()
+    writers = _extra_writers()
+    write_outputs(result, out, pack, resolved, overwrite=overwrite, extra_writers=writers)
+    result.timings_s["report"] = time.perf_counter() - t0
+    return json.loads((Path(out) / "report.json").read_text())
+
+
+def _extra_writers() -> list:
+    """The writers that run beside report.json: DICOM SEG, DICOM SR, HTML."""
+    from .report.dicom_seg import write_seg
+    from .report.dicom_sr import write_sr
+    from .report.html_report import write_html
+
+    # order matters: the SR references the SEG, the HTML lists both
+    return [write_seg, write_sr, write_html]
+
+
+def format_table(report: dict[str, Any]) -> str:
+    """A plain-text grade table: one row per level."""
+    head = f"{'level':7s} {'central':9s} {'ratio':>7s} {'sac mm2':>8s} " + " ".join(f"{f:>14s}" for f in _FINDINGS)
+    lines = [head, "-" * len(head)]
+    for lv in report.get("levels", []):
+        c = lv.get("central_canal", {}) or {}
+        tree = c.get("tree") or {}
+        ratio = tree.get("ratio")
+        sac = (lv.get("measurements") or {}).get("dural_sac_area_mm2")
+        cells = []
+        for f in _FINDINGS:
+            v = lv.get(f)
+            if v and v.get("probability") is not None:
+                tag = "mod/sev" if v.get("label") == "moderate/severe" else "norm/mild"
+                cells.append(f"{tag} {v['probability']:.2f}")
+            else:
+                cells.append("-")
+        lines.append(
+            f"{lv['level']:7s} {str(c.get('grade') or '-'):9s} "
+            f"{(f'{ratio:.3f}' if ratio is not None else '-'):>7s} "
+            f"{(f'{sac:.0f}' if sac is not None else '-'):>8s} " + " ".join(f"{x:>14s}" for x in cells)
+        )
+    return "\n".join(lines)
+
+
+def _collect_studies(args: argparse.Namespace) -> list[Path]:
+    studies = [Path(s) for s in args.studies]
+    if args.batch:
+        root = Path(args.batch)
+        if not root.is_dir():
+            raise InputError(root, "batch folder not found")
+        studies += sorted(p for p in root.iterdir() if p.is_dir() or p.suffix.lower() == ".zip")
+        if not studies:
+            raise InputError(root, "batch folder holds no study folders or .zip files")
+    if not studies:
+        raise InputError(None, "give a STUDY path or --batch FOLDER")
+    for s in studies:
+        if not s.exists():
+            raise InputError(s, "no such file or folder")
+    return studies
+
+
+def run_analyze(args: argparse.Namespace) -> int:
+    from .modelpack import load_pack
+    from .pipeline import AnalysisConfig
+
+    studies = _collect_studies(args)
+    rules = _load_rules(args.rules)
+    pack = load_pack(args.models)
+    config = AnalysisConfig(slice_choice=args.slice_choice)
+    out = Path(args.out)
+    if len(studies) == 1 and not args.batch:
+        report = analyze_one(studies[0], out, pack, config, overwrite=args.overwrite, rules=rules)
+        if args.json:
+            print(json.dumps(report, indent=2))
+        else:
+            print(format_table(report))
+            for w in report.get("warnings", []):
+                print(f"warning: {w}", file=sys.stderr)
+            html = out / "report.html"
+            print(f"\nreport: {out / 'report.json'}" + (f"\nhtml:   {html}" if html.is_file() else ""))
+        return 0
+    return _run_batch(studies, out, pack, config, rules, args)
+
+
+def _run_batch(studies: list[Path], out: Path, pack: Any, config: Any, rules: Any, args: argparse.Namespace) -> int:
+    """Many studies, models loaded once; resumable (a study whose folder holds report.json is done)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tqdm import tqdm
+
+    from .io import read_study
+
+    out.mkdir(parents=True, exist_ok=True)
+    log = out / "batch_log.jsonl"
+    n_ok = n_skip = n_err = 0
+
+    def read(path: Path) -> tuple[Path, Any, str | None]:
+        try:
+            return path, read_study(path, rules=rules), None
+        except InputError as e:
+            return path, None, e.one_line()
+        except Exception as e:  # one bad study must not stop the batch
+            return path, None, f"{path}: {type(e).__name__}: {e}"
+
+    workers = max(1, int(args.workers))
+    with ThreadPoolExecutor(max_workers=workers) as pool, log.open("a") as logf:
+        bar = tqdm(total=len(studies), desc="studies", unit="study", file=sys.stderr)
+        for path, study, err in pool.map(read, studies):
+            entry: dict[str, Any] = {"input": str(path)}
+            if err is None:
+                uid = study.study_instance_uid or path.stem
+                dest = out / _safe(uid)
+                entry["study_instance_uid"] = uid
+                if (dest / "report.json").is_file() and not args.overwrite:
+                    entry["status"] = "skipped (done)"
+                    n_skip += 1
+                else:
+                    try:
+                        analyze_one(path, dest, pack, config, overwrite=True, study=study)
+                        entry["status"] = "ok"
+                        n_ok += 1
+                    except InputError as e:
+                        err = e.one_line()
+                    except Exception as e:
+                        err = f"{path}: {type(e).__name__}: {e}"
+            if err is not None:
+                entry["status"] = "error"
+                entry["error"] = err
+                n_err += 1
+                print(f"lumbargrade: error: {err}", file=sys.stderr)
+            logf.write(json.dumps(entry) + "\n")
+            logf.flush()
+            bar.update(1)
+        bar.close()
+    print(f"{n_ok} analyzed, {n_skip} already done, {n_err} failed; outputs in {out} (log: {log})")
+    return 0 if n_err == 0 else 1
+
+
+def _safe(uid: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in ".-_" else "_" for ch in uid)

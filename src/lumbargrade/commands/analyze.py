@@ -1,0 +1,32 @@
+"""``lumbargrade analyze``: grade every disc level of one or many studies."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    p = sub.add_parser(
+        "analyze",
+        help="grade every disc level of a study (DICOM folder, .zip or NIfTI)",
+        description="Read a study, pick the axial slice of each disc level, segment the dural sac and "
+        "disc, measure, place facet/foramen boxes, grade, and write OUT/report.json with label maps. "
+        "Several studies (or --batch FOLDER) give one output folder per StudyInstanceUID under OUT.",
+    )
+    p.add_argument("studies", nargs="*", metavar="STUDY", help="study folder, .zip or NIfTI file")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--models", help="model pack folder (default: the bundled pack)")
+    p.add_argument("--batch", help="a folder whose subfolders (or .zip files) are studies")
+    p.add_argument("--overwrite", action="store_true", help="replace results already in OUT")
+    p.add_argument("--workers", type=int, default=1, help="parallel study readers in batch mode")
+    p.add_argument("--slice-choice", choices=["landmarks", "block"], default="landmarks",
+                   help="how the axial slice of each level is chosen (default: landmarks, falling back to block)")
+    p.add_argument("--rules", help="JSON file overriding the series role rules")
+    p.add_argument("--json", action="store_true", help="print the report as JSON instead of a table")
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..analysis_runner import run_analyze
+
+    return run_analyze(args)

@@ -1,0 +1,291 @@
+"""DICOM Segmentation (highdicom) of each level's axial slice: dural sac, disc and the four
+facet / foramen boxes, as BINARY segments referencing the axial source images.
+
+One SEG instance holds the levels whose slices share one orientation, matrix and pixel spacing
+(highdicom builds a SEG from source images of one orientation). When every chosen slice shares
+one, the result is ``seg.dcm``; otherwise ``seg_1.dcm``, ``seg_2.dcm`` ... , all in ONE series
+(same SeriesInstanceUID, InstanceNumber 1, 2, ...). Segments are numbered per instance, six per
+level in the order :data:`SEGMENTS` (labels like ``"L4/L5 dural sac"``). See
+``docs/dicom-outputs.md``.
+
+The writer records what it wrote in ``report["dicom"]["seg"]`` (files, UIDs, segment numbers per
+level) for the SR writer and the HTML page.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = ["SEGMENTS", "group_levels", "segment_masks", "write_seg"]
+
+#: Segment kinds per level, in segment-number order.
+SEGMENTS = ("dural_sac", "disc", "facet_left", "facet_right", "foramen_left", "foramen_right")
+
+_LABELS = {
+    "dural_sac": "dural sac",
+    "disc": "disc",
+    "facet_left": "facet left box",
+    "facet_right": "facet right box",
+    "foramen_left": "foramen left box",
+    "foramen_right": "foramen right box",
+}
+_COLORS = {  # CIELab display colours (approximate sRGB in comments)
+    "dural_sac": (80.0, -40.0, -20.0),  # cyan
+    "disc": (90.0, -5.0, 80.0),  # yellow
+    "facet_left": (55.0, 70.0, 50.0),  # red
+    "facet_right": (55.0, 70.0, 50.0),
+    "foramen_left": (60.0, -60.0, 55.0),  # green
+    "foramen_right": (60.0, -60.0, 55.0),
+}
+
+
+def segment_masks(lv: Any) -> dict[str, np.ndarray]:
+    """The six binary masks ``[rows, cols]`` of one :class:`~lumbargrade.pipeline.LevelResult`
+    (boxes filled; a missing box or mask is all False)."""
+    shape = lv.image.shape
+    out: dict[str, np.ndarray] = {}
+    out["dural_sac"] = (
+        np.zeros(shape, bool) if lv.sac_mask is None else np.asarray(lv.sac_mask, bool)
+    )
+    out["disc"] = np.zeros(shape, bool) if lv.disc_mask is None else np.asarray(lv.disc_mask, bool)
+    for name in SEGMENTS[2:]:
+        m = np.zeros(shape, bool)
+        b = (lv.boxes or {}).get(name)
+        if b:
+            m[b[0] : b[2], b[1] : b[3]] = True
+        out[name] = m
+    return out
+
+
+def person_name(name: str) -> str:
+    """A DICOM PN from a free-text name: kept when it has DICOM's ``^`` components, else the whole
+    text as the family-name component (``"Jane Doe"`` -> ``"Jane Doe^"``); at most 64 characters."""
+    name = " ".join(str(name).split())[:63]
+    return name if "^" in name else name + "^"
+
+
+def _group_key(lv: Any) -> tuple:
+    g = lv.geometry
+    return (
+        lv.series_instance_uid,
+        tuple(np.round(g.orientation, 4)),
+        int(g.rows),
+        int(g.columns),
+        tuple(np.round(g.pixel_spacing, 5)),
+    )
+
+
+def group_levels(levels: list[Any]) -> list[list[Any]]:
+    """Levels grouped so each group's slices share series, orientation, matrix and spacing and no
+    slice appears twice (two levels on one slice go to different groups)."""
+    groups: list[tuple[tuple, list[Any], set]] = []
+    for lv in levels:
+        key = _group_key(lv)
+        for k, members, sops in groups:
+            if k == key and lv.sop_instance_uid not in sops:
+                members.append(lv)
+                sops.add(lv.sop_instance_uid)
+                break
+        else:
+            groups.append((key, [lv], {lv.sop_instance_uid}))
+    return [members for _, members, _ in groups]
+
+
+def _source_dataset(lv: Any) -> Any:
+    """The axial slice's header (read without pixels) as a Dataset highdicom accepts as a source
+    image: a copy, with missing type-2 patient / study attributes added empty (their DICOM value
+    for "unknown"); nothing else is invented."""
+    import copy
+
+    hdr = getattr(lv.source, "header", None)
+    if hdr is None:
+        return None
+    ds = copy.deepcopy(hdr)
+    for kw in _TYPE2:
+        if kw not in ds:
+            setattr(ds, kw, None)
+    return ds
+
+
+_TYPE2 = (
+    "PatientName",
+    "PatientID",
+    "PatientBirthDate",
+    "PatientSex",
+    "StudyDate",
+    "StudyTime",
+    "ReferringPhysicianName",
+    "StudyID",
+    "AccessionNumber",
+)
+
+
+def _algorithm(report: dict[str, Any], pack_label: str | None) -> Any:
+    import highdicom as hd
+    from pydicom.sr.codedict import codes
+
+    sw = report.get("software", {}) or {}
+    params = {"model_pack": str(pack_label or sw.get("model_pack") or "none")}
+    return hd.AlgorithmIdentificationSequence(
+        name="lumbargrade",
+        family=codes.DCM.ArtificialIntelligence,
+        version=str(sw.get("version", "0")),
+        source=str(pack_label or sw.get("model_pack") or "lumbargrade"),
+        parameters=params,
+    )
+
+
+def _descriptions(
+    group: list[Any], algo: Any, regraded: dict[str, Any]
+) -> tuple[list[Any], dict[str, dict[str, int]]]:
+    import highdicom as hd
+    from pydicom.sr.codedict import codes
+
+    from . import codes as lc
+
+    descs, numbers = [], {}
+    n = 0
+    for lv in group:
+        numbers[lv.level] = {}
+        edited = lv.level in regraded
+        for kind in SEGMENTS:
+            n += 1
+            numbers[lv.level][kind] = n
+            if kind == "dural_sac":
+                cat, typ = codes.SCT.AnatomicalStructure, lc.code("LG001")
+            elif kind == "disc":
+                cat, typ = codes.SCT.AnatomicalStructure, lc.level_disc_structure(lv.level)
+            else:
+                cat = codes.SCT.SpatialAndRelationalConcept
+                typ = lc.code("LG003" if kind.startswith("facet") else "LG002")
+            atype = (
+                hd.seg.SegmentAlgorithmTypeValues.SEMIAUTOMATIC
+                if edited
+                else hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC
+            )
+            descs.append(
+                hd.seg.SegmentDescription(
+                    segment_number=n,
+                    segment_label=f"{lv.level} {_LABELS[kind]}",
+                    segmented_property_category=cat,
+                    segmented_property_type=typ,
+                    algorithm_type=atype,
+                    algorithm_identification=algo,
+                    tracking_id=f"{lv.level} {_LABELS[kind]}",
+                    tracking_uid=hd.UID(),
+                    anatomic_regions=[lc.level_disc_site(lv.level)],
+                    display_color=hd.color.CIELabColor(*_COLORS[kind]),
+                )
+            )
+    return descs, numbers
+
+
+def _write_seg(
+    result: Any, folder: str | Path, report: dict[str, Any], pack: Any = None
+) -> list[Path]:
+    """Write the DICOM SEG instance(s) of ``result`` into ``folder``; returns the files written.
+
+    Signature ``writer(result, folder, report)`` as :func:`lumbargrade.report.write_outputs`
+    expects; the model pack's label comes from ``pack.label`` when given, else
+    ``report["software"]["model_pack"]``. Levels without a DICOM source header (NIfTI input) are
+    skipped and listed in ``report["dicom"]["warnings"]``.
+    """
+    import highdicom as hd
+
+    from .. import __version__
+    from . import codes as lc
+
+    folder = Path(folder)
+    dicom = report.setdefault("dicom", {})
+    warnings = dicom.setdefault("warnings", [])
+    pack_label = getattr(pack, "label", None)
+    levels = []
+    for lv in result.levels:
+        if _source_dataset(lv) is None:
+            warnings.append(
+                f"{lv.level}: no DICOM source image (NIfTI input?): left out of the SEG"
+            )
+        else:
+            levels.append(lv)
+    for old in [folder / "seg.dcm", *folder.glob("seg_*.dcm")]:
+        old.unlink(missing_ok=True)
+    if not levels:
+        dicom.pop("seg", None)
+        return []
+    groups = group_levels(levels)
+    regraded = {r["level"]: r["regraded"] for r in report.get("levels", []) if r.get("regraded")}
+    algo = _algorithm(report, pack_label)
+    series_uid = hd.UID()
+    written: list[Path] = []
+    instances = []
+    i = 0
+    for group in groups:
+        srcs = [_source_dataset(lv) for lv in group]
+        if any("FrameOfReferenceUID" not in ds for ds in srcs):
+            warnings.append(
+                f"{', '.join(lv.level for lv in group)}: source images have no FrameOfReferenceUID: "
+                "no DICOM SEG written for them"
+            )
+            continue
+        i += 1
+        descs, numbers = _descriptions(group, algo, regraded)
+        n_seg = len(descs)
+        arr = np.zeros(
+            (len(group), group[0].image.shape[0], group[0].image.shape[1], n_seg), dtype=bool
+        )
+        for j, lv in enumerate(group):
+            masks = segment_masks(lv)
+            for kind in SEGMENTS:
+                arr[j, :, :, numbers[lv.level][kind] - 1] = masks[kind]
+        creators = sorted(
+            {regraded[lv.level].get("by", "") for lv in group if lv.level in regraded} - {""}
+        )
+        seg = hd.seg.Segmentation(
+            source_images=srcs,
+            pixel_array=arr,
+            segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
+            segment_descriptions=descs,
+            series_instance_uid=series_uid,
+            series_number=9901,
+            sop_instance_uid=hd.UID(),
+            instance_number=i,
+            manufacturer="lumbargrade",
+            manufacturer_model_name="lumbargrade",
+            software_versions=str(__version__),
+            device_serial_number="0",
+            content_description=f"lumbargrade dural sac, disc and facet/foramen boxes ({', '.join(lv.level for lv in group)})"[
+                :64
+            ],
+            content_label="LUMBARGRADE",
+            content_creator_name=person_name(creators[0]) if creators else None,
+            series_description="lumbargrade segmentation",
+            omit_empty_frames=True,
+        )
+        lc.add_scheme_identification(seg)
+        name = "seg.dcm" if len(groups) == 1 else f"seg_{i}.dcm"
+        instances.append(
+            {"file": name, "sop_instance_uid": str(seg.SOPInstanceUID), "levels": numbers}
+        )
+        path = folder / name
+        seg.save_as(path)
+        written.append(path)
+    if not instances:
+        dicom.pop("seg", None)
+        return written
+    dicom["seg"] = {"series_instance_uid": str(series_uid), "instances": instances}
+    return written
+
+
+def write_seg(result: Any, folder: str | Path, report: dict[str, Any], pack: Any = None):
+    """Write the DICOM SEG instance(s); see :func:`_write_seg`. An unexpected failure does not stop the
+    analysis: it is recorded in ``report["dicom"]["errors"]`` and nothing is returned."""
+    try:
+        return _write_seg(result, folder, report, pack)
+    except Exception as e:  # a DICOM export problem must not lose the analysis
+        report.setdefault("dicom", {}).setdefault("errors", []).append(
+            f"write_seg: {type(e).__name__}: {e}"
+        )
+        return []

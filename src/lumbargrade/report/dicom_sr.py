@@ -1,0 +1,299 @@
+"""DICOM Comprehensive 3D SR: a TID 1500 Measurement Report (highdicom) of every level.
+
+Per level, six TID 1411 planar-ROI measurement groups, each referencing its segment of the SEG
+written by :mod:`lumbargrade.report.dicom_seg` (Referenced Segmentation Frame):
+
+* ``"<level> dural sac"``: dural sac area (mm2), AP diameter (mm), the ratios (unitless) and the
+  central canal grade (qualitative evaluation);
+* ``"<level> disc"``: disc area (mm2) and AP diameter (mm);
+* ``"<level> foramen left/right box"``: foraminal stenosis (qualitative) and its CNN probability;
+* ``"<level> facet left/right box"``: facet arthropathy (qualitative) and its CNN probability.
+
+A segment without a frame (an empty mask) gives a TID 1501 group with no image reference. Codes
+are listed in :mod:`lumbargrade.report.codes` and ``docs/dicom-outputs.md``.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+__all__ = ["MEASUREMENT_CODES", "segment_frames", "write_sr"]
+
+#: report.json measurement key -> (code name, UCUM unit name).
+MEASUREMENT_CODES: dict[str, tuple[str, str]] = {
+    "dural_sac_area_mm2": ("SCT.Area", "UCUM.SquareMillimeter"),
+    "dural_sac_ap_mm": ("LG013", "UCUM.Millimeter"),
+    "area_ratio": ("LG010", "UCUM.NoUnits"),
+    "ap_ratio": ("LG011", "UCUM.NoUnits"),
+    "sqrt_area_ratio": ("LG012", "UCUM.NoUnits"),
+    "disc_area_mm2": ("SCT.Area", "UCUM.SquareMillimeter"),
+    "disc_ap_mm": ("LG014", "UCUM.Millimeter"),
+}
+_SAC_KEYS = ("dural_sac_area_mm2", "dural_sac_ap_mm", "area_ratio", "ap_ratio", "sqrt_area_ratio")
+_DISC_KEYS = ("disc_area_mm2", "disc_ap_mm")
+
+
+def segment_frames(seg_ds: Any) -> dict[tuple[int, str], int]:
+    """``(segment number, source SOPInstanceUID) -> frame number`` (1-based) of a SEG dataset."""
+    out = {}
+    for i, item in enumerate(
+        getattr(seg_ds, "PerFrameFunctionalGroupsSequence", []) or [], start=1
+    ):
+        seg_no = int(item.SegmentIdentificationSequence[0].ReferencedSegmentNumber)
+        src = item.DerivationImageSequence[0].SourceImageSequence[0].ReferencedSOPInstanceUID
+        out[(seg_no, str(src))] = i
+    return out
+
+
+def _drop_segment_number_with_frames(seq: Any) -> None:
+    """Remove Referenced Segment Number from image references that give Referenced Frame Number.
+
+    PS3.3 (Image SOP Instance Reference Macro): Referenced Segment Number is required when a
+    segmentation is referenced by segment and *shall not be present* when frames are referenced;
+    highdicom 0.28 writes both for a Referenced Segmentation Frame, which dciodvfy reports as an
+    error. The frame identifies the segment (the SEG's Segment Identification Sequence)."""
+    for item in seq or []:
+        for ref in getattr(item, "ReferencedSOPSequence", []) or []:
+            if "ReferencedFrameNumber" in ref and "ReferencedSegmentNumber" in ref:
+                del ref.ReferencedSegmentNumber
+        if "ContentSequence" in item:
+            _drop_segment_number_with_frames(item.ContentSequence)
+
+
+def _finite(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(float(v))
+
+
+def _write_sr(
+    result: Any, folder: str | Path, report: dict[str, Any], pack: Any = None
+) -> Path | None:
+    """Write ``sr.dcm`` (Comprehensive 3D SR, TID 1500) into ``folder``; returns its path, or None
+    when no level has a DICOM source image. Run after :func:`lumbargrade.report.dicom_seg.write_seg`
+    (it reads the SEG files named in ``report["dicom"]["seg"]``); without a SEG the groups carry no
+    segment reference. Signature ``writer(result, folder, report)``."""
+    import highdicom as hd
+    import pydicom
+    from pydicom.sr.codedict import codes
+    from pydicom.uid import generate_uid
+
+    from .. import __version__
+    from . import codes as lc
+    from .dicom_seg import _source_dataset, person_name
+
+    folder = Path(folder)
+    dicom = report.setdefault("dicom", {})
+    warnings = dicom.setdefault("warnings", [])
+    (folder / "sr.dcm").unlink(missing_ok=True)
+    sw = report.get("software", {}) or {}
+    pack_label = str(getattr(pack, "label", None) or sw.get("model_pack") or "none")
+    version = str(sw.get("version", __version__))
+    levels = [lv for lv in result.levels if _source_dataset(lv) is not None]
+    if not levels:
+        dicom.pop("sr", None)
+        warnings.append("no DICOM source images: no SR written")
+        return None
+    sources = {lv.level: _source_dataset(lv) for lv in levels}
+
+    # where each level's segments are
+    seg_info: dict[str, tuple[Any, dict[str, int], dict]] = {}
+    seg_datasets = []
+    for inst in (dicom.get("seg") or {}).get("instances", []):
+        ds = pydicom.dcmread(folder / inst["file"], stop_before_pixels=True)
+        seg_datasets.append(ds)
+        frames = segment_frames(ds)
+        for level, numbers in inst["levels"].items():
+            seg_info[level] = (ds, numbers, frames)
+
+    algo = hd.sr.AlgorithmIdentification(
+        name="lumbargrade", version=version, parameters=[pack_label]
+    )
+    rec_by_level = {r["level"]: r for r in report.get("levels", [])}
+
+    def tracking(text: str) -> Any:
+        return hd.sr.TrackingIdentifier(uid=hd.UID(), identifier=text)
+
+    def measurement(key: str, value: float) -> Any:
+        name, unit = MEASUREMENT_CODES[key]
+        return hd.sr.Measurement(
+            name=lc.code(name), value=float(value), unit=lc.code(unit), algorithm_id=algo
+        )
+
+    def group(
+        lv: Any,
+        kind: str,
+        ident: str,
+        finding: Any,
+        sites: list,
+        measurements: list,
+        evaluations: list,
+    ) -> Any:
+        ref = None
+        if lv.level in seg_info:
+            ds, numbers, frames = seg_info[lv.level]
+            seg_no = numbers[kind]
+            frame = frames.get((seg_no, lv.sop_instance_uid))
+            if frame is not None:
+                src = sources[lv.level]
+                ref = hd.sr.ReferencedSegmentationFrame(
+                    sop_class_uid=ds.SOPClassUID,
+                    sop_instance_uid=ds.SOPInstanceUID,
+                    frame_number=frame,
+                    segment_number=seg_no,
+                    source_image=hd.sr.SourceImageForSegmentation(
+                        src.SOPClassUID, src.SOPInstanceUID
+                    ),
+                )
+        common = dict(
+            tracking_identifier=tracking(ident),
+            finding_type=finding,
+            algorithm_id=algo,
+            finding_sites=sites,
+            measurements=measurements or None,
+            qualitative_evaluations=evaluations or None,
+        )
+        if ref is not None:
+            return hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
+                referenced_segment=ref, **common
+            )
+        return hd.sr.MeasurementsAndQualitativeEvaluations(
+            source_images=[
+                hd.sr.SourceImageForMeasurementGroup(
+                    sources[lv.level].SOPClassUID, sources[lv.level].SOPInstanceUID
+                )
+            ],
+            **common,
+        )
+
+    groups = []
+    for lv in levels:
+        m = lv.measurements or {}
+        level_site = hd.sr.FindingSite(lc.level_disc_site(lv.level))
+        central = (lv.findings or {}).get("central_canal") or {}
+        evals = []
+        if central.get("grade"):
+            evals.append(
+                hd.sr.QualitativeEvaluation(
+                    lc.code("LG020"), lc.central_grade_code(central["grade"])
+                )
+            )
+        groups.append(
+            group(
+                lv,
+                "dural_sac",
+                f"{lv.level} dural sac",
+                lc.code("LG001"),
+                [hd.sr.FindingSite(codes.SCT.SpinalCanalStructure), level_site],
+                [measurement(k, m[k]) for k in _SAC_KEYS if _finite(m.get(k))],
+                evals,
+            )
+        )
+        groups.append(
+            group(
+                lv,
+                "disc",
+                f"{lv.level} disc",
+                lc.level_disc_structure(lv.level),
+                [level_site],
+                [measurement(k, m[k]) for k in _DISC_KEYS if _finite(m.get(k))],
+                [],
+            )
+        )
+        for key, (eval_code, box, side) in lc.FINDINGS.items():
+            f = (lv.findings or {}).get(key) or {}
+            meas, evals = [], []
+            if _finite(f.get("probability")):
+                meas.append(
+                    hd.sr.Measurement(
+                        name=codes.DCM.Probability,
+                        value=float(f["probability"]),
+                        unit=codes.UCUM.NoUnits,
+                        algorithm_id=algo,
+                    )
+                )
+            if f.get("label"):
+                evals.append(
+                    hd.sr.QualitativeEvaluation(
+                        lc.code(eval_code), lc.binary_label_code(f["label"])
+                    )
+                )
+            site = lc.code("LG023" if box == "foramen" else "LG024")
+            lat = codes.SCT.Left if side == "left" else codes.SCT.Right
+            groups.append(
+                group(
+                    lv,
+                    key,
+                    f"{lv.level} {box} {side} box",
+                    lc.code("LG002" if box == "foramen" else "LG003"),
+                    [hd.sr.FindingSite(site, laterality=lat), level_site],
+                    meas,
+                    evals,
+                )
+            )
+
+    device = hd.sr.ObserverContext(
+        observer_type=codes.DCM.Device,
+        observer_identifying_attributes=hd.sr.DeviceObserverIdentifyingAttributes(
+            uid=generate_uid(entropy_srcs=["lumbargrade", version]),
+            name="lumbargrade",
+            manufacturer_name="lumbargrade",
+            model_name=pack_label[:64],
+        ),
+    )
+    editors = sorted(
+        {r["regraded"].get("by", "") for r in rec_by_level.values() if r.get("regraded")} - {""}
+    )
+    person = None
+    if editors:
+        person = hd.sr.ObserverContext(
+            observer_type=codes.DCM.Person,
+            observer_identifying_attributes=hd.sr.PersonObserverIdentifyingAttributes(
+                name=person_name(editors[-1])
+            ),
+        )
+    context = hd.sr.ObservationContext(
+        observer_person_context=person, observer_device_context=device
+    )
+    content = hd.sr.MeasurementReport(
+        observation_context=context,
+        procedure_reported=codes.SCT.ImagingProcedure,
+        imaging_measurements=groups,
+        title=codes.DCM.ImagingMeasurementReport,
+    )
+    evidence = [sources[lv.level] for lv in levels] + seg_datasets
+    sr = hd.sr.Comprehensive3DSR(
+        evidence=evidence,
+        content=content,
+        series_instance_uid=hd.UID(),
+        series_number=9902,
+        sop_instance_uid=hd.UID(),
+        instance_number=1,
+        manufacturer="lumbargrade",
+        is_complete=True,
+        is_final=False,
+        is_verified=False,
+        series_description="lumbargrade measurement report",
+    )
+    lc.add_scheme_identification(sr)
+    _drop_segment_number_with_frames(sr.ContentSequence)
+    path = folder / "sr.dcm"
+    sr.save_as(path)
+    dicom["sr"] = {
+        "file": "sr.dcm",
+        "sop_instance_uid": str(sr.SOPInstanceUID),
+        "series_instance_uid": str(sr.SeriesInstanceUID),
+    }
+    return path
+
+
+def write_sr(result: Any, folder: str | Path, report: dict[str, Any], pack: Any = None):
+    """Write sr.dcm; see :func:`_write_sr`. An unexpected failure does not stop the
+    analysis: it is recorded in ``report["dicom"]["errors"]`` and nothing is returned."""
+    try:
+        return _write_sr(result, folder, report, pack)
+    except Exception as e:  # a DICOM export problem must not lose the analysis
+        report.setdefault("dicom", {}).setdefault("errors", []).append(
+            f"write_sr: {type(e).__name__}: {e}"
+        )
+        return None

@@ -1,0 +1,116 @@
+"""Write an analysis result to a folder: ``report.json``, ``levels/<L4-L5>/labels.png``,
+``config.json`` (the resolved configuration). Writes go to a temporary folder that is renamed
+into place, so a half-written result is never taken for a finished one."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .. import __version__
+from ..errors import InputError
+from ..levels.names import level_dirname
+
+__all__ = ["write_outputs", "check_output_folder", "report_dict"]
+
+DONE_MARKER = "report.json"
+
+
+def check_output_folder(out: Path, overwrite: bool) -> None:
+    """Refuse to write over a folder holding results unless ``overwrite``."""
+    if out.exists() and not out.is_dir():
+        raise InputError(out, "exists and is not a folder")
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        raise InputError(out, "already holds results; pass --overwrite to replace them")
+
+
+def report_dict(result: Any, pack: Any, config: dict[str, Any]) -> dict[str, Any]:
+    levels = []
+    for lv in result.levels:
+        levels.append(lv.to_record(f"levels/{level_dirname(lv.level)}/labels.png"))
+    return _finite({
+        "study_instance_uid": result.study_instance_uid,
+        "software": {
+            "name": "lumbargrade",
+            "version": __version__,
+            "model_pack": pack.label if pack is not None else None,
+            "model_pack_trained_on": (pack.manifest.get("trained_on") if pack is not None else None),
+        },
+        "definitions": _definitions(),
+        "levels": levels,
+        "sagittal": result.sagittal,
+        "timings_s": {k: round(v, 4) for k, v in result.timings_s.items()},
+        "warnings": list(result.warnings),
+    })
+
+
+def _finite(o: Any) -> Any:
+    """NaN / inf -> None (JSON has no NaN), recursively; numpy scalars -> Python."""
+    if isinstance(o, dict):
+        return {k: _finite(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)):
+        return [_finite(v) for v in o]
+    if isinstance(o, (float, np.floating)):
+        return float(o) if np.isfinite(o) else None
+    if isinstance(o, np.integer):
+        return int(o)
+    return o
+
+
+def _definitions() -> dict[str, str]:
+    try:
+        from ..measurements import RATIO_DEFINITIONS
+
+        return dict(RATIO_DEFINITIONS)
+    except ImportError:  # pragma: no cover
+        return {}
+
+
+def write_outputs(result: Any, out: str | Path, pack: Any, config: dict[str, Any], overwrite: bool = False,
+                  extra_writers: list | None = None) -> Path:
+    """Write the result into ``out`` atomically (temporary sibling folder, then rename)."""
+    from PIL import Image
+
+    out = Path(out)
+    check_output_folder(out, overwrite)
+    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    try:
+        for lv in result.levels:
+            d = tmp / "levels" / level_dirname(lv.level)
+            d.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(lv.label_map().astype(np.uint8), mode="L").save(d / "labels.png")
+        (tmp / "config.json").write_text(json.dumps(config, indent=2, default=str) + "\n")
+        report = report_dict(result, pack, config)
+        for writer in extra_writers or []:
+            writer(result, tmp, report)
+        (tmp / DONE_MARKER).write_text(json.dumps(report, indent=2, default=_json_default) + "\n")
+        if out.exists():
+            old = out.parent / f".{out.name}.old-{os.getpid()}"
+            out.rename(old)
+            tmp.rename(out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            tmp.rename(out)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, (np.floating,)):
+        return None if not np.isfinite(o) else float(o)
+    if isinstance(o, np.integer):
+        return int(o)
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
