@@ -339,8 +339,11 @@ def _build_series(
         spacings = Counter(tuple(round(v, 4) for v in s.geometry.pixel_spacing) for s in b.slices)
         if len(spacings) > 1:
             warns.append(f"{name}: block {bi} mixes pixel spacings {sorted(spacings)}")
+    # A steeply tilted block (an L5/S1 block can pass 40 degrees) reads 'oblique'; beside blocks of
+    # one cardinal plane it belongs to that plane's series. Two cardinal planes make a 'mixed' series.
     planes = {b.plane for b in blocks}
-    plane = planes.pop() if len(planes) == 1 else "mixed"
+    cardinal = planes - {"oblique"}
+    plane = cardinal.pop() if len(cardinal) == 1 else ("oblique" if not cardinal else "mixed")
     g0 = refs[0].geometry
     thick = Counter(r.geometry.thickness for r in refs if r.geometry.thickness is not None)
     ps = Counter(r.geometry.pixel_spacing for r in refs).most_common(1)[0][0]

@@ -1,0 +1,113 @@
+"""``lumbargrade evaluate``: run a model pack on every study of a split and compare with the truth.
+
+Writes OUT/metrics.json, OUT/tables.md (the paper's Tables 2 and 3, ours beside the paper's),
+OUT/roc_*.png, OUT/confusion_*.png, OUT/levels.csv and OUT/predictions/<patient>/report.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    p = sub.add_parser(
+        "evaluate",
+        help="evaluate a model pack on an annotated cohort (metrics with CIs, the paper's tables, ROC figures)",
+        description="Run `analyze` on every study of a manifest's split (or read reports already made "
+        "with --predictions) and compute every metric of the paper's Results against reader 1, with "
+        "patient-level bootstrap 95%% CIs.",
+    )
+    p.add_argument("--data", required=True, help="manifest.csv, or a folder holding one (e.g. a phantom cohort)")
+    p.add_argument("--models", help="model pack folder (default: the bundled pack)")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--split", default="test", help="split to evaluate: train, val, test or all (default: test)")
+    p.add_argument("--predictions", help="folder of report.json files already made (one sub-folder per study); "
+                   "skips running the pipeline")
+    p.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples (default 1000)")
+    p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    p.add_argument("--slice-choice", choices=["landmarks", "block"], default="landmarks",
+                   help="axial slice choice when running the pipeline (default: landmarks)")
+    p.add_argument("--overwrite", action="store_true", help="re-analyze studies whose report.json already exists")
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    import sys
+    import time
+    from pathlib import Path
+
+    from ..errors import InputError
+    from ..evaluation import evaluate_predictions, load_truth
+
+    split = None if args.split == "all" else args.split
+    if split not in (None, "train", "val", "test"):
+        raise InputError("--split", f"{args.split!r} is not train, val, test or all")
+    if args.n_boot < 10:
+        raise InputError("--n-boot", "use at least 10 resamples")
+    out = Path(args.out)
+    truth = load_truth(args.data, split)
+    tree_model = None
+    pack = None
+    if args.models or not args.predictions:
+        from ..modelpack import load_pack
+
+        pack = load_pack(args.models)
+        tree_model = pack.get("tree")
+    t0 = time.perf_counter()
+    if args.predictions:
+        pred_dir = Path(args.predictions)
+        failures: list[dict] = []
+    else:
+        pred_dir = out / "predictions"
+        failures = run_pipeline(truth, pack, pred_dir, slice_choice=args.slice_choice, overwrite=args.overwrite)
+    t_run = time.perf_counter() - t0
+    extra = {
+        "data": str(args.data),
+        "model_pack": str(pack.path) if pack is not None else None,
+        "predictions": str(pred_dir),
+        "pipeline_failures": failures,
+        "pipeline_seconds": round(t_run, 1) if not args.predictions else None,
+    }
+    m = evaluate_predictions(args.data, pred_dir, out, split=split, n_boot=args.n_boot, seed=args.seed,
+                             tree_model=tree_model, extra=extra)
+    print((out / "tables.md").read_text())
+    print(f"metrics: {out / 'metrics.json'}; tables: {out / 'tables.md'}; figures: {out}/roc_*.png")
+    if failures:
+        print(f"lumbargrade: {len(failures)} studies failed: see metrics.json pipeline_failures", file=sys.stderr)
+    if m.get("patients_without_report"):
+        print(f"lumbargrade: no report for {len(m['patients_without_report'])} patients "
+              f"({', '.join(m['patients_without_report'][:5])}...)", file=sys.stderr)
+    return 0
+
+
+def run_pipeline(truth: list, pack, pred_dir, slice_choice: str = "landmarks", overwrite: bool = False) -> list[dict]:
+    """``analyze`` every patient's study into ``pred_dir/<patient_id>/`` with the pack loaded once.
+    A patient whose report.json exists is skipped (resumable) unless ``overwrite``. Returns the
+    failures ``[{"patient_id", "error"}]`` (one bad study does not stop the others)."""
+    import sys
+    from pathlib import Path
+
+    from tqdm import tqdm
+
+    from ..analysis_runner import analyze_one
+    from ..errors import InputError
+    from ..pipeline import AnalysisConfig
+
+    pred_dir = Path(pred_dir)
+    pred_dir.mkdir(parents=True, exist_ok=True)
+    config = AnalysisConfig(slice_choice=slice_choice)
+    failures = []
+    for pt in tqdm(truth, desc="analyze", unit="study", file=sys.stderr):
+        dest = pred_dir / pt["patient_id"]
+        if (dest / "report.json").is_file() and not overwrite:
+            continue
+        if not pt.get("study_dir"):
+            failures.append({"patient_id": pt["patient_id"], "error": "no study_dir in the manifest"})
+            continue
+        try:
+            analyze_one(pt["study_dir"], dest, pack, config, overwrite=True)
+        except InputError as e:
+            failures.append({"patient_id": pt["patient_id"], "error": e.one_line()})
+        except Exception as e:  # noqa: BLE001 - one bad study must not stop the evaluation
+            failures.append({"patient_id": pt["patient_id"], "error": f"{type(e).__name__}: {e}"})
+    return failures

@@ -1,0 +1,366 @@
+"""``lumbargrade reproduce``: the paper end to end on the phantom, one resumable command.
+
+Stages (in order; each writes under OUT):
+
+==========================  ===================================================================
+``cohort``                  ``OUT/cohort``: phantom cohort (split 150/20/30, scaled to --patients)
+``segmentation``            ``OUT/runs/segmentation``: ``lumbargrade train segmentation``
+``landmarks``               ``OUT/runs/landmarks``: ``lumbargrade train landmarks`` (phantom +
+                            real SPIDER slices when available)
+``box_rule``                ``OUT/runs/box_rule/box_rule.json``: facet/foramen box-rule offsets
+                            fitted on the train split's truth masks and boxes
+                            (:func:`lumbargrade.localization.fit_box_rule`; a flat
+                            ``BoxRuleConfig`` dict, read by the pipeline from the pack) and
+                            ``box_rule_fit.json`` (the fit's IoUs)
+``tree``                    ``OUT/runs/tree``: ``lumbargrade train tree`` on masks predicted by
+                            the trained segmenter (as in the paper)
+``classifier_<task>``       ``OUT/runs/classifier_<task>`` for central, central_binary, foramen,
+                            facet: ``lumbargrade train classifier``
+``pack``                    ``OUT/pack``: :func:`lumbargrade.modelpack.build_pack` (+ box_rule.json)
+``evaluate``                ``OUT/evaluation``: the pack on the test split (metrics.json,
+                            tables.md, ROC and confusion figures, predictions/); tables.md and
+                            metrics.json are copied to OUT
+==========================  ===================================================================
+
+Every trainer runs as a subprocess (``python -m lumbargrade train ...``), so an interruption loses
+at most the current epoch: each trainer resumes from its own checkpoint. A finished stage is
+recorded in ``OUT/stages.json`` (seconds, command, times) and skipped on a rerun. The resolved
+plan is ``OUT/reproduce_config.json``; each run folder holds its trainer's resolved ``config.json``
+(copied to ``OUT/configs/``).
+
+Presets: ``fast`` (the CPU defaults of every trainer) and ``paper`` (V-Net segmentation, BiT-R50x1
+classifiers; a local BiT-M checkpoint is used only when given with ``--bit-checkpoint``). ``--tiny``
+shrinks everything for tests (a few patients, one epoch, small inputs; the tree is then fitted on
+the truth masks, since a one-epoch segmenter finds nothing).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import InputError
+
+__all__ = ["CLASSIFIER_TASKS", "STAGES", "ReproduceConfig", "default_real_data", "plan_commands", "run_reproduce"]
+
+CLASSIFIER_TASKS = ("central", "central_binary", "foramen", "facet")
+STAGES = ("cohort", "segmentation", "landmarks", "box_rule", "tree",
+          *(f"classifier_{t}" for t in CLASSIFIER_TASKS), "pack", "evaluate")
+
+#: Per-preset trainer settings (``--set`` items / options); epoch-like counts are scaled by
+#: ``epochs_scale``.
+PRESETS: dict[str, dict[str, Any]] = {
+    "fast": {"segmentation_model": None, "classifier_model": None},
+    "paper": {"segmentation_model": "vnet", "classifier_model": "bit_r50x1"},
+}
+
+def base_budget() -> dict[str, int]:
+    """The trainers' own default epoch-like budgets (scaled by ``--epochs-scale``)."""
+    from .grading.classifier_training import DEFAULT_CONFIG as CLS
+    from .levels.training import DEFAULT_CONFIG as LM
+    from .segmentation.training import SegConfig
+
+    return {"segmentation.epochs": int(SegConfig().epochs), "landmarks.steps": int(LM["steps"]),
+            "classifier.epochs": int(CLS["epochs"])}
+
+
+#: Settings of --tiny (tests and smoke runs): a few patients, one epoch, small inputs.
+TINY_SETS: dict[str, list[str]] = {
+    "segmentation": ["epochs=1", "size=96", "target_spacing=1.2", "batch_size=4", "progress=false"],
+    "landmarks": ["steps=4", "eval_every=4", "batch_size=2"],
+    "classifier": ["epochs=1", "batch_size=8", "calibrate=false"],
+    "tree": [],
+}
+
+
+def default_real_data() -> Path | None:
+    """The SPIDER sagittal set next to the repository (``../shared/data/spider-sagittal``) or
+    ``$LUMBARGRADE_SPIDER``, when present."""
+    env = os.environ.get("LUMBARGRADE_SPIDER")
+    cands = [Path(env)] if env else []
+    here = Path(__file__).resolve()
+    cands += [p / "shared" / "data" / "spider-sagittal" for p in here.parents[2:5]]
+    for c in cands:
+        if (c / "images").is_dir() and (c / "masks").is_dir():
+            return c
+    return None
+
+
+@dataclass
+class ReproduceConfig:
+    """Everything ``reproduce`` needs; saved as ``OUT/reproduce_config.json``."""
+
+    out: str
+    preset: str = "fast"
+    patients: int = 200
+    seed: int = 0
+    split: tuple[int, int, int] = (150, 20, 30)
+    epochs_scale: float = 1.0
+    workers: int = 1  # phantom generation processes
+    threads: int = 1  # torch / BLAS threads in each trainer
+    real: str | None = "auto"  # SPIDER folder for the landmark trainer; "auto", a path or None
+    bit_checkpoint: str | None = None
+    tiny: bool = False
+    n_boot: int = 1000
+    sets: dict[str, list[str]] = field(default_factory=dict)  # extra --set items per trainer
+
+    def resolved(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["split"] = list(self.split)
+        return d
+
+    def key(self) -> dict[str, Any]:
+        """Settings that must not change between a run and its resumption."""
+        return {k: v for k, v in self.resolved().items() if k in ("preset", "patients", "seed", "split", "tiny")}
+
+
+def _scaled(n: int, scale: float) -> int:
+    return max(1, round(n * scale))
+
+
+def _python_cmd() -> list[str]:
+    return [sys.executable, "-m", "lumbargrade"]
+
+
+def plan_commands(cfg: ReproduceConfig) -> dict[str, list[str]]:
+    """The ``lumbargrade train`` argument lists of the trainer stages (without the interpreter)."""
+    out = Path(cfg.out)
+    cohort = str(out / "cohort")
+    runs = out / "runs"
+    preset = PRESETS[cfg.preset]
+    seed = ["--seed", str(cfg.seed)]
+
+    def sets(trainer: str, base: list[str]) -> list[str]:
+        items = list(base) + (TINY_SETS[trainer] if cfg.tiny else []) + list(cfg.sets.get(trainer, []))
+        return [x for it in items for x in ("--set", it)]
+
+    cmds: dict[str, list[str]] = {}
+    seg = ["train", "segmentation", "--data", cohort, "--out", str(runs / "segmentation"), *seed]
+    if preset["segmentation_model"]:
+        seg += ["--model", preset["segmentation_model"]]
+    budget = base_budget()
+    scale = [] if cfg.epochs_scale == 1.0 else [f"epochs={_scaled(budget['segmentation.epochs'], cfg.epochs_scale)}"]
+    cmds["segmentation"] = seg + sets("segmentation", scale + [f"num_threads={cfg.threads}", "progress=false"])
+    steps = _scaled(budget["landmarks.steps"], cfg.epochs_scale)
+    lm = ["train", "landmarks", "--data", cohort, "--out", str(runs / "landmarks"), *seed]
+    real = cfg.real
+    if real == "auto":
+        r = default_real_data()
+        real = str(r) if r else None
+    if real:
+        lm += ["--real", real]
+    scale = [] if cfg.epochs_scale == 1.0 else [f"steps={steps}", f"eval_every={min(200, steps)}"]
+    cmds["landmarks"] = lm + sets("landmarks", scale + [f"threads={cfg.threads}"])
+    # the paper fits the tree on the trained segmenter's masks; --tiny's one-epoch segmenter finds
+    # nothing, so there the tree is fitted on the truth masks
+    masks = ["--truth-masks"] if cfg.tiny else ["--segmentation", str(runs / "segmentation")]
+    cmds["tree"] = ["train", "tree", "--data", cohort, "--out", str(runs / "tree"), *masks,
+                    "--overwrite", *seed] + sets("tree", [])
+    for task in CLASSIFIER_TASKS:
+        c = ["train", "classifier", "--task", task, "--data", cohort, "--out", str(runs / f"classifier_{task}"), *seed]
+        if preset["classifier_model"]:
+            c += ["--model", preset["classifier_model"]]
+        if cfg.bit_checkpoint:
+            c += ["--checkpoint", cfg.bit_checkpoint]
+        scale = [] if cfg.epochs_scale == 1.0 else [f"epochs={_scaled(budget['classifier.epochs'], cfg.epochs_scale)}"]
+        cmds[f"classifier_{task}"] = c + sets("classifier", scale + [f"num_threads={cfg.threads}"])
+    return cmds
+
+
+# --------------------------------------------------------------------------- stage bookkeeping
+class _Stages:
+    def __init__(self, out: Path, cfg: ReproduceConfig) -> None:
+        self.path = out / "stages.json"
+        if self.path.is_file():
+            try:
+                self.doc = json.loads(self.path.read_text())
+            except json.JSONDecodeError as e:
+                raise InputError(self.path, f"not valid JSON ({e.msg}); delete it to start afresh") from e
+            old = self.doc.get("settings", {})
+            if old and old != cfg.key():
+                diff = sorted(k for k in set(old) | set(cfg.key()) if old.get(k) != cfg.key().get(k))
+                raise InputError(out, f"holds a reproduction with other settings ({', '.join(diff)}); "
+                                      "use another --out or the same settings to resume")
+        else:
+            self.doc = {"settings": cfg.key(), "stages": {}}
+        self.doc["settings"] = cfg.key()
+
+    def done(self, name: str) -> bool:
+        return self.doc["stages"].get(name, {}).get("status") == "done"
+
+    def record(self, name: str, seconds: float, started: str, **extra: Any) -> None:
+        self.doc["stages"][name] = {"status": "done", "seconds": round(seconds, 1), "started": started,
+                                    "finished": time.strftime("%Y-%m-%dT%H:%M:%S"), **extra}
+        self.doc["total_seconds"] = round(sum(s.get("seconds", 0) for s in self.doc["stages"].values()), 1)
+        self.save()
+
+    def save(self) -> None:
+        tmp = self.path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(self.doc, indent=2) + "\n")
+        tmp.replace(self.path)
+
+
+def _run_trainer(args: list[str], log_path: Path, threads: int) -> None:
+    env = dict(os.environ)
+    for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        env[k] = str(threads)
+    env.setdefault("HF_HUB_OFFLINE", "1")
+    cmd = _python_cmd() + args
+    with open(log_path, "a") as log:
+        log.write(f"\n$ {' '.join(cmd)}\n")
+        log.flush()
+        proc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, check=False)
+    if proc.returncode != 0:
+        tail = "".join(log_path.read_text().splitlines(keepends=True)[-8:])
+        raise InputError(f"reproduce stage {args[1]}",
+                         f"`lumbargrade {' '.join(args)}` failed with status {proc.returncode}; "
+                         f"see {log_path}. Last lines: {tail.strip()}")
+
+
+# --------------------------------------------------------------------------- in-process stages
+def _stage_cohort(cfg: ReproduceConfig, out: Path) -> dict:
+    from .phantom.cohort import generate_cohort
+
+    cohort = out / "cohort"
+    r = generate_cohort(cohort, cfg.patients, seed=cfg.seed, split=cfg.split, workers=cfg.workers,
+                        overwrite=cohort.exists(), progress=True)
+    return {"n_patients": r["n_patients"], "manifest": r["manifest"]}
+
+
+def _stage_box_rule(cfg: ReproduceConfig, out: Path) -> dict:
+    from .localization import evaluate_box_rule, example_from_label_map, fit_box_rule
+    from .manifest import load_label_map, read_manifest
+
+    rows = read_manifest(out / "cohort")
+
+    def examples(split: str) -> list:
+        ex = []
+        for r in rows:
+            if r["split"] != split or not r.get("label_map"):
+                continue
+            sp = (float(r["pixel_spacing_row_mm"]), float(r["pixel_spacing_col_mm"]))
+            ex.append(example_from_label_map(load_label_map(r), sp))  # phantom: standard axial display
+        return ex
+
+    train, test = examples("train"), examples("test")
+    if not train:
+        raise InputError(out / "cohort", "no train rows with label maps to fit the box rule on")
+    rule = fit_box_rule(train)
+    doc = {"box_rule": rule.to_dict(), "fitted_on": f"{len(train)} train levels (truth masks and boxes)",
+           "train_mean_iou": evaluate_box_rule(train, rule),
+           "test_mean_iou_truth_masks": evaluate_box_rule(test, rule) if test else None,
+           "test_mean_iou_truth_masks_paper_rule": evaluate_box_rule(test) if test else None}
+    d = out / "runs" / "box_rule"
+    d.mkdir(parents=True, exist_ok=True)
+    # box_rule.json is what the pipeline reads from a pack (BoxRuleConfig.from_dict); the fit's
+    # figures go beside it
+    (d / "box_rule.json").write_text(json.dumps(rule.to_dict(), indent=2) + "\n")
+    (d / "box_rule_fit.json").write_text(json.dumps(doc, indent=2) + "\n")
+    return {"train_mean_iou": doc["train_mean_iou"], "test_mean_iou_truth_masks": doc["test_mean_iou_truth_masks"]}
+
+
+def _stage_pack(cfg: ReproduceConfig, out: Path) -> dict:
+    from .modelpack import build_pack
+
+    runs = out / "runs"
+    comps = {c: runs / c for c in ("segmentation", "landmarks", "tree", *(f"classifier_{t}" for t in CLASSIFIER_TASKS))}
+    fit = json.loads((runs / "box_rule" / "box_rule_fit.json").read_text())
+    pack = build_pack(out / "pack", comps, name=f"lumbargrade-reproduce-{cfg.preset}", version="0",
+                      trained_on=f"phantom cohort, {cfg.patients} patients, seed {cfg.seed}, split "
+                                 f"{'/'.join(map(str, cfg.split))}",
+                      extra={"box_rule": fit, "reproduce": cfg.resolved()}, overwrite=True)
+    shutil.copy2(runs / "box_rule" / "box_rule.json", pack / "box_rule.json")
+    return {"pack": str(pack)}
+
+
+def _stage_evaluate(cfg: ReproduceConfig, out: Path) -> dict:
+    from .commands.evaluate import run_pipeline
+    from .evaluation import evaluate_predictions, load_truth
+    from .modelpack import load_pack
+
+    try:
+        import torch
+
+        torch.set_num_threads(max(1, cfg.threads))
+    except ImportError:  # pragma: no cover
+        pass
+    ev = out / "evaluation"
+    pack = load_pack(out / "pack")
+    truth = load_truth(out / "cohort", "test")
+    t0 = time.perf_counter()
+    failures = run_pipeline(truth, pack, ev / "predictions")
+    t_run = time.perf_counter() - t0
+    m = evaluate_predictions(out / "cohort", ev / "predictions", ev, split="test", n_boot=cfg.n_boot,
+                             seed=cfg.seed, tree_model=pack.get("tree"),
+                             extra={"model_pack": str(out / "pack"), "pipeline_failures": failures,
+                                    "pipeline_seconds": round(t_run, 1)})
+    for f in ("tables.md", "metrics.json"):
+        shutil.copy2(ev / f, out / f)
+    return {"pipeline_failures": len(failures), "n_levels": m["n_levels"]}
+
+
+def _collect_configs(out: Path) -> None:
+    dest = out / "configs"
+    dest.mkdir(exist_ok=True)
+    for run in sorted((out / "runs").glob("*")):
+        for f in ("config.json", "box_rule.json"):
+            if (run / f).is_file():
+                shutil.copy2(run / f, dest / f"{run.name}.json")
+
+
+def run_reproduce(cfg: ReproduceConfig, stop_after: str | None = None, log=print) -> dict:
+    """Run (or resume) every stage; returns the ``stages.json`` document."""
+    if cfg.preset not in PRESETS:
+        raise InputError("--preset", f"{cfg.preset!r} is not one of {', '.join(PRESETS)}")
+    if stop_after is not None and stop_after not in STAGES:
+        raise InputError("--stop-after", f"{stop_after!r} is not a stage ({', '.join(STAGES)})")
+    if cfg.patients < 3:
+        raise InputError("--patients", "need at least 3 patients (train, val and test)")
+    if cfg.epochs_scale <= 0:
+        raise InputError("--epochs-scale", "must be positive")
+    if cfg.bit_checkpoint and not Path(cfg.bit_checkpoint).is_file():
+        raise InputError(cfg.bit_checkpoint, "BiT checkpoint file not found")
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    stages = _Stages(out, cfg)
+    cmds = plan_commands(cfg)
+    (out / "reproduce_config.json").write_text(json.dumps(
+        {**cfg.resolved(), "stages": list(STAGES), "commands": {k: ["lumbargrade", *v] for k, v in cmds.items()}},
+        indent=2) + "\n")
+    stages.save()
+    (out / "logs").mkdir(exist_ok=True)
+    in_process = {"cohort": _stage_cohort, "box_rule": _stage_box_rule, "pack": _stage_pack,
+                  "evaluate": _stage_evaluate}
+    for name in STAGES:
+        if stages.done(name):
+            log(f"[reproduce] {name}: done earlier ({stages.doc['stages'][name]['seconds']} s), skipped")
+        else:
+            started = time.strftime("%Y-%m-%dT%H:%M:%S")
+            log(f"[reproduce] {name}: started {started}")
+            t0 = time.perf_counter()
+            if name in in_process:
+                info = in_process[name](cfg, out)
+                extra = {"result": info}
+            else:
+                _run_trainer(cmds[name], out / "logs" / f"{name}.log", cfg.threads)
+                extra = {"command": ["lumbargrade", *cmds[name]]}
+                metrics = out / "runs" / name / "metrics.json"
+                if metrics.is_file():
+                    extra["metrics_file"] = str(metrics.relative_to(out))
+            dt = time.perf_counter() - t0
+            stages.record(name, dt, started, **extra)
+            log(f"[reproduce] {name}: done in {dt:.0f} s")
+            if name in ("tree", "pack") or name.startswith("classifier_"):
+                _collect_configs(out)
+        if name == stop_after:
+            log(f"[reproduce] stopping after {name} (--stop-after)")
+            break
+    _collect_configs(out)
+    return stages.doc
