@@ -9,10 +9,23 @@ import pytest
 from PIL import Image
 
 from lumbargrade.errors import InputError
-from lumbargrade.manifest import load_axial, load_label_map, read_manifest, resolve_manifest, rows_for_split
+from lumbargrade.manifest import (
+    load_axial,
+    load_label_map,
+    read_manifest,
+    resolve_manifest,
+    rows_for_split,
+)
 
-COLS = ["patient_id", "split", "level", "axial_image", "pixel_spacing_row_mm",
-        "pixel_spacing_col_mm", "label_map"]
+COLS = [
+    "patient_id",
+    "split",
+    "level",
+    "axial_image",
+    "pixel_spacing_row_mm",
+    "pixel_spacing_col_mm",
+    "label_map",
+]
 
 
 def _write(path, rows, cols=COLS):
@@ -32,12 +45,29 @@ def cohort(tmp_path):
     lab[5:10, 5:10] = 1
     lab[12:15, 3:20] = 2
     Image.fromarray(lab).save(tmp_path / "a_lab.png")
-    _write(tmp_path / "manifest.csv", [
-        dict(patient_id="p1", split="train", level="L4/L5", axial_image="a.png",
-             pixel_spacing_row_mm="0.5", pixel_spacing_col_mm="0.6", label_map="a_lab.png"),
-        dict(patient_id="p2", split="val", level="L5-S1", axial_image="b.npy",
-             pixel_spacing_row_mm="1", pixel_spacing_col_mm="1", label_map=""),
-    ])
+    _write(
+        tmp_path / "manifest.csv",
+        [
+            dict(
+                patient_id="p1",
+                split="train",
+                level="L4/L5",
+                axial_image="a.png",
+                pixel_spacing_row_mm="0.5",
+                pixel_spacing_col_mm="0.6",
+                label_map="a_lab.png",
+            ),
+            dict(
+                patient_id="p2",
+                split="val",
+                level="L5-S1",
+                axial_image="b.npy",
+                pixel_spacing_row_mm="1",
+                pixel_spacing_col_mm="1",
+                label_map="",
+            ),
+        ],
+    )
     return tmp_path, img, lab
 
 
@@ -69,16 +99,25 @@ def test_load_axial_png_npy_and_labels(cohort):
 def test_bad_manifests(tmp_path):
     with pytest.raises(InputError, match="no manifest.csv"):
         read_manifest(tmp_path)
-    _write(tmp_path / "manifest.csv", [dict(patient_id="p", split="train", level="L4/L5")],
-           cols=["patient_id", "split", "level"])
+    _write(
+        tmp_path / "manifest.csv",
+        [dict(patient_id="p", split="train", level="L4/L5")],
+        cols=["patient_id", "split", "level"],
+    )
     with pytest.raises(InputError, match="axial_image"):
         read_manifest(tmp_path)
-    _write(tmp_path / "manifest.csv", [dict(patient_id="p", split="dev", level="L4/L5", axial_image="x")],
-           cols=["patient_id", "split", "level", "axial_image"])
+    _write(
+        tmp_path / "manifest.csv",
+        [dict(patient_id="p", split="dev", level="L4/L5", axial_image="x")],
+        cols=["patient_id", "split", "level", "axial_image"],
+    )
     with pytest.raises(InputError, match="split"):
         read_manifest(tmp_path)
-    _write(tmp_path / "manifest.csv", [dict(patient_id="p", split="train", level="L4/L5", axial_image="x.png")],
-           cols=["patient_id", "split", "level", "axial_image"])
+    _write(
+        tmp_path / "manifest.csv",
+        [dict(patient_id="p", split="train", level="L4/L5", axial_image="x.png")],
+        cols=["patient_id", "split", "level", "axial_image"],
+    )
     rows = read_manifest(tmp_path)
     with pytest.raises(InputError, match="not found"):
         load_axial(rows[0])
@@ -88,7 +127,7 @@ def test_bad_manifests(tmp_path):
 
 
 def test_load_axial_dicom_rescale(tmp_path):
-    pydicom = pytest.importorskip("pydicom")
+    pytest.importorskip("pydicom")
     from pydicom.dataset import FileDataset, FileMetaDataset
     from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
 

@@ -17,12 +17,12 @@ from .errors import InputError
 __all__ = [
     "REQUIRED_COLUMNS",
     "SPLITS",
-    "resolve_manifest",
-    "read_manifest",
-    "rows_for_split",
     "load_axial",
-    "load_label_map",
     "load_image_file",
+    "load_label_map",
+    "read_manifest",
+    "resolve_manifest",
+    "rows_for_split",
 ]
 
 REQUIRED_COLUMNS = ("patient_id", "split", "level", "axial_image")
@@ -59,14 +59,20 @@ def read_manifest(path: str | Path, required: tuple[str, ...] = REQUIRED_COLUMNS
                 raise InputError(p, f"missing required column(s): {', '.join(missing)}")
             rows = []
             for i, raw in enumerate(reader, start=2):
-                row = {(k or "").strip(): (v or "").strip() for k, v in raw.items() if k is not None}
+                row = {
+                    (k or "").strip(): (v or "").strip() for k, v in raw.items() if k is not None
+                }
                 if not any(row.values()):
                     continue
                 if row.get("split") not in SPLITS:
-                    raise InputError(f"{p}:{i}", f"split {row.get('split')!r} is not one of {', '.join(SPLITS)}")
+                    raise InputError(
+                        f"{p}:{i}", f"split {row.get('split')!r} is not one of {', '.join(SPLITS)}"
+                    )
                 lvl = row.get("level", "").replace("-", "/")
                 if lvl not in LEVELS:
-                    raise InputError(f"{p}:{i}", f"level {row.get('level')!r} is not one of {', '.join(LEVELS)}")
+                    raise InputError(
+                        f"{p}:{i}", f"level {row.get('level')!r} is not one of {', '.join(LEVELS)}"
+                    )
                 row["level"] = lvl
                 row["_base_dir"] = str(p.parent)
                 row["_line"] = i
@@ -118,7 +124,7 @@ def load_image_file(path: str | Path) -> np.ndarray:
                 arr = np.asarray(im)
     except InputError:
         raise
-    except Exception as e:  # noqa: BLE001 - any reader failure is a bad file
+    except Exception as e:
         raise InputError(p, f"cannot read image ({e.__class__.__name__}: {e})") from e
     arr = np.squeeze(np.asarray(arr))
     if arr.ndim != 2:
@@ -131,13 +137,13 @@ def _load_dicom(p: Path) -> tuple[np.ndarray, tuple[float, float]]:
 
     try:
         ds = pydicom.dcmread(p)
-    except Exception as e:  # noqa: BLE001
+    except Exception as e:
         raise InputError(p, f"not a readable DICOM file ({e.__class__.__name__}: {e})") from e
     if "PixelData" not in ds:
         raise InputError(p, "DICOM file has no pixel data")
     try:
         arr = ds.pixel_array.astype(np.float32)
-    except Exception as e:  # noqa: BLE001
+    except Exception as e:
         raise InputError(p, f"cannot decode DICOM pixel data ({e.__class__.__name__}: {e})") from e
     if arr.ndim != 2:
         raise InputError(p, f"expected a single-frame 2D image, got shape {arr.shape}")
@@ -166,7 +172,9 @@ def _is_dicom(p: Path) -> bool:
         return False
 
 
-def load_axial(row: dict, base_dir: str | Path | None = None) -> tuple[np.ndarray, tuple[float, float]]:
+def load_axial(
+    row: dict, base_dir: str | Path | None = None
+) -> tuple[np.ndarray, tuple[float, float]]:
     """The row's axial slice: ``(image float32 [rows, cols], (row_mm, col_mm))``.
 
     DICOM files give their pixels with RescaleSlope/RescaleIntercept applied and PixelSpacing;
@@ -180,9 +188,11 @@ def load_axial(row: dict, base_dir: str | Path | None = None) -> tuple[np.ndarra
     try:
         spacing = (float(row["pixel_spacing_row_mm"]), float(row["pixel_spacing_col_mm"]))
     except (KeyError, ValueError) as e:
-        raise InputError(_where(row, "pixel_spacing_row_mm"),
-                         f"{p.name} is not DICOM, so pixel_spacing_row_mm and pixel_spacing_col_mm "
-                         "must hold the spacing in mm") from e
+        raise InputError(
+            _where(row, "pixel_spacing_row_mm"),
+            f"{p.name} is not DICOM, so pixel_spacing_row_mm and pixel_spacing_col_mm "
+            "must hold the spacing in mm",
+        ) from e
     if not (spacing[0] > 0 and spacing[1] > 0):
         raise InputError(_where(row, "pixel_spacing_row_mm"), f"spacing {spacing} is not positive")
     return arr, spacing

@@ -17,7 +17,7 @@ from .errors import InputError
 from .geometry import SliceGeometry
 from .levels.names import LEVELS
 
-__all__ = ["AnalysisConfig", "LevelResult", "StudyResult", "analyze_study", "grade_levels", "left_is_higher_col",
+__all__ = ["AnalysisConfig", "LevelResult", "StudyResult", "analyze_study", "grade_levels", "left_is_higher_col", "anterior_is_low_row",
            "measure_and_localize"]
 
 
@@ -98,6 +98,11 @@ def left_is_higher_col(geom: SliceGeometry) -> bool:
     """True when the column index grows towards the patient's left (+x), as in the standard
     radiological display of axial images."""
     return bool(geom.row_cosine[0] >= 0)
+
+
+def anterior_is_low_row(geom: SliceGeometry) -> bool:
+    """True when the row index grows towards the patient's back (+y), i.e. anterior is at the top."""
+    return bool(geom.col_cosine[1] >= 0)
 
 
 def _choose_slices(study: Any, pack: Any, cfg: AnalysisConfig, warnings: list[str], timings: dict[str, float]):
@@ -244,7 +249,8 @@ def measure_and_localize(lv: LevelResult, pack: Any) -> None:
         lv.warnings.append("no disc found on this slice")
     if lv.sac_mask.any():
         boxes = boxes_from_masks(lv.sac_mask, lv.disc_mask, spacing, config=box_rule,
-                                 left_is_higher_col=left_is_higher_col(lv.geometry))
+                                 left_is_higher_col=left_is_higher_col(lv.geometry),
+                                 anterior_is_low_row=anterior_is_low_row(lv.geometry))
         lv.boxes = {k: [int(v) for v in box] for k, box in boxes.items() if box is not None}
 
 
@@ -267,7 +273,8 @@ def grade_levels(levels: list[LevelResult], pack: Any, cfg: AnalysisConfig) -> N
                                    "ratio": round(float(value), 4), "rule": tree.rule_for(value)}
         lv.findings["central_canal"] = central
     if have_cnn:
-        cnn = grade_levels([(lv.image, lv.geometry.pixel_spacing, lv.sac_mask, lv.boxes) for lv in levels],
+        cnn = grade_levels([(lv.image, lv.geometry.pixel_spacing, lv.sac_mask, lv.boxes,
+                             left_is_higher_col(lv.geometry), anterior_is_low_row(lv.geometry)) for lv in levels],
                            classifiers)
         for lv, out in zip(levels, cnn):
             central = lv.findings["central_canal"]

@@ -1,0 +1,291 @@
+"""Run trained patch classifiers: load a run folder / model-pack subfolder and grade one level.
+
+A classifier folder holds ``config.json`` (task, architecture, patch settings, calibration:
+``logit_bias`` and ``temperature``, the binary operating ``threshold``) and ``model.safetensors``.
+Probabilities are calibrated: ``softmax((logits + logit_bias) / temperature)``.
+torch is imported lazily (inside the functions).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from .calibration import positive_probability, softmax
+from .patches import LATERAL_FINDINGS, PatchConfig, level_patches, normalise_slice
+
+__all__ = [
+    "BINARY_LABELS",
+    "CENTRAL_GRADES",
+    "TASKS",
+    "Classifier",
+    "forward_logits",
+    "grade_level",
+    "grade_levels",
+    "load_classifier",
+    "save_classifier",
+]
+
+CENTRAL_GRADES = ("normal", "mild", "moderate", "severe")
+BINARY_LABELS = ("normal/mild", "moderate/severe")
+#: task -> number of classes
+TASKS = {"central": 4, "central_binary": 2, "foramen": 2, "facet": 2}
+
+
+def _pick_device(device: str | None):
+    import torch
+
+    if device in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def forward_logits(model, patches: np.ndarray, in_chans: int = 1, batch_size: int = 64, device=None,
+                   input_mean: float = 0.0, input_std: float = 1.0) -> np.ndarray:
+    """Raw logits ``[n, k]`` (float64) of ``model`` for patches ``[n, h, w]``, batched, eval mode.
+
+    The network sees ``(patch - input_mean) / input_std`` repeated to ``in_chans`` channels.
+    """
+    import torch
+
+    x = np.asarray(patches, dtype=np.float32)
+    if x.ndim == 2:
+        x = x[None]
+    if x.ndim != 3:
+        raise ValueError(f"patches must be [n, h, w], got shape {x.shape}")
+    dev = device or next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    out = []
+    try:
+        with torch.inference_mode():
+            for i in range(0, len(x), batch_size):
+                xb = torch.from_numpy(x[i : i + batch_size]).to(dev)[:, None]
+                if input_mean != 0.0 or input_std != 1.0:
+                    xb = (xb - input_mean) / input_std
+                if in_chans != 1:
+                    xb = xb.expand(-1, in_chans, -1, -1)
+                out.append(model(xb).float().cpu().numpy())
+    finally:
+        model.train(was_training)
+    if not out:
+        return np.zeros((0, getattr(model, "num_classes", 0)), dtype=np.float64)
+    return np.concatenate(out).astype(np.float64)
+
+
+class Classifier:
+    """A trained patch classifier with its calibration and operating threshold.
+
+    Attributes: ``task`` (central | central_binary | foramen | facet), ``num_classes``,
+    ``temperature``, ``logit_bias`` ([k]), ``threshold`` (on the probability of
+    moderate/severe), ``patch`` (:class:`PatchConfig`), ``config`` (the saved dict).
+    """
+
+    def __init__(self, model, config: Mapping, device=None, batch_size: int = 64) -> None:
+        self.model = model
+        self.config = dict(config)
+        self.task = str(config["task"])
+        self.num_classes = int(config["num_classes"])
+        self.in_chans = int(config.get("in_chans", 1))
+        self.temperature = float(config.get("temperature", 1.0))
+        bias = config.get("logit_bias")
+        self.logit_bias = np.zeros(self.num_classes) if bias is None else np.asarray(bias, np.float64)
+        self.threshold = float(config.get("threshold", 0.5))
+        self.patch = PatchConfig.from_dict(config.get("patch", {}))
+        self.input_mean = float(config.get("input_mean", 0.0))
+        self.input_std = float(config.get("input_std", 1.0))
+        self.batch_size = int(batch_size)
+        self.device = device
+        self.model.eval()
+
+    def logits(self, patches: np.ndarray) -> np.ndarray:
+        """Raw (uncalibrated) logits ``[n, k]`` for patches ``[n, h, w]``."""
+        return forward_logits(self.model, patches, self.in_chans, self.batch_size, self.device,
+                              self.input_mean, self.input_std)
+
+    def predict(self, patches: np.ndarray) -> np.ndarray:
+        """Calibrated class probabilities ``[n, k]`` for patches ``[n, h, w]`` (float64)."""
+        z = self.logits(patches)
+        return softmax(z + self.logit_bias[None, :], self.temperature)
+
+    def positive_probability(self, patches: np.ndarray) -> np.ndarray:
+        """Calibrated probability of moderate/severe ``[n]``."""
+        return positive_probability(self.predict(patches))
+
+    def __repr__(self) -> str:
+        return (f"Classifier(task={self.task!r}, model={self.config.get('model')!r}, "
+                f"T={self.temperature:.3f}, threshold={self.threshold:.3f})")
+
+
+def load_classifier(path: str | Path, device: str | None = "cpu") -> Classifier:
+    """Load a classifier from a run folder or model-pack subfolder (config.json + model.safetensors).
+
+    Raises :class:`lumbargrade.errors.InputError` when the folder or its files are missing or
+    inconsistent.
+    """
+    from safetensors.torch import load_file
+
+    from ..errors import InputError
+    from .classifiers import create_classifier
+
+    p = Path(path)
+    cfg_path = p / "config.json"
+    w_path = p / "model.safetensors"
+    if not cfg_path.is_file():
+        raise InputError(p, "no config.json here (expected a classifier run folder or model-pack subfolder)")
+    if not w_path.is_file():
+        raise InputError(p, "no model.safetensors here (has the training finished?)")
+    try:
+        cfg = json.loads(cfg_path.read_text())
+    except (OSError, ValueError) as e:
+        raise InputError(cfg_path, f"cannot read JSON ({e})") from e
+    for key in ("task", "model", "num_classes"):
+        if key not in cfg:
+            raise InputError(cfg_path, f"missing key {key!r}; not a classifier config")
+    try:
+        model = create_classifier(cfg["model"], int(cfg["num_classes"]), in_chans=int(cfg.get("in_chans", 1)),
+                                  **dict(cfg.get("model_kwargs") or {}))
+    except KeyError as e:
+        raise InputError(cfg_path, str(e)) from e
+    dev = _pick_device(device)
+    try:
+        state = load_file(str(w_path))
+        model.load_state_dict(state, strict=True)
+    except Exception as e:
+        raise InputError(w_path, f"cannot load weights into {cfg['model']} ({e.__class__.__name__}: {e})") from e
+    model.to(dev).eval()
+    return Classifier(model, cfg, device=dev)
+
+
+def save_classifier(clf: Classifier, folder: str | Path) -> Path:
+    """Write ``clf`` as ``folder/config.json`` + ``folder/model.safetensors`` (what load_classifier reads)."""
+    from safetensors.torch import save_file
+
+    out = Path(folder)
+    out.mkdir(parents=True, exist_ok=True)
+    cfg = dict(clf.config)
+    cfg.update(task=clf.task, num_classes=clf.num_classes, in_chans=clf.in_chans,
+               temperature=clf.temperature, logit_bias=[float(v) for v in clf.logit_bias],
+               threshold=clf.threshold, patch=clf.patch.to_dict(), weights="model.safetensors")
+    state = {k: v.detach().cpu().contiguous() for k, v in clf.model.state_dict().items()}
+    save_file(state, str(out / "model.safetensors"))
+    (out / "config.json").write_text(json.dumps(cfg, indent=2) + "\n")
+    return out
+
+
+def _finding_task(finding: str) -> str:
+    return finding.split("_")[0]  # foramen_left -> foramen
+
+
+def grade_level(
+    image: np.ndarray,
+    spacing: Sequence[float],
+    sac_mask: np.ndarray | None,
+    boxes: Mapping[str, Sequence[float] | None] | None,
+    classifiers: Mapping[str, Classifier | None],
+    *,
+    left_is_higher_col: bool = True,
+    anterior_is_low_row: bool = True,
+) -> dict:
+    """CNN findings of one level, as report fields.
+
+    ``classifiers`` maps task (``central``, ``central_binary``, ``foramen``, ``facet``) to a
+    :class:`Classifier`; tasks without one (missing or None) are left out. Returns
+
+    * ``"central_canal_cnn"``: ``{"grade", "probabilities": [4], "binary_probability"}`` (grade and
+      probabilities from ``central``; the binary probability from ``central_binary`` when given,
+      else ``p(moderate) + p(severe)`` of ``central``; fields that cannot be computed are None);
+    * ``"foramen_left"`` .. ``"facet_right"``: ``{"probability", "label"}`` where ``probability``
+      is the calibrated probability of moderate/severe and ``label`` compares it with the
+      classifier's stored threshold (``>=`` is moderate/severe). A side without a box gives
+      ``{"probability": None, "label": None}``.
+
+    The central fields need a non-empty ``sac_mask``; otherwise they are None as well.
+    ``left_is_higher_col`` (row_cosine[0] > 0) and ``anterior_is_low_row`` (col_cosine[1] > 0)
+    describe the slice's display; the defaults are the standard axial display.
+    """
+    return grade_levels([(image, spacing, sac_mask, boxes, left_is_higher_col, anterior_is_low_row)],
+                        classifiers)[0]
+
+
+def grade_levels(levels: Sequence[Sequence], classifiers: Mapping[str, Classifier | None]) -> list[dict]:
+    """:func:`grade_level` for several levels, one batched forward pass per classifier.
+
+    ``levels``: tuples ``(image, spacing, sac_mask, boxes)``, optionally followed by
+    ``left_is_higher_col`` and ``anterior_is_low_row`` (default True, True).
+    """
+    clfs = {k: v for k, v in classifiers.items() if v is not None}
+    items = []
+    for lv in levels:
+        image, spacing, sac_mask, boxes = lv[:4]
+        lhc = bool(lv[4]) if len(lv) > 4 else True
+        alr = bool(lv[5]) if len(lv) > 5 else True
+        items.append((image, spacing, sac_mask, boxes, lhc, alr))
+
+    norm_cache: dict[tuple, np.ndarray] = {}
+    patch_cache: dict[tuple, dict[str, np.ndarray]] = {}
+
+    def patches_for(i: int, clf: Classifier, names: Sequence[str]) -> dict[str, np.ndarray]:
+        """Patches of level i for clf's patch settings (shared by classifiers with equal settings)."""
+        image, spacing, sac_mask, boxes, lhc, alr = items[i]
+        pkey = (i, json.dumps(clf.patch.to_dict(), sort_keys=True), tuple(names))
+        if pkey not in patch_cache:
+            key = (i, *clf.patch.percentiles)
+            if key not in norm_cache:
+                norm_cache[key] = normalise_slice(image, clf.patch.percentiles)
+            patch_cache[pkey] = level_patches(
+                norm_cache[key], spacing, sac_mask, boxes, clf.patch, normalised=True,
+                left_is_higher_col=lhc, anterior_is_low_row=alr, which=names)
+        return patch_cache[pkey]
+
+    def run(clf: Classifier, names: Sequence[str]) -> list[dict[str, np.ndarray]]:
+        """Calibrated probabilities per level for the named patches (one batch)."""
+        keys, batch = [], []
+        for i in range(len(items)):
+            pts = patches_for(i, clf, names)
+            for n in names:
+                if n in pts:
+                    keys.append((i, n))
+                    batch.append(pts[n])
+        res: list[dict[str, np.ndarray]] = [{} for _ in items]
+        if batch:
+            probs = clf.predict(np.stack(batch))
+            for (i, n), p in zip(keys, probs):
+                res[i][n] = p
+        return res
+
+    out: list[dict] = [{} for _ in items]
+    central, central_bin = clfs.get("central"), clfs.get("central_binary")
+    if central is not None or central_bin is not None:
+        for o in out:
+            o["central_canal_cnn"] = {"grade": None, "probabilities": None, "binary_probability": None}
+        if central is not None:
+            for o, r in zip(out, run(central, ["central"])):
+                if "central" in r:
+                    prob = r["central"]
+                    o["central_canal_cnn"].update(
+                        grade=CENTRAL_GRADES[int(np.argmax(prob))],
+                        probabilities=[float(v) for v in prob],
+                        binary_probability=float(prob[2] + prob[3]),
+                    )
+        if central_bin is not None:
+            for o, r in zip(out, run(central_bin, ["central"])):
+                if "central" in r:
+                    o["central_canal_cnn"]["binary_probability"] = float(r["central"][1])
+
+    for task in ("foramen", "facet"):
+        clf = clfs.get(task)
+        if clf is None:
+            continue
+        names = [f for f in LATERAL_FINDINGS if _finding_task(f) == task]
+        for o, r in zip(out, run(clf, names)):
+            for f in names:
+                if f in r:
+                    p = float(positive_probability(r[f][None])[0])
+                    o[f] = {"probability": p, "label": BINARY_LABELS[int(p >= clf.threshold)]}
+                else:
+                    o[f] = {"probability": None, "label": None}
+    return out

@@ -1,0 +1,87 @@
+"""Dice + cross-entropy losses and the rule that turns network outputs into structure masks.
+
+Two output modes share one convention: :func:`structure_probs` gives ``[B, 2, H, W]``
+probabilities of (dural sac, disc). ``multiclass``: softmax over (background, sac, disc);
+``per_structure``: one sigmoid logit per structure.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["dice_score", "probs_to_labels", "seg_loss", "structure_probs"]
+
+
+def _soft_dice(p, t, eps: float = 1.0, per_image: bool = True):
+    """1 - soft Dice; p, t ``[B, K, H, W]``. ``per_image``: one value per (image, channel), so a
+    small (stenotic) dural sac weighs as much as a large one; else pooled over the batch (per
+    channel)."""
+    dims = (2, 3) if per_image else (0, 2, 3)
+    inter = (p * t).sum(dims)
+    denom = p.sum(dims) + t.sum(dims)
+    return 1.0 - (2 * inter + eps) / (denom + eps)
+
+
+def seg_loss(
+    logits,
+    target,
+    per_structure: bool = False,
+    dice_weight: float = 1.0,
+    ce_weight: float = 1.0,
+    dice_per_image: bool = True,
+):
+    """Dice + cross-entropy. ``logits [B, C, H, W]``, ``target [B, H, W]`` int64 (0, 1, 2).
+
+    Multi-class: CE over 3 classes + mean soft Dice over sac and disc. Per structure: BCE per
+    structure logit + mean soft Dice of the sigmoids. Dice per image (default) or pooled over
+    the batch.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    logits = logits.float()
+    if per_structure:
+        k = logits.shape[1]
+        t = torch.stack([(target == i + 1) for i in range(k)], dim=1).float()
+        ce = F.binary_cross_entropy_with_logits(logits, t)
+        dice = _soft_dice(torch.sigmoid(logits), t, per_image=dice_per_image).mean()
+    else:
+        ce = F.cross_entropy(logits, target)
+        p = torch.softmax(logits, dim=1)
+        t = F.one_hot(target, logits.shape[1]).permute(0, 3, 1, 2).float()
+        dice = _soft_dice(p[:, 1:], t[:, 1:], per_image=dice_per_image).mean()
+    return ce_weight * ce + dice_weight * dice
+
+
+def structure_probs(logits, per_structure: bool = False):
+    """Logits -> ``[B, 2, H, W]`` probabilities of (dural sac, disc) (torch)."""
+    import torch
+
+    logits = logits.float()
+    if per_structure:
+        return torch.sigmoid(logits)
+    return torch.softmax(logits, dim=1)[:, 1:3]
+
+
+def probs_to_labels(probs: np.ndarray, per_structure: bool = False) -> np.ndarray:
+    """``[..., 2, H, W]`` (sac, disc) probabilities -> labels ``[..., H, W]`` uint8 (0, 1, 2).
+
+    Multi-class: argmax of (1 - sac - disc, sac, disc). Per structure: each thresholded at 0.5,
+    the dural sac taking precedence where both are set.
+    """
+    p = np.asarray(probs, dtype=np.float32)
+    sac, disc = p[..., 0, :, :], p[..., 1, :, :]
+    if per_structure:
+        out = np.zeros(sac.shape, np.uint8)
+        out[disc > 0.5] = 2
+        out[sac > 0.5] = 1
+        return out
+    bg = 1.0 - sac - disc
+    return np.argmax(np.stack([bg, sac, disc], axis=-3), axis=-3).astype(np.uint8)
+
+
+def dice_score(pred: np.ndarray, truth: np.ndarray) -> float:
+    """Dice of two boolean masks; 1.0 when both are empty."""
+    a, b = np.asarray(pred, bool), np.asarray(truth, bool)
+    s = a.sum() + b.sum()
+    return 1.0 if s == 0 else float(2.0 * np.logical_and(a, b).sum() / s)

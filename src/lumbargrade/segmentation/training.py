@@ -1,0 +1,542 @@
+"""``lumbargrade train segmentation``: train the dural sac + disc network on a manifest.
+
+RUN_DIR receives ``config.json`` (the resolved :class:`SegConfig`), ``model.safetensors`` (weights
+of the best validation epoch), ``checkpoint.pt`` (model, optimizer, epoch, best score, history and
+RNG states, written after every epoch; a rerun resumes from it), ``metrics.json`` (the best
+epoch's validation Dice per structure, timing, history) and ``train.log``.
+
+Config precedence: :class:`SegConfig` defaults <- ``--config`` JSON <- ``--set key=value``
+(<- ``--model``, ``--seed``). Validation Dice is measured each epoch on the ``val`` rows, on the
+network's field grid (``target_spacing`` mm), per image and then averaged (an image where both
+truth and prediction are empty scores 1).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import InputError
+
+__all__ = ["RUN_FILES", "SegConfig", "resolve_config", "run_cli", "train_segmentation"]
+
+# config keys that may differ when a run is resumed (run-time or inference-only settings)
+_RESUME_FREE = ("epochs", "progress", "num_threads", "device", "largest_component", "recentre_mm")
+
+RUN_FILES = ("config.json", "model.safetensors", "checkpoint.pt", "metrics.json", "train.log")
+
+
+@dataclass
+class SegConfig:
+    """Segmentation training and inference settings (sizes in field pixels, spacing in mm)."""
+
+    model: str = "unet_small"
+    model_kwargs: dict = field(default_factory=dict)
+    per_structure: bool = False  # True: one binary network per structure (as in the paper)
+    target_spacing: float = 0.6  # mm per field pixel (a stenotic dural sac is ~8 mm AP: ~13 px)
+    size: int = 224  # field side in pixels (224 x 0.6 mm = 134 mm round the image centre)
+    margin: int = 16  # extra cached pixels round the field, for spatial augmentation
+    epochs: int = 40
+    batch_size: int = 4
+    lr: float = (
+        1e-2  # AdamW, cosine decay to 0 over `epochs` (1e-3 barely learned the sac in 100 steps)
+    )
+    weight_decay: float = 1e-4
+    dice_weight: float = 1.0
+    ce_weight: float = 1.0
+    dice_per_image: bool = True  # soft Dice per image (small sacs count fully) or pooled per batch
+    augment: bool = True
+    augment_params: dict = field(default_factory=dict)  # overrides of AugmentConfig fields
+    bf16: bool = False  # bfloat16 autocast for the forward pass
+    device: str = "auto"  # auto | cpu | cuda
+    num_threads: int = 0  # torch threads on CPU; 0 leaves torch's default
+    max_train_items: int = 0  # 0 = all; >0 keeps the first N train rows (quick runs)
+    max_val_items: int = 0
+    seed: int = 0
+    progress: bool = True  # tqdm bar on stderr
+    largest_component: bool = True  # inference: keep each structure's largest connected component
+    recentre_mm: float = 25.0  # inference: re-run centred on the structures if they lie further off
+
+    @classmethod
+    def from_dict(cls, d: dict, where: str = "config") -> SegConfig:
+        cfg = cls()
+        cfg.update(d, where)
+        return cfg
+
+    def update(self, d: dict, where: str = "config") -> None:
+        known = {f.name: f for f in fields(self)}
+        for k, v in d.items():
+            if k not in known:
+                raise InputError(
+                    where, f"unknown segmentation config key {k!r}; known: {', '.join(known)}"
+                )
+            cur = getattr(self, k)
+            try:
+                if isinstance(cur, bool):
+                    if isinstance(v, str):
+                        if v.lower() not in ("true", "false", "1", "0", "yes", "no"):
+                            raise ValueError(v)
+                        v = v.lower() in ("true", "1", "yes")
+                    v = bool(v)
+                elif isinstance(cur, int):
+                    if float(v) != int(float(v)):
+                        raise ValueError(v)
+                    v = int(float(v))
+                elif isinstance(cur, float):
+                    v = float(v)
+                elif isinstance(cur, dict):
+                    if not isinstance(v, dict):
+                        raise ValueError(v)
+                else:
+                    v = str(v)
+            except (TypeError, ValueError) as e:
+                raise InputError(where, f"{k}={v!r} is not a valid {type(cur).__name__}") from e
+            setattr(self, k, v)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _parse_set(items: list[str]) -> dict:
+    out = {}
+    for it in items or []:
+        if "=" not in it:
+            raise InputError("--set", f"{it!r} is not KEY=VALUE")
+        k, v = it.split("=", 1)
+        try:
+            out[k.strip()] = json.loads(v)
+        except json.JSONDecodeError:
+            out[k.strip()] = v
+    return out
+
+
+def resolve_config(
+    config_file: str | None = None,
+    sets: list[str] | None = None,
+    model: str | None = None,
+    seed: int | None = None,
+) -> SegConfig:
+    """Defaults <- JSON file <- ``--set`` items <- ``--model``/``--seed``; validated."""
+    from .models import list_models, model_divisor
+
+    cfg = SegConfig()
+    if config_file:
+        p = Path(config_file)
+        try:
+            d = json.loads(p.read_text())
+        except FileNotFoundError as e:
+            raise InputError(p, "config file not found") from e
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise InputError(p, f"not valid JSON ({e})") from e
+        if not isinstance(d, dict):
+            raise InputError(p, "config must be a JSON object")
+        cfg.update(d, str(p))
+    cfg.update(_parse_set(sets or []), "--set")
+    if model:
+        cfg.model = model
+    if seed is not None:
+        cfg.seed = int(seed)
+    if cfg.model not in list_models():
+        raise InputError(
+            "--model",
+            f"unknown segmentation model {cfg.model!r}; known: {', '.join(list_models())}",
+        )
+    div = model_divisor(cfg.model)
+    if cfg.size <= 0 or cfg.size % div:
+        raise InputError(
+            "config size", f"{cfg.size} must be a positive multiple of {div} for {cfg.model}"
+        )
+    for k in ("epochs", "batch_size"):
+        if getattr(cfg, k) < 1:
+            raise InputError(f"config {k}", "must be at least 1")
+    if cfg.target_spacing <= 0 or cfg.lr <= 0:
+        raise InputError("config", "target_spacing and lr must be positive")
+    if cfg.device not in ("auto", "cpu", "cuda"):
+        raise InputError("config device", f"{cfg.device!r} is not auto, cpu or cuda")
+    return cfg
+
+
+def _augment_config(cfg: SegConfig):
+    from .augment import AugmentConfig
+
+    a = AugmentConfig()
+    for k, v in cfg.augment_params.items():
+        if not hasattr(a, k):
+            raise InputError("config augment_params", f"unknown augmentation key {k!r}")
+        setattr(a, k, float(v))
+    return a
+
+
+class _Log:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __call__(self, msg: str) -> None:
+        line = f"{time.strftime('%Y-%m-%d %H:%M:%S')} {msg}"
+        with open(self.path, "a", encoding="utf-8") as f:
+            f.write(line + "\n")
+
+
+def _rng_state() -> dict:
+    import random
+
+    import torch
+
+    st = {
+        "python": random.getstate(),
+        "numpy": np.random.get_state(),
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        st["cuda"] = torch.cuda.get_rng_state_all()
+    return st
+
+
+def _set_rng_state(st: dict) -> None:
+    import random
+
+    import torch
+
+    random.setstate(st["python"])
+    np.random.set_state(st["numpy"])
+    torch.set_rng_state(st["torch"])
+    if "cuda" in st and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(st["cuda"])
+
+
+def _seed_all(seed: int) -> None:
+    import random
+
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+
+
+def evaluate_fields(model, ds, cfg: SegConfig, device, batch_size: int | None = None) -> dict:
+    """Mean per-image Dice of (dural sac, disc) on a non-augmented dataset, field grid."""
+    import torch
+
+    from .losses import dice_score, probs_to_labels, structure_probs
+
+    model.eval()
+    dsac, ddisc = [], []
+    with torch.inference_mode():
+        for x, y in ds.batches(batch_size or cfg.batch_size, shuffle=False):
+            xt = torch.from_numpy(x).to(device)
+            with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
+                logits = model(xt)
+            probs = structure_probs(logits, cfg.per_structure).cpu().numpy()
+            pred = probs_to_labels(probs, cfg.per_structure)
+            for p, t in zip(pred, y):
+                dsac.append(dice_score(p == 1, t == 1))
+                ddisc.append(dice_score(p == 2, t == 2))
+    return {
+        "dural_sac": float(np.mean(dsac)) if dsac else float("nan"),
+        "disc": float(np.mean(ddisc)) if ddisc else float("nan"),
+    }
+
+
+def _prepare_run_dir(out: Path, cfg: SegConfig, overwrite: bool) -> bool:
+    """Create/clean RUN_DIR; return True when resuming from checkpoint.pt."""
+    if out.exists() and not out.is_dir():
+        raise InputError(out, "exists and is not a folder")
+    out.mkdir(parents=True, exist_ok=True)
+    if overwrite:
+        for name in RUN_FILES:
+            (out / name).unlink(missing_ok=True)
+        return False
+    metrics = out / "metrics.json"
+    ckpt = out / "checkpoint.pt"
+    saved_cfg = out / "config.json"
+    if ckpt.exists() and saved_cfg.exists():
+        try:
+            old = json.loads(saved_cfg.read_text())
+        except json.JSONDecodeError as e:
+            raise InputError(
+                saved_cfg, "corrupt config.json; use --overwrite to start afresh"
+            ) from e
+        new = cfg.to_dict()
+        diff = sorted(
+            k for k in set(old) | set(new) if k not in _RESUME_FREE and old.get(k) != new.get(k)
+        )
+        if diff:
+            raise InputError(
+                out,
+                f"holds a run with a different config ({', '.join(diff)}); "
+                "use --overwrite to start afresh or another --out",
+            )
+        if metrics.exists():
+            try:
+                m = json.loads(metrics.read_text())
+            except json.JSONDecodeError:
+                m = {}
+            if m.get("finished") and int(m.get("epochs_done", 0)) >= cfg.epochs:
+                raise InputError(
+                    out,
+                    "holds a finished segmentation run; use --overwrite to retrain "
+                    "(or raise epochs to continue it)",
+                )
+        return True
+    if metrics.exists() or (out / "model.safetensors").exists():
+        raise InputError(out, "holds results but no checkpoint to resume from; use --overwrite")
+    return False
+
+
+def train_segmentation(
+    manifest: str | Path, out: str | Path, cfg: SegConfig, overwrite: bool = False
+) -> dict:
+    """Train on the manifest's ``train`` rows, validate on ``val`` rows; returns metrics.json's dict."""
+    import torch
+    from tqdm import tqdm
+
+    from ..manifest import read_manifest, rows_for_split
+    from .dataset import SegmentationDataset
+    from .losses import seg_loss
+    from .models import create_model, load_weights, save_weights
+
+    out = Path(out)
+    rows = read_manifest(
+        manifest, required=("patient_id", "split", "level", "axial_image", "label_map")
+    )
+    train_rows = rows_for_split(rows, "train")
+    val_rows = rows_for_split(rows, "val")
+    if cfg.max_train_items > 0:
+        train_rows = train_rows[: cfg.max_train_items]
+    if cfg.max_val_items > 0:
+        val_rows = val_rows[: cfg.max_val_items]
+    if not train_rows:
+        raise InputError(manifest, "no rows with split=train")
+    resume = _prepare_run_dir(out, cfg, overwrite)
+    (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
+    log = _Log(out / "train.log")
+
+    if cfg.num_threads > 0:
+        torch.set_num_threads(cfg.num_threads)
+    if cfg.device == "auto":
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    else:
+        if cfg.device == "cuda" and not torch.cuda.is_available():
+            raise InputError("config device", "cuda requested but no CUDA device is available")
+        device = torch.device(cfg.device)
+    _seed_all(cfg.seed)
+
+    size = (cfg.size, cfg.size)
+    bar = (
+        (lambda it, desc: tqdm(it, desc=desc, leave=False))
+        if cfg.progress
+        else (lambda it, desc: it)
+    )
+    t0 = time.time()
+    train_ds = SegmentationDataset(
+        train_rows,
+        cfg.target_spacing,
+        size,
+        cfg.margin,
+        augment=_augment_config(cfg) if cfg.augment else None,
+        seed=cfg.seed,
+        progress=lambda it: bar(it, "load train"),
+    )
+    val_ds = (
+        SegmentationDataset(
+            val_rows,
+            cfg.target_spacing,
+            size,
+            cfg.margin,
+            augment=None,
+            progress=lambda it: bar(it, "load val"),
+        )
+        if val_rows
+        else None
+    )
+    log(
+        f"{'resume' if resume else 'start'}: {len(train_ds)} train, {len(val_ds) if val_ds else 0} val "
+        f"slices from {manifest}; loaded in {time.time() - t0:.1f} s; device {device}"
+    )
+    if val_ds is None:
+        log("warning: no val rows; the last epoch's weights are kept")
+
+    model = create_model(cfg.model, per_structure=cfg.per_structure, **cfg.model_kwargs).to(device)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    start_epoch, best, best_epoch, best_dice, history = 0, -1.0, -1, None, []
+    elapsed_prev = 0.0
+    if resume:
+        try:
+            ck = torch.load(out / "checkpoint.pt", map_location="cpu", weights_only=False)
+            model.load_state_dict(ck["model"])
+            opt.load_state_dict(ck["optimizer"])
+        except Exception as e:
+            raise InputError(
+                out / "checkpoint.pt", f"cannot resume from it ({e}); use --overwrite"
+            ) from e
+        start_epoch = int(ck["epoch"]) + 1
+        best, best_epoch, best_dice = (
+            float(ck["best_score"]),
+            int(ck["best_epoch"]),
+            ck.get("best_dice"),
+        )
+        history = list(ck.get("history", []))
+        elapsed_prev = float(ck.get("elapsed_s", 0.0))
+        _set_rng_state(ck["rng"])
+        if "data_rng" in ck:
+            train_ds.rng.bit_generator.state = ck["data_rng"]
+        log(f"resumed after epoch {start_epoch} (best {best:.4f} at epoch {best_epoch + 1})")
+
+    t_start = time.time()
+    for epoch in range(start_epoch, cfg.epochs):
+        te = time.time()
+        lr = 0.5 * cfg.lr * (1 + math.cos(math.pi * epoch / cfg.epochs))
+        for g in opt.param_groups:
+            g["lr"] = lr
+        model.train()
+        losses = []
+        n_batches = math.ceil(len(train_ds) / cfg.batch_size)
+        it = train_ds.batches(cfg.batch_size, shuffle=True)
+        pbar = tqdm(
+            it,
+            total=n_batches,
+            desc=f"epoch {epoch + 1}/{cfg.epochs}",
+            leave=False,
+            disable=not cfg.progress,
+        )
+        for x, y in pbar:
+            xt, yt = torch.from_numpy(x).to(device), torch.from_numpy(y).to(device)
+            with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
+                logits = model(xt)
+            loss = seg_loss(
+                logits, yt, cfg.per_structure, cfg.dice_weight, cfg.ce_weight, cfg.dice_per_image
+            )
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            losses.append(float(loss.detach()))
+            pbar.set_postfix(loss=f"{losses[-1]:.4f}")
+        train_loss = float(np.mean(losses))
+        if val_ds is not None:
+            dice = evaluate_fields(model, val_ds, cfg, device)
+            score = 0.5 * (dice["dural_sac"] + dice["disc"])
+        else:
+            dice, score = None, float(epoch)
+        improved = score > best
+        if improved:
+            best, best_epoch, best_dice = score, epoch, dice
+            save_weights(
+                model,
+                out / "model.safetensors",
+                metadata={"model": cfg.model, "epoch": str(epoch + 1)},
+            )
+        dt = time.time() - te
+        rec = {
+            "epoch": epoch + 1,
+            "lr": lr,
+            "train_loss": train_loss,
+            "time_s": round(dt, 2),
+            "val_dice": dice,
+        }
+        history.append(rec)
+        msg = f"epoch {epoch + 1}/{cfg.epochs} loss {train_loss:.4f} lr {lr:.2e} {dt:.1f} s"
+        if dice is not None:
+            msg += f" val dice sac {dice['dural_sac']:.4f} disc {dice['disc']:.4f}"
+        log(msg + (" *best" if improved else ""))
+        elapsed = elapsed_prev + time.time() - t_start
+        ck = {
+            "model": model.state_dict(),
+            "optimizer": opt.state_dict(),
+            "epoch": epoch,
+            "best_score": best,
+            "best_epoch": best_epoch,
+            "best_dice": best_dice,
+            "history": history,
+            "rng": _rng_state(),
+            "data_rng": train_ds.rng.bit_generator.state,
+            "elapsed_s": elapsed,
+            "config": cfg.to_dict(),
+        }
+        tmp = out / "checkpoint.pt.tmp"
+        torch.save(ck, tmp)
+        tmp.replace(out / "checkpoint.pt")
+        _write_metrics(
+            out,
+            cfg,
+            history,
+            best_epoch,
+            best_dice,
+            elapsed,
+            len(train_ds),
+            len(val_ds) if val_ds else 0,
+            finished=(epoch + 1 == cfg.epochs),
+        )
+    metrics = json.loads((out / "metrics.json").read_text())
+    if not metrics.get("finished"):  # nothing left to run (epochs lowered): mark finished
+        metrics = _write_metrics(
+            out,
+            cfg,
+            history,
+            best_epoch,
+            best_dice,
+            elapsed_prev,
+            len(train_ds),
+            len(val_ds) if val_ds else 0,
+            True,
+        )
+    # make sure the best weights are what model.safetensors holds (already saved on improvement)
+    load_weights(model, out / "model.safetensors")
+    log(f"done: best epoch {best_epoch + 1}, val dice {best_dice}")
+    return metrics
+
+
+def _write_metrics(
+    out: Path,
+    cfg: SegConfig,
+    history: list,
+    best_epoch: int,
+    best_dice,
+    elapsed: float,
+    n_train: int,
+    n_val: int,
+    finished: bool,
+) -> dict:
+    m = {
+        "task": "segmentation",
+        "model": cfg.model,
+        "per_structure": cfg.per_structure,
+        "best_epoch": best_epoch + 1,
+        "val_dice": best_dice,
+        "val_dice_mean": (
+            None if best_dice is None else 0.5 * (best_dice["dural_sac"] + best_dice["disc"])
+        ),
+        "epochs_done": len(history),
+        "epochs": cfg.epochs,
+        "finished": bool(finished),
+        "time_s": round(elapsed, 1),
+        "seconds_per_epoch": round(float(np.mean([h["time_s"] for h in history])), 2)
+        if history
+        else None,
+        "n_train": n_train,
+        "n_val": n_val,
+        "history": history,
+    }
+    (out / "metrics.json").write_text(json.dumps(m, indent=2) + "\n")
+    return m
+
+
+def run_cli(args) -> int:
+    """Entry point of ``lumbargrade train segmentation`` (parsed args from commands/train.py)."""
+    import sys
+
+    cfg = resolve_config(args.config, args.set, getattr(args, "model", None), args.seed)
+    m = train_segmentation(args.data, args.out, cfg, overwrite=args.overwrite)
+    d = m.get("val_dice") or {}
+    print(
+        f"segmentation: best epoch {m['best_epoch']}/{m['epochs']}, val Dice sac "
+        f"{d.get('dural_sac', float('nan')):.4f} disc {d.get('disc', float('nan')):.4f}; "
+        f"{m['time_s']:.0f} s; weights {Path(args.out) / 'model.safetensors'}",
+        file=sys.stdout,
+    )
+    return 0

@@ -1,0 +1,382 @@
+"""Patch classifiers: registry, checkpoints, calibration, training, inference, mirroring."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from lumbargrade.grading.calibration import (
+    expected_calibration_error,
+    fit_temperature,
+    nll,
+    positive_probability,
+    softmax,
+    youden_threshold,
+)
+from lumbargrade.grading.classifier_inference import (
+    Classifier,
+    grade_level,
+    grade_levels,
+    load_classifier,
+    save_classifier,
+)
+from lumbargrade.grading.classifiers import (
+    create_classifier,
+    list_classifiers,
+    load_backbone_checkpoint,
+    register_classifier,
+)
+from lumbargrade.grading.patches import PatchConfig, mirror_boxes
+
+torch.set_num_threads(1)
+
+
+# ------------------------------------------------------------------ registry
+
+
+@pytest.fixture
+def no_network(monkeypatch):
+    """Any attempt to fetch weights fails the test."""
+    import timm.models._builder as builder
+
+    def boom(*a, **k):
+        raise AssertionError("tried to download weights")
+
+    monkeypatch.setattr(builder, "load_pretrained", boom)
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", boom)
+
+
+@pytest.mark.parametrize("name", list_classifiers())
+@pytest.mark.parametrize("in_chans", [1, 3])
+def test_registry_builds_and_runs(name, in_chans, no_network):
+    model = create_classifier(name, 3, in_chans=in_chans).eval()
+    with torch.inference_mode():
+        out = model(torch.randn(2, in_chans, 64, 64))
+    assert out.shape == (2, 3)
+    assert torch.isfinite(out).all()
+
+
+def test_registry_has_required_models_and_rejects_unknown():
+    assert {"bit_r50x1", "small_cnn"} <= set(list_classifiers())
+    with pytest.raises(KeyError, match="unknown classifier"):
+        create_classifier("no_such_net", 2)
+    with pytest.raises(ValueError):
+        register_classifier("small_cnn")(lambda n: None)
+
+
+def test_small_cnn_batched_equals_per_item():
+    model = create_classifier("small_cnn", 4).eval()
+    x = torch.randn(5, 1, 64, 64)
+    with torch.inference_mode():
+        whole = model(x)
+        single = torch.cat([model(x[i : i + 1]) for i in range(5)])
+    torch.testing.assert_close(whole, single, atol=1e-5, rtol=1e-5)
+
+
+def test_checkpoint_loading_adapts_stem_and_skips_head(tmp_path):
+    from safetensors.torch import save_file
+
+    src = create_classifier("small_cnn", 5, in_chans=3)
+    path = tmp_path / "backbone.safetensors"
+    save_file({k: v.contiguous() for k, v in src.state_dict().items()}, str(path))
+    dst = create_classifier("small_cnn", 2, in_chans=1, checkpoint_path=path)
+    s, d = src.state_dict(), dst.state_dict()
+    stem = "features.0.weight"
+    torch.testing.assert_close(d[stem], s[stem].sum(1, keepdim=True))
+    torch.testing.assert_close(d["features.3.0.weight"], s["features.3.0.weight"])
+    assert d["head.weight"].shape == (2, 256)  # head re-initialised, not copied
+    # .pth files too, with a "state_dict" wrapper
+    pth = tmp_path / "b.pth"
+    torch.save({"state_dict": src.state_dict()}, pth)
+    info = load_backbone_checkpoint(create_classifier("small_cnn", 2), pth)
+    assert "head.weight" in info["skipped"] and info["loaded"] > 10
+    # a file that matches nothing is an error, a missing file too
+    save_file({"foo": torch.zeros(3)}, str(tmp_path / "junk.safetensors"))
+    with pytest.raises(ValueError, match="matches"):
+        create_classifier("small_cnn", 2, checkpoint_path=tmp_path / "junk.safetensors")
+    with pytest.raises(FileNotFoundError):
+        create_classifier("small_cnn", 2, checkpoint_path=tmp_path / "missing.pth")
+
+
+def test_bit_checkpoint_from_imagenet_shape(tmp_path, no_network):
+    from safetensors.torch import save_file
+
+    src = create_classifier("bit_r50x1", 21, in_chans=3)  # a BiT-M-like head and RGB stem
+    path = tmp_path / "bit.safetensors"
+    save_file({k: v.contiguous() for k, v in src.state_dict().items()}, str(path))
+    dst = create_classifier("bit_r50x1", 4, in_chans=1, checkpoint_path=path)
+    torch.testing.assert_close(dst.stem.conv.weight, src.stem.conv.weight.sum(1, keepdim=True))
+    torch.testing.assert_close(dst.stages[2].blocks[0].conv2.weight, src.stages[2].blocks[0].conv2.weight)
+    assert dst.head.fc.weight.shape[0] == 4
+
+
+# ------------------------------------------------------------------ calibration
+
+
+def test_temperature_scaling_fixes_overconfidence():
+    rng = np.random.default_rng(0)
+    true = rng.normal(0, 1.5, size=(4000, 4))
+    y = np.array([rng.choice(4, p=p) for p in softmax(true)])
+    logits = 3.0 * true  # overconfident by a factor 3
+    t = fit_temperature(logits, y)
+    assert t == pytest.approx(3.0, rel=0.15)
+    assert nll(logits, y, t) < nll(logits, y) - 0.1
+    ece_before = expected_calibration_error(softmax(logits), y)
+    ece_after = expected_calibration_error(softmax(logits, t), y)
+    assert ece_after < 0.5 * ece_before
+    assert np.array_equal(softmax(logits, t).argmax(1), logits.argmax(1))  # grades unchanged
+    # well-calibrated logits keep T near 1
+    assert fit_temperature(true, y) == pytest.approx(1.0, abs=0.15)
+
+
+def test_ece_and_youden_worked_examples():
+    p = np.array([[0.2, 0.8]] * 10)
+    y = np.array([1] * 8 + [0] * 2)
+    assert expected_calibration_error(p, y) == pytest.approx(0.0)
+    y2 = np.array([1] * 5 + [0] * 5)
+    assert expected_calibration_error(p, y2) == pytest.approx(0.3)
+    s = np.array([0.1, 0.2, 0.3, 0.6, 0.7, 0.9])
+    lab = np.array([0, 0, 0, 1, 1, 1])
+    assert youden_threshold(s, lab) == pytest.approx(0.45)
+    assert youden_threshold(s, np.ones(6)) == 0.5
+    four = np.array([[0.1, 0.2, 0.3, 0.4]])
+    assert positive_probability(four)[0] == pytest.approx(0.7)
+
+
+# ------------------------------------------------------------------ inference
+
+
+def _clf(task="foramen", seed=0, **cfg):
+    torch.manual_seed(seed)
+    k = 4 if task == "central" else 2
+    model = create_classifier("small_cnn", k).eval()
+    config = {"task": task, "model": "small_cnn", "num_classes": k, "temperature": 1.7,
+              "logit_bias": [0.1 * i for i in range(k)], "threshold": 0.4,
+              "patch": PatchConfig(patch_px=48).to_dict(), **cfg}
+    return Classifier(model, config)
+
+
+def _scene():
+    rng = np.random.default_rng(3)
+    rr, cc = np.mgrid[:128, :128]
+    img = 100 + 20 * rng.normal(size=(128, 128))
+    sac = (rr - 60) ** 2 + ((cc - 64) / 1.3) ** 2 < 11**2
+    img[sac] += 400
+    img[80:95, 30:50] += 200 * rng.random((15, 20))  # asymmetric structure
+    boxes = {"facet_left": [70, 80, 104, 112], "facet_right": [72, 18, 102, 48],
+             "foramen_left": [48, 84, 70, 114], "foramen_right": [50, 16, 70, 44]}
+    return img.astype(np.float32), sac, boxes
+
+
+def test_mirrored_left_patch_gives_right_prediction():
+    img, sac, boxes = _scene()
+    clfs = {"foramen": _clf("foramen", 1), "facet": _clf("facet", 2), "central": _clf("central", 3)}
+    a = grade_level(img, (0.7, 0.7), sac, boxes, clfs)
+    b = grade_level(img[:, ::-1], (0.7, 0.7), sac[:, ::-1], mirror_boxes(boxes, 128), clfs)
+    for f in ("foramen", "facet"):
+        assert b[f"{f}_left"]["probability"] == pytest.approx(a[f"{f}_right"]["probability"], abs=1e-5)
+        assert b[f"{f}_right"]["probability"] == pytest.approx(a[f"{f}_left"]["probability"], abs=1e-5)
+    # sides differ in this asymmetric scene, so the check above is not trivial
+    assert a["foramen_left"]["probability"] != pytest.approx(a["foramen_right"]["probability"], abs=1e-6)
+
+
+def test_grade_level_report_fields():
+    img, sac, boxes = _scene()
+    clfs = {"foramen": _clf("foramen"), "facet": _clf("facet"), "central": _clf("central")}
+    out = grade_level(img, (0.7, 0.7), sac, {**boxes, "facet_right": None}, clfs)
+    cc = out["central_canal_cnn"]
+    assert cc["grade"] in ("normal", "mild", "moderate", "severe")
+    assert len(cc["probabilities"]) == 4 and sum(cc["probabilities"]) == pytest.approx(1.0)
+    assert cc["binary_probability"] == pytest.approx(cc["probabilities"][2] + cc["probabilities"][3])
+    assert out["facet_right"] == {"probability": None, "label": None}
+    for f in ("foramen_left", "foramen_right", "facet_left"):
+        p = out[f]["probability"]
+        assert 0.0 <= p <= 1.0
+        assert out[f]["label"] == ("moderate/severe" if p >= 0.4 else "normal/mild")
+    json.dumps(out)  # report-ready
+    # several levels in one batch give the same as one by one; None classifiers are skipped
+    many = grade_levels([(img, (0.7, 0.7), sac, boxes), (img[:, ::-1], (0.7, 0.7), sac[:, ::-1], boxes)],
+                        {**clfs, "central_binary": None})
+    one = grade_level(img, (0.7, 0.7), sac, boxes, clfs)
+    assert set(many[0]) == set(one)
+    assert many[0]["foramen_left"]["probability"] == pytest.approx(one["foramen_left"]["probability"], abs=1e-6)
+    assert many[0]["central_canal_cnn"]["probabilities"] == pytest.approx(one["central_canal_cnn"]["probabilities"], abs=1e-6)
+    # a central_binary classifier provides the binary probability
+    out2 = grade_level(img, (0.7, 0.7), sac, boxes, {"central_binary": _clf("central_binary")})
+    assert out2["central_canal_cnn"]["grade"] is None
+    assert 0 <= out2["central_canal_cnn"]["binary_probability"] <= 1
+
+
+def test_save_load_roundtrip_predicts_identically(tmp_path):
+    clf = _clf("central", input_mean=0.5, input_std=0.5)
+    x = np.random.default_rng(0).normal(size=(7, 48, 48)).astype(np.float32)
+    save_classifier(clf, tmp_path / "central")
+    back = load_classifier(tmp_path / "central")
+    assert (back.input_mean, back.input_std) == (0.5, 0.5)
+    with torch.inference_mode():
+        direct = clf.model(torch.from_numpy((x - 0.5) / 0.5)[:, None]).numpy()
+    np.testing.assert_allclose(back.logits(x), direct, atol=1e-5)
+    np.testing.assert_allclose(back.predict(x), clf.predict(x), atol=1e-6)
+    assert back.temperature == clf.temperature and back.threshold == clf.threshold
+    assert back.patch == clf.patch
+    # calibrated probabilities are softmax((logits + bias) / T)
+    np.testing.assert_allclose(clf.predict(x), softmax(clf.logits(x) + clf.logit_bias, 1.7), atol=1e-9)
+
+
+def test_load_classifier_bad_input(tmp_path):
+    from lumbargrade.errors import InputError
+
+    with pytest.raises(InputError, match="config.json"):
+        load_classifier(tmp_path)
+    save_classifier(_clf("facet"), tmp_path / "c")
+    (tmp_path / "c" / "model.safetensors").write_bytes(b"garbage")
+    with pytest.raises(InputError, match="cannot load weights"):
+        load_classifier(tmp_path / "c")
+
+
+# ------------------------------------------------------------------ training
+
+
+def _synthetic(n, rng, px=32):
+    """Class 1 patches hold a bright blob at the centre; class 0 only noise."""
+    from lumbargrade.grading.classifier_training import PatchSet
+
+    y = np.arange(n) % 2
+    rr, cc = np.mgrid[:px, :px]
+    blob = np.exp(-((rr - px / 2) ** 2 + (cc - px / 2) ** 2) / (2 * 3.0**2))
+    x = rng.normal(0.3, 0.15, size=(n, px, px)) + y[:, None, None] * 0.8 * blob
+    return PatchSet(x.astype(np.float32), y.astype(np.int64), [f"p{i // 2}" for i in range(n)])
+
+
+def test_short_training_lowers_loss_and_writes_run(tmp_path):
+    from lumbargrade.grading.classifier_training import train_on_patches
+
+    rng = np.random.default_rng(0)
+    cfg = {"epochs": 4, "batch_size": 16, "patch": {"patch_px": 32}, "model_kwargs": {"width": 8}}
+    m = train_on_patches(_synthetic(64, rng), _synthetic(32, rng), "foramen", tmp_path / "run", cfg,
+                         seed=1, progress=False)
+    losses = [h["train_loss"] for h in m["history"]]
+    assert losses[-1] < 0.7 * losses[0]
+    for f in ("config.json", "model.safetensors", "checkpoint.pt", "metrics.json", "train.log"):
+        assert (tmp_path / "run" / f).is_file()
+    cfg_saved = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert cfg_saved["task"] == "foramen" and cfg_saved["model"] == "small_cnn"
+    assert 0 < cfg_saved["threshold"] < 1 and cfg_saved["temperature"] > 0
+    assert m["val"]["auroc"] > 0.9
+    clf = load_classifier(tmp_path / "run")
+    test = _synthetic(20, rng)
+    p = clf.positive_probability(test.x)
+    assert p[test.y == 1].mean() > p[test.y == 0].mean() + 0.3
+    # resume: more epochs continue the history of the same run
+    cfg["epochs"] = 5
+    m2 = train_on_patches(_synthetic(64, rng), _synthetic(32, rng), "foramen", tmp_path / "run", cfg,
+                          seed=1, progress=False)
+    assert [h["epoch"] for h in m2["history"]] == [0, 1, 2, 3, 4]
+    from lumbargrade.errors import InputError
+
+    with pytest.raises(InputError, match="other patch"):
+        train_on_patches(_synthetic(64, rng), _synthetic(32, rng), "foramen", tmp_path / "run",
+                         {**cfg, "patch": {"patch_px": 48}}, progress=False)
+
+
+def test_best_epoch_selection():
+    from lumbargrade.grading.classifier_training import _better
+
+    best = {"metric": 0.9, "loss": 0.5}
+    assert _better({"metric": 0.95, "loss": 0.9}, best)
+    assert not _better({"metric": 0.95, "loss": 0.9}, best, "loss")
+    assert _better({"metric": 0.9, "loss": 0.4}, best)  # tie on the metric: lower loss wins
+    assert not _better({"metric": None, "loss": 0.1}, best)
+    assert _better({"metric": 0.1, "loss": 0.9}, best, "last")
+
+
+def test_config_rejects_unknown_keys():
+    from lumbargrade.errors import InputError
+    from lumbargrade.grading.classifier_training import resolve_config
+
+    cfg = resolve_config({"epochs": 3}, ["patch.patch_px=48", "augment.enabled=false", "balance=loss"])
+    assert cfg["epochs"] == 3 and cfg["patch"]["patch_px"] == 48
+    assert cfg["augment"]["enabled"] is False and cfg["balance"] == "loss"
+    with pytest.raises(InputError, match="unknown config key"):
+        resolve_config({}, ["epoch=3"])
+    with pytest.raises(InputError, match="unknown model"):
+        resolve_config({"model": "vgg"})
+
+
+def _write_cohort(folder, n_patients=6, seed=0):
+    """A tiny manifest cohort: NPY slices + PNG label maps; grades drive sac size / box brightness."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    header = ("patient_id,split,level,axial_image,pixel_spacing_row_mm,pixel_spacing_col_mm,label_map,"
+              "central_canal,foramen_left,foramen_right,facet_left,facet_right")
+    lines = [header]
+    rr, cc = np.mgrid[:96, :96]
+    for p in range(n_patients):
+        split = "train" if p < n_patients - 2 else "val"
+        for li, level in enumerate(["L3/L4", "L4/L5"]):
+            g = int(rng.integers(0, 4))
+            fl, fr = int(rng.integers(0, 2)), int(rng.integers(0, 2))
+            lm = np.zeros((96, 96), np.uint8)
+            lm[60:70, 30:66] = 2
+            lm[(rr - 48) ** 2 + (cc - 48) ** 2 < (10 - 2 * g) ** 2] = 1
+            lm[40:52, 66:80] = 5
+            lm[40:52, 16:30] = 6
+            lm[54:66, 62:76] = 3
+            lm[54:66, 20:34] = 4
+            img = rng.normal(100, 10, (96, 96)) + 300 * (lm == 1) + 150 * (lm == 2)
+            img[40:52, 66:80] += 200 * fl
+            img[40:52, 16:30] += 200 * fr
+            name = f"p{p}_{li}"
+            np.save(folder / f"{name}.npy", img.astype(np.float32))
+            Image.fromarray(lm).save(folder / f"{name}_lm.png")
+            lines.append(f"p{p},{split},{level},{name}.npy,0.8,0.8,{name}_lm.png,{g},{fl},{fr},0,1")
+    (folder / "manifest.csv").write_text("\n".join(lines) + "\n")
+    return folder / "manifest.csv"
+
+
+@pytest.mark.parametrize("task,boxes", [("central", "truth"), ("foramen", "rule")])
+def test_cli_trains_from_manifest(tmp_path, task, boxes):
+    from lumbargrade.cli import main
+
+    man = _write_cohort(tmp_path / "cohort")
+    out = tmp_path / f"run_{task}"
+    rc = main(["train", "classifier", "--task", task, "--data", str(man.parent), "--out", str(out),
+               "--set", "epochs=2", "--set", "patch.patch_px=32", "--set", "batch_size=8",
+               "--set", f"patch_boxes={boxes}", "--set", "threshold=youden", "--seed", "3"])
+    assert rc == 0
+    cfg = json.loads((out / "config.json").read_text())
+    met = json.loads((out / "metrics.json").read_text())
+    assert cfg["task"] == task and cfg["patch"]["patch_px"] == 32
+    assert cfg["threshold_rule"] == "youden" and cfg["threshold"] == met["calibration"]["youden_threshold"]
+    assert met["n_train"] == (8 if task == "central" else 16) and met["n_val"] == (4 if task == "central" else 8)
+    clf = load_classifier(out)
+    assert clf.predict(np.zeros((3, 32, 32), np.float32)).shape == (3, 4 if task == "central" else 2)
+    # a bad --set is one line and exit status 2
+    assert main(["train", "classifier", "--task", task, "--data", str(man), "--out", str(out),
+                 "--set", "nope=1"]) == 2
+
+
+@pytest.mark.slow
+def test_bit_r50x1_trains_with_a_local_checkpoint(tmp_path):
+    """The paper's configuration end to end on CPU: BiT-R50x1 from a local checkpoint, RGB stem."""
+    from safetensors.torch import save_file
+
+    from lumbargrade.grading.classifier_training import train_on_patches
+
+    src = create_classifier("bit_r50x1", 21, in_chans=3)
+    ck = tmp_path / "bit_m.safetensors"
+    save_file({k: v.contiguous() for k, v in src.state_dict().items()}, str(ck))
+    rng = np.random.default_rng(0)
+    cfg = {"model": "bit_r50x1", "in_chans": 3, "input_mean": 0.5, "input_std": 0.5, "epochs": 2,
+           "batch_size": 8, "lr": 1e-3, "patch": {"patch_px": 32}}
+    m = train_on_patches(_synthetic(16, rng), _synthetic(8, rng), "facet", tmp_path / "bit", cfg,
+                         checkpoint_path=ck, progress=False)
+    assert len(m["history"]) == 2
+    clf = load_classifier(tmp_path / "bit")
+    assert clf.in_chans == 3 and clf.predict(_synthetic(4, rng).x).shape == (4, 2)

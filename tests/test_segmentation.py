@@ -1,0 +1,346 @@
+"""lumbargrade.segmentation: registry, resampling round trip, augmentation, training, inference."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from lumbargrade.errors import InputError
+
+
+def _ellipse(shape, spacing, centre_mm, axes_mm, angle_deg=0.0):
+    """Boolean ellipse on a [rows, cols] grid with spacing (row_mm, col_mm); centre in mm."""
+    r = np.arange(shape[0])[:, None] * spacing[0] - centre_mm[0]
+    c = np.arange(shape[1])[None, :] * spacing[1] - centre_mm[1]
+    a = np.deg2rad(angle_deg)
+    u = r * np.cos(a) + c * np.sin(a)
+    v = -r * np.sin(a) + c * np.cos(a)
+    return (u / axes_mm[0]) ** 2 + (v / axes_mm[1]) ** 2 <= 1.0
+
+
+# ---------------------------------------------------------------- registry
+
+
+def test_registry_all_models_tiny_input():
+    import torch
+
+    from lumbargrade.segmentation.models import create_model, list_models, model_divisor
+
+    torch.set_num_threads(1)
+    names = list_models()
+    assert {"vnet", "unet_small"} <= set(names)
+    for name in names:
+        d = model_divisor(name)
+        side = 2 * d
+        m = create_model(name).eval()
+        n_params = sum(p.numel() for p in m.parameters())
+        assert n_params < 20_000_000, name
+        with torch.inference_mode():
+            y = m(torch.zeros(2, 1, side, side))
+        assert y.shape == (2, 3, side, side), name
+    small = sum(p.numel() for p in create_model("unet_small").parameters())
+    assert 300_000 < small < 2_000_000
+    ps = create_model("unet_small", per_structure=True).eval()
+    with torch.inference_mode():
+        assert ps(torch.zeros(1, 1, 32, 32)).shape == (1, 2, 32, 32)
+    with pytest.raises(KeyError):
+        create_model("no_such_net")
+
+
+def test_register_model_decorator():
+    from lumbargrade.segmentation import models
+
+    @models.register_model("_test_identity", divisor=1)
+    def _ident(in_channels, out_channels, **kw):
+        import torch
+
+        return torch.nn.Conv2d(in_channels, out_channels, 1)
+
+    try:
+        assert "_test_identity" in models.list_models()
+        assert models.create_model("_test_identity", out_channels=3).out_channels == 3
+        with pytest.raises(ValueError):
+            models.register_model("_test_identity")(_ident)
+    finally:
+        models._REGISTRY.pop("_test_identity", None)
+        models._DIVISOR.pop("_test_identity", None)
+
+
+# ---------------------------------------------------------------- preprocessing
+
+
+@pytest.mark.parametrize("spacing", [(0.5, 0.5), (0.9, 1.2), (1.45, 1.45)])
+def test_resample_round_trip_keeps_area(spacing):
+    from lumbargrade.segmentation.preprocessing import (
+        from_field,
+        labels_to_field,
+        make_grid,
+        to_field,
+    )
+
+    fov = 240.0
+    shape = (int(fov / spacing[0]), int(fov / spacing[1]))
+    sac = _ellipse(shape, spacing, (130, 117), (7, 9), 20)  # 14 x 18 mm, a dural sac's size
+    grid = make_grid(shape, spacing, 0.75, (256, 256))
+    f = to_field(sac.astype(np.float32), grid, order=1, antialias=False)
+    back = from_field(f, grid, order=1) > 0.5
+    assert back.shape == shape
+    area = sac.sum() * spacing[0] * spacing[1]
+    assert abs(back.sum() * spacing[0] * spacing[1] - area) / area < 0.02
+    # the field's own area (in mm2) matches too, via the label path
+    lab = labels_to_field(sac.astype(np.uint8), grid, 2)
+    assert abs((lab == 1).sum() * 0.75**2 - area) / area < 0.03
+    # Dice between the round trip and the original is high (position preserved)
+    assert 2 * (back & sac).sum() / (back.sum() + sac.sum()) > 0.95
+
+
+def test_grid_inverse_and_centre():
+    from lumbargrade.segmentation.preprocessing import make_grid, preprocess
+
+    g = make_grid((300, 200), (0.8, 1.1), 0.75, (64, 48), centre=(140.0, 90.0))
+    i, j = np.array([0.0, 10.5, 63.0]), np.array([3.0, 20.0, 47.0])
+    r, c = g.field_to_image(i, j)
+    i2, j2 = g.image_to_field(r, c)
+    np.testing.assert_allclose(i2, i)
+    np.testing.assert_allclose(j2, j)
+    r0, c0 = g.field_to_image(np.array(31.5), np.array(23.5))
+    assert (float(r0), float(c0)) == pytest.approx((140.0, 90.0))
+    rng = np.random.default_rng(0)
+    img = rng.normal(100, 10, (300, 200)).astype(np.float32)
+    x, grid = preprocess(img, (0.8, 1.1), 0.75, 64)
+    assert x.shape == (64, 64) and x.dtype == np.float32
+    assert -0.2 < np.percentile(x, 1) < 0.2 and 0.8 < np.percentile(x, 99) < 1.2
+
+
+# ---------------------------------------------------------------- augmentation
+
+
+def test_augmentation_shapes_and_identity():
+    from lumbargrade.segmentation.augment import (
+        AugmentConfig,
+        centre_crop,
+        intensity_augment,
+        spatial_augment,
+    )
+
+    rng = np.random.default_rng(1)
+    img = rng.random((80, 80)).astype(np.float32)
+    lab = np.zeros((80, 80), np.uint8)
+    lab[30:50, 35:45] = 1
+    lab[50:60, 20:60] = 2
+    cfg = AugmentConfig()
+    for _ in range(5):
+        a, b = spatial_augment(img, lab, (64, 64), rng, cfg)
+        assert a.shape == b.shape == (64, 64)
+        assert set(np.unique(b)) <= {0, 1, 2}
+        assert abs((b == 1).sum() - 200) < 200 * 0.35  # scaling within +-10% -> area within ~21%
+        x = intensity_augment(a, rng, cfg)
+        assert x.shape == a.shape and np.isfinite(x).all()
+    none = AugmentConfig(rotate_deg=0, scale=0, translate_px=0, p_flip=0)
+    a, b = spatial_augment(img, lab, (64, 64), rng, none)
+    np.testing.assert_allclose(a, centre_crop(img, (64, 64)), atol=1e-5)
+    np.testing.assert_array_equal(b, centre_crop(lab, (64, 64)))
+    flip = AugmentConfig(rotate_deg=0, scale=0, translate_px=0, p_flip=1.0)
+    a, b = spatial_augment(img, lab, (64, 64), rng, flip)
+    np.testing.assert_array_equal(b, centre_crop(lab, (64, 64))[:, ::-1])
+
+
+# ---------------------------------------------------------------- training + inference
+
+
+def _synthetic_slice(rng, shape=(96, 96), spacing=(1.0, 1.0)):
+    """Noise + a disc (anterior, grey) and a dural sac (posterior, bright); label map 1 sac, 2 disc."""
+    cr = shape[0] * spacing[0] / 2 + rng.uniform(-5, 5)
+    cc = shape[1] * spacing[1] / 2 + rng.uniform(-5, 5)
+    disc = _ellipse(shape, spacing, (cr - 8, cc), (12, 20), rng.uniform(-10, 10))
+    sac = _ellipse(shape, spacing, (cr + 14, cc), (6, 8))
+    img = rng.normal(0.2, 0.05, shape)
+    img[disc] = rng.normal(0.55, 0.05, disc.sum())
+    img[sac] = rng.normal(0.95, 0.05, sac.sum())
+    lab = np.zeros(shape, np.uint8)
+    lab[disc] = 2
+    lab[sac] = 1
+    lab[:10, :10] = 3  # a box label: ignored by segmentation
+    return (np.clip(img, 0, 1) * 255).astype(np.uint8), lab
+
+
+@pytest.fixture(scope="module")
+def tiny_cohort(tmp_path_factory):
+    d = tmp_path_factory.mktemp("segcohort")
+    rng = np.random.default_rng(0)
+    rows = []
+    for k in range(10):
+        sp = (1.0, 1.0) if k % 2 else (0.8, 0.8)
+        shape = (96, 96) if k % 2 else (120, 120)
+        img, lab = _synthetic_slice(rng, shape, sp)
+        Image.fromarray(img).save(d / f"img{k}.png")
+        Image.fromarray(lab).save(d / f"lab{k}.png")
+        rows.append(
+            dict(
+                patient_id=f"p{k}",
+                split="val" if k >= 8 else "train",
+                level="L4/L5",
+                axial_image=f"img{k}.png",
+                pixel_spacing_row_mm=sp[0],
+                pixel_spacing_col_mm=sp[1],
+                label_map=f"lab{k}.png",
+            )
+        )
+    with open(d / "manifest.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    return d
+
+
+TINY = [
+    "size=64",
+    "target_spacing=1.5",
+    "margin=8",
+    "batch_size=4",
+    "num_threads=1",
+    "progress=false",
+    "lr=0.01",
+    'model_kwargs={"channels": [8, 8, 16, 16, 32]}',
+]
+
+
+def _args(data, out, sets, overwrite=False, config=None):
+    import argparse
+
+    return argparse.Namespace(
+        data=str(data),
+        out=str(out),
+        config=config,
+        set=list(sets),
+        seed=0,
+        overwrite=overwrite,
+        model=None,
+    )
+
+
+def test_config_resolution(tmp_path):
+    from lumbargrade.segmentation.training import resolve_config
+
+    p = tmp_path / "c.json"
+    p.write_text(json.dumps({"epochs": 7, "lr": 0.002}))
+    cfg = resolve_config(str(p), ["epochs=3", "bf16=true"], model="vnet", seed=5)
+    assert (cfg.epochs, cfg.lr, cfg.bf16, cfg.model, cfg.seed) == (3, 0.002, True, "vnet", 5)
+    with pytest.raises(InputError, match="unknown"):
+        resolve_config(None, ["no_such_key=1"])
+    with pytest.raises(InputError, match="multiple of 16"):
+        resolve_config(None, ["size=100"])
+    with pytest.raises(InputError):
+        resolve_config(None, ["epochs=abc"])
+
+
+def test_train_resume_and_segment(tiny_cohort, tmp_path):
+    from lumbargrade.manifest import load_axial, load_label_map, read_manifest
+    from lumbargrade.segmentation.inference import load_segmenter
+    from lumbargrade.segmentation.training import run_cli
+
+    out = tmp_path / "run"
+    assert run_cli(_args(tiny_cohort, out, TINY + ["epochs=3"])) == 0
+    for name in ("config.json", "model.safetensors", "metrics.json", "checkpoint.pt", "train.log"):
+        assert (out / name).is_file(), name
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["finished"] and m["epochs_done"] == 3 and m["n_train"] == 8 and m["n_val"] == 2
+    losses = [h["train_loss"] for h in m["history"]]
+    assert losses[-1] < losses[0]
+    assert set(m["val_dice"]) == {"dural_sac", "disc"}
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["epochs"] == 3 and cfg["size"] == 64
+
+    # a finished run is not reused without --overwrite
+    with pytest.raises(InputError, match="finished"):
+        run_cli(_args(tiny_cohort, out, TINY + ["epochs=3"]))
+    # raising epochs resumes from the checkpoint: the first three epochs are kept, not retrained
+    assert run_cli(_args(tiny_cohort, out, TINY + ["epochs=5"])) == 0
+    m2 = json.loads((out / "metrics.json").read_text())
+    assert m2["epochs_done"] == 5 and m2["history"][:3] == m["history"]
+    assert "resumed after epoch 3" in (out / "train.log").read_text()
+    # a different config in the same folder is refused
+    with pytest.raises(InputError, match="different config"):
+        run_cli(_args(tiny_cohort, out, TINY + ["epochs=6", "lr=0.02"]))
+
+    seg = load_segmenter(out, threads=1)
+    rows = read_manifest(tiny_cohort)
+    items = [load_axial(r) for r in rows[:3]]
+    res = seg.segment_batch(items)
+    for (img, _), (sac, disc) in zip(items, res):
+        assert sac.shape == img.shape and disc.shape == img.shape
+        assert sac.dtype == bool and not (sac & disc).any()
+    one = seg.segment(*items[0])
+    np.testing.assert_array_equal(one[0], res[0][0])  # batched == single
+    lab = load_label_map(rows[0])
+    assert lab.shape == res[0][0].shape
+    from lumbargrade.segmentation.inference import evaluate_rows
+
+    ev = evaluate_rows(seg, rows[8:])
+    assert [e["patient_id"] for e in ev] == ["p8", "p9"]
+    assert all(0.0 <= e["dural_sac"] <= 1.0 and 0.0 <= e["disc"] <= 1.0 for e in ev)
+
+
+@pytest.mark.slow
+def test_training_learns_synthetic_shapes(tiny_cohort, tmp_path):
+    from lumbargrade.segmentation.training import run_cli
+
+    out = tmp_path / "run"
+    run_cli(_args(tiny_cohort, out, TINY + ["epochs=25"]))
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["val_dice"]["dural_sac"] > 0.8 and m["val_dice"]["disc"] > 0.8
+
+
+def _threshold_segmenter(**cfg_over):
+    """A Segmenter whose 'network' calls bright pixels dural sac (no training needed)."""
+    import torch
+
+    from lumbargrade.segmentation.inference import Segmenter
+    from lumbargrade.segmentation.training import SegConfig
+
+    class Bright(torch.nn.Module):
+        def forward(self, x):
+            return torch.cat(
+                [torch.zeros_like(x), 20 * (x - 0.5), torch.full_like(x, -20.0)], dim=1
+            )
+
+    cfg = SegConfig.from_dict(dict(dict(size=64, target_spacing=1.5, margin=8), **cfg_over))
+    return Segmenter(Bright(), cfg)
+
+
+def test_inference_maps_back_and_recentres():
+    spacing = (0.5, 0.5)
+    shape = (400, 400)  # 200 mm; the field is 64 px x 1.5 mm = 96 mm round the centre
+    blob = _ellipse(shape, spacing, (100, 145), (10, 10))  # 45 mm right of centre: partly outside
+    img = blob.astype(np.float32)
+    sac, disc = _threshold_segmenter().segment(img, spacing)
+    assert sac.shape == shape and not disc.any()
+    assert 2 * (sac & blob).sum() / (sac.sum() + blob.sum()) > 0.97  # recentred: whole blob found
+    cut, _ = _threshold_segmenter(recentre_mm=0).segment(img, spacing)
+    assert cut.sum() < 0.9 * blob.sum() and not (cut & ~blob).sum() > 0.02 * blob.sum()
+    # largest component: a second, smaller blob is dropped unless asked to keep it
+    two = blob | _ellipse(shape, spacing, (100, 90), (3, 3))
+    s1, _ = _threshold_segmenter().segment(two.astype(np.float32), spacing)
+    s2, _ = _threshold_segmenter(largest_component=False, recentre_mm=0).segment(
+        two.astype(np.float32), spacing
+    )
+    assert not s1[200, 180] and s2[200, 180]
+
+
+def test_per_structure_training(tiny_cohort, tmp_path):
+    from lumbargrade.manifest import load_axial, read_manifest
+    from lumbargrade.segmentation.inference import load_segmenter
+    from lumbargrade.segmentation.training import run_cli
+
+    out = tmp_path / "ps"
+    run_cli(_args(tiny_cohort, out, TINY + ["epochs=1", "per_structure=true", "max_train_items=4"]))
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["per_structure"] and m["n_train"] == 4
+    seg = load_segmenter(out)
+    img, sp = load_axial(read_manifest(tiny_cohort)[0])
+    sac, disc = seg.segment(img, sp)
+    assert sac.shape == img.shape and not (sac & disc).any()
