@@ -171,3 +171,38 @@ def test_same_seed_same_anatomy_and_config_dict():
     with pytest.raises(ValueError):
         sample_anatomy(np.random.default_rng(0), {}, 50, "F", config={"bogus": 1})
     assert isinstance(AnatomyConfig(), AnatomyConfig)
+
+
+def test_bean_disc_trefoil_recess_and_back_without_wall_ring():
+    anat = _anat(seed=3)
+    lv = anat.levels["L4/L5"]
+    a, x = lv.ap_lps, np.array([1.0, 0.0, 0.0])
+    # disc posterior margin (the most posterior disc point along AP lines at u) is concave:
+    # further back at u = +-14 mm than in the midline (an ellipse would be further forward)
+    t = np.arange(-30.0, 0.01, 0.25)
+
+    def back_edge(u):
+        pts = lv.centre_lps + t[:, None] * a + u * x
+        d = structure_at(anat, pts) == Structure.DISC
+        return float(t[np.argmax(d)])  # first (most posterior) disc sample
+
+    mid = back_edge(0.0)
+    assert back_edge(14.0) < mid - 0.4 and back_edge(-14.0) < mid - 0.4
+    # L4/L5 has traversing roots in fat-filled lateral recesses; L1/L2 has none
+    pts, _ = _disc_plane(anat, "L4/L5", half=30.0, step=0.3)
+    tis = tissue_at(anat, pts)
+    assert (tis == Tissue.NERVE_ROOT).sum() > 0
+    lab = structure_at(anat, pts)
+    roots_in_foramen = (tis == Tissue.NERVE_ROOT) & ((lab == Structure.FORAMEN_LEFT) | (lab == Structure.FORAMEN_RIGHT))
+    assert (tis == Tissue.NERVE_ROOT).sum() > roots_in_foramen.sum()
+    pts2, _ = _disc_plane(anat, "L1/L2", half=30.0, step=0.3)
+    t2, l2 = classify(anat, pts2)
+    assert ((t2 == Tissue.NERVE_ROOT) & (l2 == 0)).sum() == 0
+    # behind the spine, in the midline, the back muscles meet the subcutaneous fat: the ray from
+    # the spinous process to the skin crosses muscle -> fat once, never fat -> muscle again
+    ray = lv.centre_lps - np.arange(60.0, 200.0, 0.5)[:, None] * a + 25.0 * x
+    tr = tissue_at(anat, ray)
+    tr = tr[tr != Tissue.AIR]
+    fat = tr == Tissue.SUBCUT_FAT
+    first = int(np.argmax(fat))
+    assert fat.any() and not (tr[first:] == Tissue.MUSCLE).any()

@@ -17,14 +17,19 @@ Coordinate model
 * A point belongs to the *level domain* of its nearest disc (boundaries at mid-vertebral body);
   all spine shapes are tested in that level's local ``(u, v, w)`` with per-level parameters
   gathered per point (vectorised). Shapes: vertebral bodies (cortex + marrow), discs
-  (annulus, nucleus by Pfirrmann grade, posterior bulge driven by ``central``), dural sac (a
+  (bean-shaped with a flat-concave posterior margin; annulus, nucleus by Pfirrmann grade,
+  posterior bulge driven by ``central``), a trefoil canal at L4-S1 (lateral recesses holding the
+  traversing roots), dural sac (a
   polar shape around the canal centre whose area at ``w = 0`` is set exactly by ``central``),
   cauda equina rootlets arranged after Schizas, epidural fat, ligamentum flavum, facet joints
   (articular processes, cartilage, joint space, effusion, osteophytes) turned by the facet
-  angle, neural foramina (fat, exiting root, fibrous tissue replacing fat with severity),
-  pedicles, laminae, spinous and transverse processes.
+  angle, with a curved (J-shaped) joint line, neural foramina (fat, exiting root, fibrous tissue
+  replacing fat with severity), pedicles, laminae (the upper vertebra's reach down to the disc
+  level), spinous and transverse processes, interspinous ligament with fat.
 * Body-wide tissues (skin outline, subcutaneous fat, abdominal wall, viscera, vessels, psoas,
-  quadratus lumborum, paraspinal muscles) are defined in the same curve frame (``u, v`` with
+  quadratus lumborum, paraspinal muscles with wandering fascial fat planes; bowel loops with
+  mesenteric fat, fluid and gas; no muscle ring behind the back muscles) are defined in the
+  same curve frame (``u, v`` with
   sizes interpolated along ``s``) or, for the body outline, in global ``(x, y)`` around the
   centreline's ``y`` at the point's ``z``.
 
@@ -98,7 +103,8 @@ class AnatomyConfig:
     nucleus_width_frac: float = 0.6  # [E]
     nucleus_height_frac: float = 0.7  # 1a: NP height 8.6 of 13.8 mm at L4/5
     pfirrmann_height_factor: tuple = (1.0, 1.0, 0.93, 0.78, 0.5)  # 3d: normal .. collapsed
-    disc_posterior_concavity_mm: float = 2.0  # [E] kidney shape
+    disc_posterior_concavity_mm: float = 4.5  # [E] kidney / bean shape, flat-concave back
+    disc_concavity_sd: float = 0.15  # log-SD per level
     endplate_concavity_mm: float = 1.2  # [E]
     thoracic_disc_height_mm: float = 5.5
     # --- vertebrae (spec 1a) ---
@@ -130,7 +136,9 @@ class AnatomyConfig:
     # level's disc area (section 0: the ratio is what the paper's tree thresholds), so that both
     # the absolute area and the ratio fall monotonically and separate the grades.
     central_area_abs_mm2: tuple = (130.0, 100.0, 70.0, 40.0)
-    central_ratio_at_cuts: tuple = (0.087, 0.067, 0.047, 0.027)
+    # (x1.06 since the disc's posterior concavity went from 2 to 4.5 mm, which cut the disc
+    # area by ~6 %: the absolute areas at the cuts stay where they were)
+    central_ratio_at_cuts: tuple = (0.0922, 0.0710, 0.0498, 0.0286)
     central_ratio_weight: float = 0.75
     normal_margin: float = 1.15  # normal sac area >= this x the area at the first cut
     central_cuts: tuple = (0.25, 0.5, 0.75)  # grades.CENTRAL_CUTS
@@ -145,6 +153,8 @@ class AnatomyConfig:
     # --- epidural fat and ligamentum flavum (spec 1f) ---
     posterior_fat_mm: float = 4.5  # 1f: dorsal triangle 3-7 mm
     lateral_fat_mm: float = 3.0
+    lateral_recess_mm: float = 3.5  # [E] extra anterolateral canal depth (trefoil, L4-S1)
+    traversing_root_mm: float = 1.4  # [E] radius of the traversing root in the lateral recess
     lf_thickness_mm: tuple = (3.0, 3.1, 3.2, 3.4, 3.7, 3.6)  # 1f (Khasawneh)
     lamina_mm: float = 5.0
     spinous_length_mm: float = 30.0
@@ -157,6 +167,7 @@ class AnatomyConfig:
     facet_length_mm: float = 17.0  # joint line length in the axial plane [E]
     facet_process_mm: float = 8.5  # thickness of each articular process [E]
     facet_cartilage_mm: float = 0.9
+    facet_curvature_per_mm: float = 0.035  # [E] joint line bend, 1 / (2 x radius ~14 mm)
     facet_hypertrophy_mm: float = 3.5  # at severity 1 (Weishaupt 2-3)
     facet_osteophyte_mm: float = 3.5
     facet_effusion_mm: float = 2.5  # 1e: 2.75 +- 0.89 at unstable levels
@@ -384,7 +395,7 @@ def sample_anatomy(
     asp = np.full(nl, 1.4)
     asp[lum] = np.asarray(cfg.sac_aspect)
     asp = asp * np.exp(g.normal(0, 0.06, nl))
-    conc = np.full(nl, cfg.disc_posterior_concavity_mm)
+    conc = cfg.disc_posterior_concavity_mm * np.exp(g.normal(0, cfg.disc_concavity_sd, nl))
     disc_area = np.array([_kidney_area(d_w[k] / 2, d_ap[k] / 2, conc[k]) for k in range(nl)])
     lam = cfg.central_ratio_weight
     cut_area = (np.asarray(cfg.central_area_abs_mm2)[None, :] ** (1 - lam)
@@ -727,7 +738,10 @@ def _classify_flat(anat, P, T, Lb, sv=None, bg=None):
     au = np.abs(u)
     # abdominal wall (anterior / lateral ring) and the abdominal cavity, anterior to the spine
     front = v > -20.0 - 0.6 * np.maximum(au - 70.0, 0.0)
-    ops.add(0, idx, inner & (front | (~cav0 & (au > 40.0))), Tissue.MUSCLE)
+    # the wall muscles (obliques, transversus, latissimus laterally) wrap the cavity anteriorly
+    # and laterally only; behind, the back muscles meet the subcutaneous fat directly
+    wall = ~cav0 & (au > 40.0) & ((v > -30.0) | (au > 100.0 + 0.9 * np.maximum(-v - 30.0, 0.0)))
+    ops.add(0, idx, inner & (front | wall), Tissue.MUSCLE)
     cav = cav0 & front
     # viscera: bowel loops (fluid / gas / wall) from a smooth random field
     j = np.nonzero(cav)[0]
@@ -737,7 +751,10 @@ def _classify_flat(anat, P, T, Lb, sv=None, bg=None):
         fcav[j] = _sample_noise(anat, "bowel", xi[j], yy[idx[j]], zz[idx[j]])
         f = fcav[j]
         ant = v[j] > 35
-        ops.add(2, idx[j], ant & (f > 0.75), Tissue.BOWEL_FLUID)
+        # bowel loops in mesenteric fat: fat fills the thin channels between loops (a level
+        # band of the smooth field); fluid-filled and gas-filled loops among grey ones
+        ops.add(2, idx[j], np.abs(f - 0.1) < 0.08, Tissue.SUBCUT_FAT)
+        ops.add(2, idx[j], (f > 0.75 + 0.6 * (~ant)) & (f < 1.9), Tissue.BOWEL_FLUID)
         ops.add(2, idx[j], ant & (f < -1.2), Tissue.AIR)
     # level domain and interpolation weights along s
     k, w, kn, tt = _domain(p, s)
@@ -763,7 +780,7 @@ def _classify_flat(anat, P, T, Lb, sv=None, bg=None):
         pw = lerp("d_w", ja) / 2
         psr = lerp("psoas", ja)
         # irregular boundary: the bowel field perturbs the fat pad's outline
-        retro = _ell(ua, va - 8, pw + 1.8 * psr + 10, dapa / 2 + 22) <= 1.0 + 0.22 * fcav[ja]
+        retro = _ell(ua, va - 6, pw + 1.9 * psr + 4, dapa / 2 + 17) <= 1.0 + 0.25 * fcav[ja]
         ops.add(3, idx[ja], retro, Tissue.SUBCUT_FAT)
         s23 = float(p["s_c"][ALL_LEVELS.index("L2/L3")])
         kid = retro & (np.abs(sa - (s23 + 25)) < 55) & (aua > 35)
@@ -771,8 +788,10 @@ def _classify_flat(anat, P, T, Lb, sv=None, bg=None):
             kid &= _ell(aua - (pw + 2 * psr + 30), va, 26.0, 20.0) + ((sa - (s23 + 25)) / 55) ** 2 <= 1.0
             ops.add(4, idx[ja], kid, Tissue.VISCERA)
         ps_c_u = pw + psr * 0.85 + 3.0
-        psoas = (sa > -25) & (_ell(aua - ps_c_u, va - (0.1 * dapa + 0.1 * psr), psr * 0.95,
-                                   psr * 0.8) <= 1.0)
+        # oval, long axis tilted anteromedially, slightly irregular outline
+        pu_, pv_ = aua - ps_c_u, va - (0.1 * dapa + 0.1 * psr)
+        pr_u, pr_v = 0.93 * pu_ + 0.37 * pv_, -0.37 * pu_ + 0.93 * pv_
+        psoas = (sa > -25) & (_ell(pr_u, pr_v, psr * 0.8, psr * 1.02) <= 1.0 + 0.1 * fcav[ja])
         ops.add(5, idx[ja], psoas, Tissue.MUSCLE)
         # vessels anterior to the spine: aorta (left), IVC (right), iliac vessels below
         jv = np.nonzero((va > dapa / 2) & (va < dapa / 2 + 30) & (aua < 80))[0]
@@ -807,9 +826,12 @@ def _classify_flat(anat, P, T, Lb, sv=None, bg=None):
         mv1 = _F(-p["back"]) + sc
         mfw = _F(cfg.multifidus_width_mm)
         esw = _F(cfg.erector_width_mm) * np.where(kp == _NL - 1, 0.6, 1.0).astype(_F)
-        lat = 14.0 + mfw + esw * 1.35
+        lat = 14.0 + mfw + esw * 1.75
         fu_ = lerp("fu", jp)
-        front_m = fv_ + 4.0 + np.clip((aup - fu_ - 10.0) * 0.4, 0.0, 6.0)
+        # rounded lateral shoulder: the erector spinae's front slopes back laterally (fat and
+        # quadratus lumborum in front of it)
+        front_m = fv_ + 4.0 + np.clip((aup - fu_ - 10.0) * 0.4, 0.0, 6.0) \
+            - 0.012 * np.maximum(aup - 45.0, 0.0) ** 2
         mc = 0.5 * (front_m + mv1)
         mh = np.maximum(6.0, 0.5 * (front_m - mv1))
         back_m = (vp < front_m) & (aup > 1.2) & (vp > mv1) & (_ell(aup, vp - mc, lat, mh * 1.25) <= 1.0)
@@ -818,8 +840,17 @@ def _classify_flat(anat, P, T, Lb, sv=None, bg=None):
         tdep = np.clip((mc - vp) / mh, -1.0, 1.0)  # -1 front .. +1 back
         split1 = 10.0 + mfw * (0.85 + 0.25 * tdep - 0.3 * tdep * tdep)
         split2 = split1 + esw * (0.75 + 0.1 * tdep - 0.25 * tdep * tdep)
-        plane = back_m & ((np.abs(aup - split1) < 0.45) | (np.abs(aup - split2) < 0.35))
-        ops.add(7, idx[jp], plane, Tissue.MUSCLE_FATTY)
+        # the planes wander a little (smooth field) instead of following perfect arcs
+        jm = np.nonzero(back_m)[0]
+        if jm.size:
+            wig = 2.2 * _sample_noise(anat, "bowel", xi[jp[jm]], yy[idx[jp[jm]]] + 40.0,
+                                      zz[idx[jp[jm]]])
+            am = aup[jm] + wig
+            # (the longissimus | iliocostalis plane is subtle on T2: only where it wanders apart)
+            ops.add(7, idx[jp[jm]], (np.abs(am - split2[jm]) < 0.3) & (wig > 1.0),
+                    Tissue.MUSCLE_FATTY)
+            ops.add(7, idx[jp[jm]], (np.abs(am - split1[jm]) < 0.3) & (wig > -1.2),
+                    Tissue.SUBCUT_FAT)
     ops.apply(T, Lb)
     if bg is not None:
         bg[0][...] = T
@@ -1000,8 +1031,20 @@ def _canal(anat, ops, gidx, u, v, w, s, k, kn, tt, a0, b0, sv, k0, pf_, lft, hal
     fpost = pf_ * _vm(cu, cv, *_POST, 3.0)
     flat = _F(cfg.lateral_fat_mm) * (_vm(cu, cv, 1.0, 0.0, 3.0) + _vm(cu, cv, -1.0, 0.0, 3.0))
     f0 = 0.6 + fpost + flat
-    canal = r < R0 + f0
+    # trefoil canal at L4/L5 and L5/S1 (half at L3/L4): fat-filled lateral recesses reach
+    # anterolaterally behind the disc (the disc, painted later, trims them), each holding the
+    # traversing root
+    tref = np.clip((k - (_NL - 4)) / 2.0, 0.0, 1.0).astype(_F)
+    lob_l = _vm(cu, cv, 0.92, 0.38, 7.0)
+    lob_r = _vm(cu, cv, -0.92, 0.38, 7.0)
+    canal = r < R0 + f0 + _F(cfg.lateral_recess_mm) * tref * (lob_l + lob_r)
     ops.add(10, gidx, canal, Tissue.EPIDURAL_FAT)
+    re_ = k0 / np.sqrt((0.92 / a0) ** 2 + (0.38 / b0) ** 2) + _F(1.7)
+    rr_ = _F(cfg.traversing_root_mm)
+    troot = (tref > 0.4) & (s > -2) & \
+        (((u - 0.92 * re_) ** 2 + (dv - 0.38 * re_) ** 2 < rr_ * rr_) |
+         ((u + 0.92 * re_) ** 2 + (dv - 0.38 * re_) ** 2 < rr_ * rr_))
+    ops.add(11, gidx, troot, Tissue.NERVE_ROOT)
     # disc bulge hugging the sac (central stenosis), broad-based with severity
     cent = p["cent"][k]
     gap_a = _F(cfg.anterior_epidural_mm) * (1 - 0.6 * cent)
@@ -1111,13 +1154,25 @@ def _posterior(anat, ops, gidx, u, v, w, s, k, a0, b0, sv, k0, pf_, lft, fu, fv,
     flat = _F(cfg.lateral_fat_mm) * (_vm(cu, cv, 1.0, 0.0, 3.0) + _vm(cu, cv, -1.0, 0.0, 3.0))
     r_out = R0 + 0.6 + fpost + flat + lft
     lam_t = _F(cfg.lamina_mm)
-    lam_w = ((w > 2.0) & (w < 24)) | ((w < -d_dn + 24) & (w > -d_dn + 2))
+    # the upper vertebra's laminae slope down behind the disc level (seen at its centre)
+    lam_w = ((w > -5.0) & (w < 24)) | ((w < -d_dn + 24) & (w > -d_dn + 2))
     lam = (cv < -0.15) & (r > r_out) & (r < r_out + lam_t) & lam_w & (au < fu + 4) & (s > -25)
     vlam = sv - (b0 * 0 + k0 * b0 + pf_ + lft + lam_t * 0.5)
     depth = np.maximum(0, vlam - v)
     spl = _F(cfg.spinous_length_mm)
     sp_band = (au < 3.5 + 0.04 * depth) & (v < vlam) & (v > vlam - spl)
-    ops.add(42, gidx, sp_band & (au < 1.2) & (s > -40), Tissue.INTERSPINOUS)
+    isp = sp_band & (au < 1.2) & (s > -40)
+    ops.add(42, gidx, isp, Tissue.INTERSPINOUS)
+    # interspinous fat between the ligament's oblique fibre bundles; the supraspinous
+    # ligament (posterior 3 mm) stays dark
+    ji = np.nonzero(isp)[0]
+    patch = np.zeros(isp.shape, _F)
+    if ji.size:  # an irregular smooth field (the bowel field at scaled-down coordinates)
+        o = p["noise"]["origin"]
+        patch[ji] = _sample_noise(anat, "bowel", 2.5 * u[ji], o[1] + 60.0 + 2.5 * depth[ji],
+                                  o[2] + 10.0 + (2.5 * s[ji]) % 300.0)
+    ops.add(42, gidx, isp & (patch > -0.4) & (v > vlam - spl + 3.0),
+            Tissue.EPIDURAL_FAT)
     sph = _F(cfg.spinous_height_mm)
     w1 = w + 0.25 * depth
     sp_w = ((w1 > 1.0) & (w1 < 1.0 + sph)) | ((w1 > -d_dn + 1.0) & (w1 < -d_dn + 1.0 + sph))
@@ -1141,6 +1196,9 @@ def _posterior(anat, ops, gidx, u, v, w, s, k, a0, b0, sv, k0, pf_, lft, fu, fv,
     pu, pv = uf - sgn * fu[jf], vf - fv[jf]
     pp = pu * sgn * sa - pv * ca  # along the joint (anteromedial -> posterolateral)
     qq = pu * sgn * ca + pv * sa  # towards the superior articular process (anterolateral)
+    # the joint is curved: the superior process's surface is concave and cradles the inferior
+    # process (J-shaped joint line; ends bent towards the inferior process)
+    qq = qq + _F(cfg.facet_curvature_per_mm) * pp * pp
 
     def pick(name):
         return np.where(lf_, p[name + "L"][kf], p[name + "R"][kf])

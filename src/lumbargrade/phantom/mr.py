@@ -48,7 +48,7 @@ RELAXATION: dict[Tissue, tuple[float, float, float, float]] = {
 
 #: multiplicative heterogeneity amplitude of each tissue's texture (0 = homogeneous) [E]
 TEXTURE: dict[Tissue, float] = {
-    Tissue.MARROW: 0.25, Tissue.MUSCLE: 0.15, Tissue.VISCERA: 0.45, Tissue.SUBCUT_FAT: 0.08,
+    Tissue.MARROW: 0.25, Tissue.MUSCLE: 0.22, Tissue.VISCERA: 0.45, Tissue.SUBCUT_FAT: 0.08,
     Tissue.EPIDURAL_FAT: 0.08, Tissue.LIGAMENTUM_FLAVUM: 0.1, Tissue.NERVE_ROOT: 0.1, Tissue.NUCLEUS_P2: 0.08, Tissue.NUCLEUS_P3: 0.15,
     Tissue.NUCLEUS_P4: 0.2, Tissue.NUCLEUS_P5: 0.2, Tissue.ANNULUS: 0.08, Tissue.CSF: 0.03,
     Tissue.MUSCLE_FATTY: 0.15, Tissue.BOWEL_FLUID: 0.2, Tissue.FIBROUS: 0.1,

@@ -59,8 +59,8 @@ def _smooth_field(pts: np.ndarray, seed: int, n: int = 6, wavelength=(120.0, 300
 
 
 _SEPTA = np.zeros(256, np.float32)  # depth of the dark fibrous septa network in a tissue
-_SEPTA[int(Tissue.SUBCUT_FAT)] = 0.35
-_SEPTA[int(Tissue.EPIDURAL_FAT)] = 0.15
+_SEPTA[int(Tissue.SUBCUT_FAT)] = 0.1  # faint septa only (fat is fairly homogeneous)
+_SEPTA[int(Tissue.EPIDURAL_FAT)] = 0.05
 _SEPTA[int(Tissue.MUSCLE)] = -0.9  # negative: bright fatty streaks between muscle fascicles
 _SEPTA[int(Tissue.MUSCLE_FATTY)] = 0.2
 _SEPTA[int(Tissue.MARROW)] = -0.25
@@ -199,7 +199,7 @@ def render_slice(
     ttab = texture_table()
     # fatty streaks between muscle fascicles grow with age (spec 1g)
     sep_tab = _SEPTA.copy()
-    sep_tab[int(Tissue.MUSCLE)] = -(1.2 + 4.0 * float(anat.p.get("muscle_fat", 0.0)))
+    sep_tab[int(Tissue.MUSCLE)] = -(1.5 + 2.5 * float(anat.p.get("muscle_fat", 0.0)))
     tex, sep_f = _coarse(lambda g: _texture(anat, g), grid, 3)
     septa = np.exp(-(sep_f / np.float32(0.12)) ** 2)
     # the (y, z) -> (s, v) map is the same on every sub-plane of a true sagittal slice
