@@ -151,8 +151,10 @@ def build_pack(
     trained_on: str = "",
     extra: dict[str, Any] | None = None,
     overwrite: bool = False,
+    box_rule: str | Path | None = None,
 ) -> Path:
-    """Assemble a pack from run folders written by ``lumbargrade train``.
+    """Assemble a pack from run folders written by ``lumbargrade train`` (and the box rule fitted
+    by ``lumbargrade train boxes``, copied to ``PACK/box_rule.json``).
 
     ``runs`` maps component names (see :data:`COMPONENTS`) to run folders. Only the files a pack
     needs are copied (no optimizer checkpoints), so packs stay small.
@@ -186,11 +188,23 @@ def build_pack(
             "trained_on": cfg.get("trained_on") or trained_on,
             "metrics": metrics,
         }
+    if box_rule is not None:
+        src = Path(box_rule)
+        src = src / "box_rule.json" if src.is_dir() else src
+        if not src.is_file():
+            raise InputError(src, "box rule file not found")
+        shutil.copy2(src, out / "box_rule.json")
+        fit = src.parent / "metrics.json"
+        components_extra = {"box_rule": {"file": "box_rule.json",
+                                         "metrics": json.loads(fit.read_text()) if fit.is_file() else {}}}
+    else:
+        components_extra = {}
     manifest = {
         "name": name,
         "version": version,
         "trained_on": trained_on,
         "components": components,
+        **components_extra,
         **(extra or {}),
     }
     (out / "pack.json").write_text(json.dumps(manifest, indent=2) + "\n")

@@ -235,7 +235,7 @@ def _stage_cohort(cfg: ReproduceConfig, out: Path) -> dict:
 
 
 def _stage_box_rule(cfg: ReproduceConfig, out: Path) -> dict:
-    from .localization import evaluate_box_rule, example_from_label_map, fit_box_rule
+    from .localization import BoxRuleConfig, evaluate_box_rule, example_from_label_map, fit_box_rule
     from .manifest import load_label_map, read_manifest
 
     rows = read_manifest(out / "cohort")
@@ -256,7 +256,7 @@ def _stage_box_rule(cfg: ReproduceConfig, out: Path) -> dict:
     doc = {"box_rule": rule.to_dict(), "fitted_on": f"{len(train)} train levels (truth masks and boxes)",
            "train_mean_iou": evaluate_box_rule(train, rule),
            "test_mean_iou_truth_masks": evaluate_box_rule(test, rule) if test else None,
-           "test_mean_iou_truth_masks_paper_rule": evaluate_box_rule(test) if test else None}
+           "test_mean_iou_truth_masks_paper_rule": evaluate_box_rule(test, BoxRuleConfig.paper()) if test else None}
     d = out / "runs" / "box_rule"
     d.mkdir(parents=True, exist_ok=True)
     # box_rule.json is what the pipeline reads from a pack (BoxRuleConfig.from_dict); the fit's

@@ -17,6 +17,7 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     b.add_argument("--version", default="0.1.0")
     b.add_argument("--trained-on", default="", help="one line: the data the models were trained on")
     b.add_argument("--overwrite", action="store_true")
+    b.add_argument("--box-rule", metavar="FILE_OR_RUN_DIR", help="box_rule.json from `lumbargrade train boxes`")
     for comp in ("segmentation", "landmarks", "tree", "classifier-central", "classifier-central-binary",
                  "classifier-foramen", "classifier-facet"):
         b.add_argument(f"--{comp}", metavar="RUN_DIR")
@@ -35,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
             if v:
                 runs[comp] = v
         out = build_pack(args.out, runs, name=args.name, version=args.version,
-                         trained_on=args.trained_on, overwrite=args.overwrite)
+                         trained_on=args.trained_on, overwrite=args.overwrite, box_rule=args.box_rule)
         print(f"model pack written to {out}")
         return 0
     pack = load_pack(args.path)

@@ -16,6 +16,7 @@ _TRAINERS = {
     "landmarks": "lumbargrade.levels.training:run_cli",
     "tree": "lumbargrade.grading.tree_training:run_cli",
     "classifier": "lumbargrade.grading.classifier_training:run_cli",
+    "boxes": "lumbargrade.localization_training:run_cli",
 }
 
 
@@ -30,7 +31,7 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 
 def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    p = sub.add_parser("train", help="train one stage (segmentation, landmarks, tree, classifier)")
+    p = sub.add_parser("train", help="train one stage (segmentation, landmarks, tree, classifier, boxes)")
     tsub = p.add_subparsers(dest="task", metavar="TASK", required=True)
     s = tsub.add_parser("segmentation", help="dural sac + disc segmentation network")
     _common(s)
@@ -42,6 +43,10 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     _common(t)
     t.add_argument("--segmentation", help="segmentation run folder or model pack whose masks the tree is fitted on")
     t.add_argument("--truth-masks", action="store_true", help="fit on ground-truth masks instead")
+    bx = tsub.add_parser("boxes", help="fit the facet/foramen box rule on truth masks and boxes")
+    bx.add_argument("--data", required=True, help="manifest.csv (or a phantom cohort folder holding one)")
+    bx.add_argument("--out", required=True, help="run folder (writes box_rule.json, metrics.json, config.json)")
+    bx.add_argument("--overwrite", action="store_true")
     c = tsub.add_parser("classifier", help="CNN patch classifier")
     _common(c)
     c.add_argument("--task", dest="cls_task", required=True,

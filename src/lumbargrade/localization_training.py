@@ -1,0 +1,145 @@
+"""Fitting the facet/foramen box rule on a manifest (``lumbargrade train boxes``).
+
+I/O around :func:`lumbargrade.localization.fit_box_rule`: reads a manifest's truth label maps
+(masks: 1 dural sac, 2 disc) and ground-truth boxes, fits the rule on one split, evaluates it and
+the paper's 36 mm rule on every split (truth masks: the best each rule can do), and writes
+``RUN_DIR/box_rule.json`` (what a model pack holds; ``BoxRuleConfig.from_dict``),
+``RUN_DIR/metrics.json`` and ``RUN_DIR/config.json``.
+
+Truth boxes: the phantom's ``<patient>/truth.json`` ``levels[i].boxes`` when present (the
+anatomy's boxes), else the bounding boxes of labels 3-6 of the label map (which the sac and disc
+labels may partly hide). Sides: the axial DICOM's row cosine when ``axial_image`` is a DICOM file
+(``left_is_higher_col = row_cosine[0] > 0``), else the standard display (left at high columns).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+__all__ = ["examples_from_manifest", "fit_box_rule_from_manifest", "run_cli"]
+
+
+def _truth_boxes(row: dict, cache: dict) -> dict | None:
+    base = Path(row.get("_base_dir", "."))
+    cands = [base / row["patient_id"] / "truth.json"]
+    if row.get("study_dir"):
+        cands.append((base / row["study_dir"]).parent / "truth.json")
+    for p in cands:
+        if p.is_file():
+            if p not in cache:
+                from .errors import InputError
+
+                try:
+                    cache[p] = json.loads(p.read_text())
+                except (OSError, ValueError) as e:
+                    raise InputError(p, f"cannot read truth.json: {e}") from e
+            for lv in cache[p].get("levels", []):
+                sop = row.get("axial_sop_instance_uid")
+                if lv.get("level") == row["level"] and (not sop or lv.get("axial_sop_instance_uid", sop) == sop):
+                    return lv.get("boxes")
+    return None
+
+
+def _left_is_higher_col(row: dict) -> bool:
+    p = Path(row.get("_base_dir", ".")) / row.get("axial_image", "")
+    if not row.get("axial_image") or not p.is_file() or p.suffix.lower() not in ("", ".dcm", ".dicom"):
+        return True
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+
+    try:
+        ds = pydicom.dcmread(p, stop_before_pixels=True, specific_tags=["ImageOrientationPatient"])
+        return float(ds.ImageOrientationPatient[0]) > 0
+    except (OSError, ValueError, TypeError, AttributeError, IndexError, InvalidDicomError):
+        return True  # not a readable orientation: assume the standard display
+
+
+def examples_from_manifest(manifest_path, split: str | None = "train") -> tuple[list, list[str]]:
+    """``(examples, patient_ids)``: one :class:`~lumbargrade.localization.BoxExample` per row of
+    ``split`` (all rows if None) with a label map; ``patient_ids`` parallel to the examples."""
+    from .errors import InputError
+    from .localization import example_from_label_map
+    from .manifest import load_label_map, read_manifest
+
+    rows = read_manifest(manifest_path)
+    cache: dict = {}
+    ex, pids = [], []
+    for r in rows:
+        if (split is not None and r["split"] != split) or not r.get("label_map"):
+            continue
+        try:
+            sp = (float(r["pixel_spacing_row_mm"]), float(r["pixel_spacing_col_mm"]))
+        except (KeyError, ValueError):
+            raise InputError(f"{manifest_path} line {r.get('_line')}",
+                             "pixel_spacing_row_mm / pixel_spacing_col_mm missing or not numbers") from None
+        ex.append(example_from_label_map(load_label_map(r), sp, _left_is_higher_col(r), truth=_truth_boxes(r, cache)))
+        pids.append(r["patient_id"])
+    return ex, pids
+
+
+def _iou_summary(examples, rule) -> dict:
+    from .localization import evaluate_box_rule
+
+    if not examples:
+        return None
+    return {k: round(v, 4) for k, v in evaluate_box_rule(examples, rule).items()}
+
+
+def fit_box_rule_from_manifest(manifest_path, split: str = "train"):
+    """Fit the box rule on ``split`` of a manifest; ``(BoxRuleConfig, report)``.
+
+    ``report``: numbers of levels/patients fitted on, the fitted rule in words, and the mean IoU
+    (facet, foramen; both sides pooled; truth masks) of the fitted rule and of the paper's 36 mm
+    rule on every split of the manifest.
+    """
+    from .errors import InputError
+    from .localization import BoxRuleConfig, fit_box_rule
+
+    by_split = {}
+    for s in ("train", "val", "test"):
+        by_split[s] = examples_from_manifest(manifest_path, s)
+    train, pids = by_split[split] if split in by_split else examples_from_manifest(manifest_path, split)
+    if not train:
+        raise InputError(manifest_path, f"no rows of split {split!r} with a label map to fit the box rule on")
+    try:
+        rule = fit_box_rule(train)
+    except ValueError as e:
+        raise InputError(manifest_path, str(e)) from e
+    paper = BoxRuleConfig.paper()
+    report = {
+        "fitted_on": {"manifest": str(manifest_path), "split": split, "n_levels": len(train),
+                      "n_patients": len(set(pids))},
+        "rule": rule.describe().splitlines(),
+        "mean_iou_truth_masks": {
+            s: {"n_levels": len(ex), "fitted": _iou_summary(ex, rule), "paper_36mm": _iou_summary(ex, paper)}
+            for s, (ex, _) in by_split.items() if ex},
+    }
+    return rule, report
+
+
+def run_cli(args) -> int:
+    """``lumbargrade train boxes --data MANIFEST --out RUN_DIR [--overwrite]``: fits the rule on
+    the train split; writes RUN_DIR/box_rule.json, metrics.json, config.json."""
+    import logging
+
+    from . import __version__
+    from .errors import InputError
+
+    out = Path(args.out)
+    if (out / "box_rule.json").exists() and not getattr(args, "overwrite", False):
+        raise InputError(out, "already holds box_rule.json (give --overwrite to replace it)")
+    rule, report = fit_box_rule_from_manifest(args.data, split="train")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "box_rule.json").write_text(json.dumps(rule.to_dict(), indent=2) + "\n")
+    (out / "metrics.json").write_text(json.dumps(report, indent=2) + "\n")
+    (out / "config.json").write_text(json.dumps(
+        {"command": "train boxes", "data": str(args.data), "out": str(out), "split": "train",
+         "fit": "ridge least squares (fit_box_rule defaults)", "lumbargrade_version": __version__},
+        indent=2) + "\n")
+    logging.getLogger(__name__).info("box rule written to %s", out / "box_rule.json")
+    for s, m in report["mean_iou_truth_masks"].items():
+        print(f"{s:5s} n={m['n_levels']:4d}  fitted facet {m['fitted']['facet']:.3f} foramen "
+              f"{m['fitted']['foramen']:.3f}   paper36 facet {m['paper_36mm']['facet']:.3f} "
+              f"foramen {m['paper_36mm']['foramen']:.3f}")
+    return 0
