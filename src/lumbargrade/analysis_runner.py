@@ -15,6 +15,8 @@ from .errors import InputError
 __all__ = ["run_analyze", "analyze_one", "format_table"]
 
 _FINDINGS = ("foramen_left", "foramen_right", "facet_left", "facet_right")
+#: The optional writers beside report.json and the label maps (``--outputs``).
+OUTPUTS = ("seg", "sr", "html")
 
 
 def _load_rules(path: str | None) -> Any:
@@ -30,8 +32,10 @@ def _load_rules(path: str | None) -> Any:
 
 
 def analyze_one(study_path: str | Path, out: str | Path, pack: Any, config: Any, overwrite: bool = False,
-                rules: Any = None, study: Any = None) -> dict[str, Any]:
-    """Read (unless ``study`` is given), analyze and write one study; returns the report dict."""
+                rules: Any = None, study: Any = None, outputs: Any = OUTPUTS) -> dict[str, Any]:
+    """Read (unless ``study`` is given), analyze and write one study; returns the report dict.
+
+    ``outputs``: which of :data:`OUTPUTS` to write beside report.json (default all)."""
     from .io import read_study
     from .pipeline import analyze_study
     from .report import write_outputs
@@ -46,20 +50,42 @@ def analyze_one(study_path: str | Path, out: str | Path, pack: Any, config: Any,
     result.timings_s = {"reading_headers": t_read, **result.timings_s}
     resolved = {"analysis": config.to_dict(), "model_pack": str(pack.path), "input": str(study_path)}
     t0 = time.perf_counter()
-    writers = _extra_writers()
+    writers = _extra_writers(outputs)
     write_outputs(result, out, pack, resolved, overwrite=overwrite, extra_writers=writers)
     result.timings_s["report"] = time.perf_counter() - t0
     return json.loads((Path(out) / "report.json").read_text())
 
 
-def _extra_writers() -> list:
-    """The writers that run beside report.json: DICOM SEG, DICOM SR, HTML."""
-    from .report.dicom_seg import write_seg
-    from .report.dicom_sr import write_sr
-    from .report.html_report import write_html
-
+def _extra_writers(outputs: Any = OUTPUTS) -> list:
+    """The writers that run beside report.json: DICOM SEG, DICOM SR, HTML (those in ``outputs``)."""
+    writers = []
     # order matters: the SR references the SEG, the HTML lists both
-    return [write_seg, write_sr, write_html]
+    if "seg" in outputs:
+        from .report.dicom_seg import write_seg
+
+        writers.append(write_seg)
+    if "sr" in outputs:
+        from .report.dicom_sr import write_sr
+
+        writers.append(write_sr)
+    if "html" in outputs:
+        from .report.html_report import write_html
+
+        writers.append(write_html)
+    return writers
+
+
+def parse_outputs(text: str | None) -> tuple[str, ...]:
+    """``"seg,sr,html"`` -> a tuple of :data:`OUTPUTS` (``"none"`` or empty: only report.json)."""
+    if text is None:
+        return OUTPUTS
+    items = tuple(t.strip().lower() for t in text.split(",") if t.strip())
+    if items in ((), ("none",)):
+        return ()
+    bad = [t for t in items if t not in OUTPUTS]
+    if bad:
+        raise InputError("--outputs", f"unknown output {bad[0]!r}; choose from {', '.join(OUTPUTS)} or none")
+    return items
 
 
 def format_table(report: dict[str, Any]) -> str:
@@ -110,11 +136,19 @@ def run_analyze(args: argparse.Namespace) -> int:
 
     studies = _collect_studies(args)
     rules = _load_rules(args.rules)
+    outputs = parse_outputs(getattr(args, "outputs", None))
+    threads = getattr(args, "threads", None)
+    if threads is not None:
+        if int(threads) < 1:
+            raise InputError("--threads", f"must be at least 1, got {threads}")
+        import torch
+
+        torch.set_num_threads(int(threads))
     pack = load_pack(args.models)
     config = AnalysisConfig(slice_choice=args.slice_choice)
     out = Path(args.out)
     if len(studies) == 1 and not args.batch:
-        report = analyze_one(studies[0], out, pack, config, overwrite=args.overwrite, rules=rules)
+        report = analyze_one(studies[0], out, pack, config, overwrite=args.overwrite, rules=rules, outputs=outputs)
         if args.json:
             print(json.dumps(report, indent=2))
         else:
@@ -124,10 +158,11 @@ def run_analyze(args: argparse.Namespace) -> int:
             html = out / "report.html"
             print(f"\nreport: {out / 'report.json'}" + (f"\nhtml:   {html}" if html.is_file() else ""))
         return 0
-    return _run_batch(studies, out, pack, config, rules, args)
+    return _run_batch(studies, out, pack, config, rules, args, outputs)
 
 
-def _run_batch(studies: list[Path], out: Path, pack: Any, config: Any, rules: Any, args: argparse.Namespace) -> int:
+def _run_batch(studies: list[Path], out: Path, pack: Any, config: Any, rules: Any, args: argparse.Namespace,
+               outputs: Any = OUTPUTS) -> int:
     """Many studies, models loaded once; resumable (a study whose folder holds report.json is done)."""
     from concurrent.futures import ThreadPoolExecutor
 
@@ -136,6 +171,7 @@ def _run_batch(studies: list[Path], out: Path, pack: Any, config: Any, rules: An
     from .io import read_study
 
     out.mkdir(parents=True, exist_ok=True)
+    _clean_stale_temporaries(out)
     log = out / "batch_log.jsonl"
     n_ok = n_skip = n_err = 0
 
@@ -161,7 +197,7 @@ def _run_batch(studies: list[Path], out: Path, pack: Any, config: Any, rules: An
                     n_skip += 1
                 else:
                     try:
-                        analyze_one(path, dest, pack, config, overwrite=True, study=study)
+                        analyze_one(path, dest, pack, config, overwrite=True, study=study, outputs=outputs)
                         entry["status"] = "ok"
                         n_ok += 1
                     except InputError as e:
@@ -179,6 +215,29 @@ def _run_batch(studies: list[Path], out: Path, pack: Any, config: Any, rules: An
         bar.close()
     print(f"{n_ok} analyzed, {n_skip} already done, {n_err} failed; outputs in {out} (log: {log})")
     return 0 if n_err == 0 else 1
+
+
+def _clean_stale_temporaries(out: Path) -> None:
+    """Remove ``.<name>.tmp-<pid>`` / ``.<name>.old-<pid>`` folders left by a crashed run (their
+    process is gone); they never count as done, this only frees the space."""
+    import os
+    import re
+    import shutil
+
+    for p in out.glob(".*"):
+        m = re.fullmatch(r"\..+\.(?:tmp|old)-(\d+)", p.name)
+        if not m or not p.is_dir():
+            continue
+        pid = int(m.group(1))
+        if pid != os.getpid():
+            try:
+                os.kill(pid, 0)
+                continue  # still running (another batch writing here)
+            except ProcessLookupError:
+                pass
+            except PermissionError:
+                continue
+        shutil.rmtree(p, ignore_errors=True)
 
 
 def _safe(uid: str) -> str:

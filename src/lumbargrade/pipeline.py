@@ -114,6 +114,7 @@ def _choose_slices(study: Any, pack: Any, cfg: AnalysisConfig, warnings: list[st
     blocks = [[s.geometry for s in b.slices] for b in axial.blocks]
     sagittal = study.find("sagittal_t2")
     sag_record = None
+    sag_ref = None
     chosen: dict[str, tuple[int, int, dict[str, Any]]] = {}
     t0 = time.perf_counter()
     if cfg.slice_choice == "landmarks":
@@ -127,6 +128,9 @@ def _choose_slices(study: Any, pack: Any, cfg: AnalysisConfig, warnings: list[st
 
             lm = landmarks_for_series(model, sagittal, slice_index=cfg.mid_sagittal_index)
             sag_record = lm.to_dict() if hasattr(lm, "to_dict") else lm
+            k_sag = getattr(lm, "slice_index", None)
+            if k_sag is not None:  # the slice the landmarks were found on (the HTML writer draws it)
+                sag_ref = max(sagittal.blocks, key=len).slices[int(k_sag)]
             warnings.extend(getattr(lm, "warnings", []) or [])
             for level in LEVELS:
                 p = lm.patient_mm(level) if hasattr(lm, "patient_mm") else None
@@ -152,7 +156,7 @@ def _choose_slices(study: Any, pack: Any, cfg: AnalysisConfig, warnings: list[st
                 chosen[level] = (b, k, {"method": "block_profile", "distance_mm": None})
             else:
                 warnings.append(f"{level}: no axial slice found for this level")
-    return axial, chosen, sag_record
+    return axial, chosen, sag_record, sag_ref
 
 
 def analyze_study(study: Any, pack: Any, config: AnalysisConfig | None = None) -> StudyResult:
@@ -169,28 +173,24 @@ def analyze_study(study: Any, pack: Any, config: AnalysisConfig | None = None) -
     if study.find("axial_t2") is None:
         raise InputError(getattr(study, "source", "study"), "no axial T2 series found (see `lumbargrade inspect`)")
 
-    axial, chosen, sag_record = _choose_slices(study, pack, cfg, warnings, timings)
+    axial, chosen, sag_record, sag_ref = _choose_slices(study, pack, cfg, warnings, timings)
     segmenter = pack.get("segmentation")
     if segmenter is None:
         raise InputError(pack.path, "model pack has no segmentation model")
 
     t0 = time.perf_counter()
-    volumes: dict[int, Any] = {}
     levels: list[LevelResult] = []
     for level in LEVELS:
         if level not in chosen:
             continue
         b, k, rec = chosen[level]
-        if b not in volumes:
-            volumes[b] = axial.blocks[b].volume()
-        vol = volumes[b]
-        ref = axial.blocks[b].slices[k]
+        ref = axial.blocks[b].slices[k]  # only the chosen slice's pixels are read
         levels.append(LevelResult(
             level=level,
             series_instance_uid=axial.series_instance_uid,
             sop_instance_uid=ref.sop_instance_uid,
             geometry=ref.geometry,
-            image=np.asarray(vol.array[k], dtype=np.float32),
+            image=np.asarray(ref.pixels(), dtype=np.float32),
             slice_choice=rec,
             source=ref,
         ))
@@ -212,7 +212,7 @@ def analyze_study(study: Any, pack: Any, config: AnalysisConfig | None = None) -
     timings["classifiers"] = time.perf_counter() - t0
     return StudyResult(
         study_instance_uid=getattr(study, "study_instance_uid", None),
-        levels=levels, warnings=warnings, sagittal=sag_record, timings_s=timings,
+        levels=levels, warnings=warnings, sagittal=sag_record, sagittal_slice=sag_ref, timings_s=timings,
     )
 
 

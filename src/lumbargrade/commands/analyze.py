@@ -19,6 +19,12 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--batch", help="a folder whose subfolders (or .zip files) are studies")
     p.add_argument("--overwrite", action="store_true", help="replace results already in OUT")
     p.add_argument("--workers", type=int, default=1, help="parallel study readers in batch mode")
+    p.add_argument("--threads", type=int, default=1,
+                   help="CPU threads for the networks (default 1: fastest when other work shares the CPU; "
+                   "raise it on an idle machine with many cores)")
+    p.add_argument("--outputs", default="seg,sr,html",
+                   help="files written beside report.json and the label maps: a comma list of seg, sr, html, "
+                   "or none (default: seg,sr,html; 'none' is fastest for archive runs)")
     p.add_argument("--slice-choice", choices=["landmarks", "block"], default="landmarks",
                    help="how the axial slice of each level is chosen (default: landmarks, falling back to block)")
     p.add_argument("--rules", help="JSON file overriding the series role rules")

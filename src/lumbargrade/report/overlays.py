@@ -332,5 +332,5 @@ def png_bytes(picture: Any) -> bytes:
     import io
 
     buf = io.BytesIO()
-    picture.save(buf, format="PNG", compress_level=3)
+    picture.save(buf, format="PNG", compress_level=1)  # ~25% faster to encode than 3, ~15% larger
     return buf.getvalue()

@@ -38,6 +38,11 @@ def largest_component(mask: np.ndarray) -> np.ndarray:
     return lab == int(np.argmax(sizes))
 
 
+def torch_device_type(device: str) -> str:
+    """'cpu' / 'cuda' / ... of a device string ('cuda:1' -> 'cuda')."""
+    return str(device).split(":", 1)[0]
+
+
 class Segmenter:
     """A loaded segmentation network plus its preprocessing config (see :class:`SegConfig`)."""
 
@@ -45,6 +50,13 @@ class Segmenter:
         self.model = model.eval()
         self.cfg = cfg
         self.device = device
+        # channels-last: faster oneDNN convolutions on CPU (same results up to float rounding)
+        self.memory_format = None
+        if torch_device_type(device) == "cpu":
+            import torch
+
+            self.memory_format = torch.channels_last
+            self.model = self.model.to(memory_format=self.memory_format)
         self.batch_size = batch_size
 
     def _probs_fields(self, fields: list[np.ndarray]) -> list[np.ndarray]:
@@ -58,6 +70,8 @@ class Segmenter:
                 x = torch.from_numpy(np.stack(fields[s : s + self.batch_size])[:, None]).to(
                     self.device
                 )
+                if self.memory_format is not None:
+                    x = x.contiguous(memory_format=self.memory_format)
                 with torch.autocast(
                     device_type=torch.device(self.device).type,
                     dtype=torch.bfloat16,

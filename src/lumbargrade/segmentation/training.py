@@ -38,11 +38,11 @@ class SegConfig:
     model: str = "unet_small"
     model_kwargs: dict = field(default_factory=dict)
     per_structure: bool = False  # True: one binary network per structure (as in the paper)
-    target_spacing: float = 0.6  # mm per field pixel (a stenotic dural sac is ~8 mm AP: ~13 px)
-    size: int = 224  # field side in pixels (224 x 0.6 mm = 134 mm round the image centre)
+    target_spacing: float = 0.7  # mm per field pixel (a stenotic dural sac is ~8 mm AP: ~11 px)
+    size: int = 160  # field side in pixels (160 x 0.7 mm = 112 mm round the image centre)
     margin: int = 16  # extra cached pixels round the field, for spatial augmentation
-    epochs: int = 40
-    batch_size: int = 4
+    epochs: int = 18  # the shipped model: 18 epochs x 750 phantom slices, ~75 s per epoch on 1 CPU thread
+    batch_size: int = 8
     lr: float = (
         1e-2  # AdamW, cosine decay to 0 over `epochs` (1e-3 barely learned the sac in 100 steps)
     )
@@ -52,7 +52,7 @@ class SegConfig:
     dice_per_image: bool = True  # soft Dice per image (small sacs count fully) or pooled per batch
     augment: bool = True
     augment_params: dict = field(default_factory=dict)  # overrides of AugmentConfig fields
-    bf16: bool = False  # bfloat16 autocast for the forward pass
+    bf16: bool = True  # bfloat16 autocast for the forward pass (about 1.7x faster training on this CPU)
     device: str = "auto"  # auto | cpu | cuda
     num_threads: int = 0  # torch threads on CPU; 0 leaves torch's default
     max_train_items: int = 0  # 0 = all; >0 keeps the first N train rows (quick runs)
