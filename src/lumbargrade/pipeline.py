@@ -153,7 +153,7 @@ def _choose_slices(study: Any, pack: Any, cfg: AnalysisConfig, warnings: list[st
         for level in missing:
             if level in fallback:
                 b, k = fallback[level]
-                chosen[level] = (b, k, {"method": "block_profile", "distance_mm": None})
+                chosen[level] = (b, k, {"method": "block_centre", "distance_mm": None})
             else:
                 warnings.append(f"{level}: no axial slice found for this level")
     return axial, chosen, sag_record, sag_ref
