@@ -180,10 +180,14 @@ def build_pack(
         cfg = json.loads((run / "config.json").read_text()) if (run / "config.json").is_file() else {}
         metrics = json.loads((run / "metrics.json").read_text()) if (run / "metrics.json").is_file() else {}
         command = (run / "command.txt").read_text().strip() if (run / "command.txt").is_file() else None
+        arch = cfg.get("model") or cfg.get("architecture")
+        if comp == "tree" and (run / "tree.json").is_file():
+            tree = json.loads((run / "tree.json").read_text())
+            arch = f"decision tree on {', '.join(tree.get('feature_names', [])) or cfg.get('feature')}"
         components[comp] = {
             "folder": comp,
             "description": COMPONENTS[comp],
-            "architecture": cfg.get("model") or cfg.get("architecture") or cfg.get("feature"),
+            "architecture": arch,
             "training_command": command,
             "trained_on": cfg.get("trained_on") or trained_on,
             "metrics": metrics,
