@@ -81,7 +81,7 @@ def probs_to_labels(probs: np.ndarray, per_structure: bool = False) -> np.ndarra
 
 
 def dice_score(pred: np.ndarray, truth: np.ndarray) -> float:
-    """Dice of two boolean masks; 1.0 when both are empty."""
-    a, b = np.asarray(pred, bool), np.asarray(truth, bool)
-    s = a.sum() + b.sum()
-    return 1.0 if s == 0 else float(2.0 * np.logical_and(a, b).sum() / s)
+    """Dice of two boolean masks; 1.0 when both are empty (:func:`lumbargrade.metrics.dice`)."""
+    from ..metrics import dice
+
+    return float(dice(pred, truth))
