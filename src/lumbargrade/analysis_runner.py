@@ -14,7 +14,7 @@ from .errors import InputError
 
 __all__ = ["run_analyze", "analyze_one", "format_table"]
 
-_FINDINGS = ("foramen_left", "foramen_right", "facet_left", "facet_right")
+from .grading.names import LATERAL_FINDINGS as _FINDINGS
 #: The optional writers beside report.json and the label maps (``--outputs``).
 OUTPUTS = ("seg", "sr", "html")
 

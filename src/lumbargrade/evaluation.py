@@ -78,8 +78,8 @@ __all__ = [
     "write_outputs",
 ]
 
-GRADE_NAMES = ("normal", "mild", "moderate", "severe")
-BINARY_FINDINGS = ("foramen_left", "foramen_right", "facet_left", "facet_right")
+from .grading.names import CENTRAL_GRADES as GRADE_NAMES
+from .grading.names import LATERAL_FINDINGS as BINARY_FINDINGS
 _FINDINGS = ("central_canal",) + BINARY_FINDINGS
 
 #: The paper's own figures (Bharadwaj et al., Eur Radiol 2023; Results, Tables 2 and 3):

@@ -216,7 +216,7 @@ def analyze_study(study: Any, pack: Any, config: AnalysisConfig | None = None) -
     )
 
 
-_GRADES = ("normal", "mild", "moderate", "severe")
+from .grading.names import CENTRAL_GRADES as _GRADES
 
 
 def measurement_options(pack: Any) -> tuple[str, Any]:

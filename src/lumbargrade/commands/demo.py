@@ -68,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
     import json
 
     truth = json.loads((patient / "truth.json").read_text())
-    names = ("normal", "mild", "moderate", "severe")
+    from ..grading.names import CENTRAL_GRADES as names
     print(f"\nPhantom study {patient.name} (synthetic; ground truth in {patient / 'truth.json'})")
     print(f"Model pack: {pack.label} -- trained on: {pack.manifest.get('trained_on') or 'not stated'}\n")
     print(format_table(report))

@@ -29,8 +29,8 @@ __all__ = [
     "save_classifier",
 ]
 
-CENTRAL_GRADES = ("normal", "mild", "moderate", "severe")
-BINARY_LABELS = ("normal/mild", "moderate/severe")
+from .names import BINARY_LABELS, CENTRAL_GRADES
+
 #: task -> number of classes
 TASKS = {"central": 4, "central_binary": 2, "foramen": 2, "facet": 2}
 

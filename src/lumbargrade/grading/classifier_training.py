@@ -62,6 +62,7 @@ from .calibration import (
 )
 from .classifier_inference import TASKS, forward_logits
 from .patches import PatchConfig, central_patch, lateral_patch, normalise_slice
+from .names import BINARY_LABELS, CENTRAL_GRADES
 
 __all__ = [
     "DEFAULT_CONFIG",
@@ -627,7 +628,7 @@ def train_on_patches(
         **cfg,
         "task": task,
         "num_classes": k,
-        "classes": ["normal", "mild", "moderate", "severe"] if task == "central" else ["normal/mild", "moderate/severe"],
+        "classes": list(CENTRAL_GRADES) if task == "central" else list(BINARY_LABELS),
         "seed": seed,
         "backbone_checkpoint": str(checkpoint_path) if checkpoint_path else None,
         "temperature": temperature,

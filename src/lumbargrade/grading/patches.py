@@ -35,7 +35,7 @@ __all__ = [
 ]
 
 #: lateral findings, in report order; "left" / "right" are the patient's.
-LATERAL_FINDINGS = ("foramen_left", "foramen_right", "facet_left", "facet_right")
+from .names import LATERAL_FINDINGS
 
 
 @dataclass

@@ -30,7 +30,7 @@ __all__ = [
     "tree_from_sklearn",
 ]
 
-CENTRAL_GRADE_NAMES = ("normal", "mild", "moderate", "severe")
+from .names import CENTRAL_GRADES as CENTRAL_GRADE_NAMES
 
 #: Features tried by :func:`select_feature` (names of :class:`lumbargrade.measurements.Measurements`).
 CANDIDATE_FEATURES = ("area_ratio", "ap_ratio", "sqrt_area_ratio", "dural_sac_area_mm2")

@@ -88,18 +88,16 @@ def axial_block(
     t = np.radians(tilt_deg)
     row_c = np.array([1.0, 0.0, 0.0])
     col_c = np.array([0.0, np.cos(t), np.sin(t)])
+    return _stack(centre, row_c, col_c, n, spacing, rows, columns, pixel_spacing, thickness)
+
+
+def _stack(centre, row_c, col_c, n, spacing, rows, columns, pixel_spacing, thickness) -> list[SliceGeometry]:
+    """``n`` parallel slices ``spacing`` mm apart along ``row_c x col_c``, centred on ``centre``."""
     normal = np.cross(row_c, col_c)
     ctr = np.asarray(centre, float)
     return [
-        slice_through(
-            ctr + (k - (n - 1) / 2) * spacing * normal,
-            row_c,
-            col_c,
-            rows,
-            columns,
-            pixel_spacing,
-            thickness,
-        )
+        slice_through(ctr + (k - (n - 1) / 2) * spacing * normal, row_c, col_c, rows, columns,
+                      pixel_spacing, thickness)
         for k in range(n)
     ]
 
@@ -116,20 +114,7 @@ def sagittal_stack(
     """``n`` sagittal slices (IOP ``[0,1,0, 0,0,-1]``), ``spacing`` mm apart along x."""
     row_c = np.array([0.0, 1.0, 0.0])
     col_c = np.array([0.0, 0.0, -1.0])
-    normal = np.cross(row_c, col_c)
-    ctr = np.asarray(centre, float)
-    return [
-        slice_through(
-            ctr + (k - (n - 1) / 2) * spacing * normal,
-            row_c,
-            col_c,
-            rows,
-            columns,
-            pixel_spacing,
-            thickness,
-        )
-        for k in range(n)
-    ]
+    return _stack(centre, row_c, col_c, n, spacing, rows, columns, pixel_spacing, thickness)
 
 
 def make_dataset(

@@ -244,7 +244,7 @@ def _cnn_table(rec: dict[str, Any]) -> str:
     rows = []
     probs = cnn.get("probabilities")
     if probs:
-        names = ("normal", "mild", "moderate", "severe")
+        from ..grading.names import CENTRAL_GRADES as names
         rows.append(
             "<tr><td>Central canal (4 grades)</td><td>"
             + _e(cnn.get("grade"))
