@@ -11,10 +11,10 @@ from pathlib import Path
 from typing import Any
 
 from .errors import InputError
+from .grading.names import LATERAL_FINDINGS as _FINDINGS
 
 __all__ = ["run_analyze", "analyze_one", "format_table"]
 
-from .grading.names import LATERAL_FINDINGS as _FINDINGS
 #: The optional writers beside report.json and the label maps (``--outputs``).
 OUTPUTS = ("seg", "sr", "html")
 
