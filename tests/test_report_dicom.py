@@ -170,3 +170,40 @@ def test_dciodvfy_reports_no_errors(analysis, tilted):
             res = subprocess.run(["dciodvfy", str(f)], capture_output=True, text=True, timeout=60)
             errors = [ln for ln in (res.stdout + res.stderr).splitlines() if ln.startswith("Error")]
             assert not errors, f"{f.name}: {errors[:5]}"
+
+
+def test_lean_sr_equals_highdicom_full_construction(analysis, tmp_path):
+    """The fast path (document built around a one-group report, full content copied in) writes
+    the same dataset as handing highdicom the whole content, apart from creation times."""
+    import pydicom
+
+    from lumbargrade.report.dicom_sr import _write_sr
+
+    out, result, report = analysis
+    files = {}
+    for lean in (True, False):
+        folder = tmp_path / f"lean{lean}"
+        shutil.copytree(out, folder)
+        rep = json.loads((folder / "report.json").read_text())
+        path = _write_sr(result, folder, rep, lean=lean, uids={"series": "1.2.3.4", "sop": "1.2.3.5"})
+        files[lean] = pydicom.dcmread(path)
+    a, b = files[True], files[False]
+    assert len(a.ContentSequence) == len(b.ContentSequence) > 1
+    skip = {"ContentDate", "ContentTime", "InstanceCreationDate", "InstanceCreationTime", "SeriesDate",
+            "SeriesTime"}
+    tags = {e.keyword for e in a} | {e.keyword for e in b}
+
+    def no_tracking_uids(x):  # tracking UIDs (0040,A124), contribution times: new in every build
+        if isinstance(x, dict):
+            return {k: no_tracking_uids(v) for k, v in x.items() if k not in ("0040A124", "0018A002")}
+        if isinstance(x, list):
+            return [no_tracking_uids(v) for v in x]
+        return x
+
+    for kw in sorted(tags - skip):
+        if kw in ("ContentSequence", "ContributingEquipmentSequence"):
+            ja = [no_tracking_uids(i.to_json_dict()) for i in a.get(kw)]
+            jb = [no_tracking_uids(i.to_json_dict()) for i in b.get(kw)]
+            assert ja == jb
+        else:
+            assert a.get(kw) == b.get(kw), kw

@@ -17,6 +17,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
+
 __all__ = ["examples_from_manifest", "fit_box_rule_from_manifest", "run_cli"]
 
 
@@ -55,16 +57,20 @@ def _left_is_higher_col(row: dict) -> bool:
         return True  # not a readable orientation: assume the standard display
 
 
-def examples_from_manifest(manifest_path, split: str | None = "train") -> tuple[list, list[str]]:
+def examples_from_manifest(manifest_path, split: str | None = "train",
+                           segmenter=None) -> tuple[list, list[str]]:
     """``(examples, patient_ids)``: one :class:`~lumbargrade.localization.BoxExample` per row of
-    ``split`` (all rows if None) with a label map; ``patient_ids`` parallel to the examples."""
+    ``split`` (all rows if None) with a label map; ``patient_ids`` parallel to the examples.
+
+    With ``segmenter`` (a :class:`lumbargrade.segmentation.inference.Segmenter`) the masks are
+    the ones it predicts on the rows' axial images (what the pipeline sees); else the truth's."""
     from .errors import InputError
     from .localization import example_from_label_map
     from .manifest import load_label_map, read_manifest
 
     rows = read_manifest(manifest_path)
     cache: dict = {}
-    ex, pids = [], []
+    ex, pids, used = [], [], []
     for r in rows:
         if (split is not None and r["split"] != split) or not r.get("label_map"):
             continue
@@ -75,6 +81,15 @@ def examples_from_manifest(manifest_path, split: str | None = "train") -> tuple[
                              "pixel_spacing_row_mm / pixel_spacing_col_mm missing or not numbers") from None
         ex.append(example_from_label_map(load_label_map(r), sp, _left_is_higher_col(r), truth=_truth_boxes(r, cache)))
         pids.append(r["patient_id"])
+        used.append(r)
+    if segmenter is not None and ex:
+        from .manifest import load_axial
+
+        masks = []
+        for s in range(0, len(used), 16):
+            masks.extend(segmenter.segment_batch([load_axial(r) for r in used[s : s + 16]]))
+        for e, (sac, disc) in zip(ex, masks):
+            e.sac_mask, e.disc_mask = np.asarray(sac, bool), np.asarray(disc, bool)
     return ex, pids
 
 
@@ -86,20 +101,24 @@ def _iou_summary(examples, rule) -> dict:
     return {k: round(v, 4) for k, v in evaluate_box_rule(examples, rule).items()}
 
 
-def fit_box_rule_from_manifest(manifest_path, split: str = "train"):
+def fit_box_rule_from_manifest(manifest_path, split: str = "train", segmenter=None):
     """Fit the box rule on ``split`` of a manifest; ``(BoxRuleConfig, report)``.
 
     ``report``: numbers of levels/patients fitted on, the fitted rule in words, and the mean IoU
-    (facet, foramen; both sides pooled; truth masks) of the fitted rule and of the paper's 36 mm
-    rule on every split of the manifest.
+    (facet, foramen; both sides pooled) of the fitted rule and of the paper's 36 mm rule on every
+    split of the manifest, on truth masks (the best each rule can do) and, with ``segmenter``, on
+    its predicted masks, which the rule is then fitted on (as the pipeline will apply it).
     """
     from .errors import InputError
     from .localization import BoxRuleConfig, fit_box_rule
 
-    by_split = {}
+    by_split, by_split_pred = {}, {}
     for s in ("train", "val", "test"):
         by_split[s] = examples_from_manifest(manifest_path, s)
-    train, pids = by_split[split] if split in by_split else examples_from_manifest(manifest_path, split)
+        if segmenter is not None:
+            by_split_pred[s] = examples_from_manifest(manifest_path, s, segmenter)
+    fit_on = by_split_pred if segmenter is not None else by_split
+    train, pids = fit_on[split] if split in fit_on else examples_from_manifest(manifest_path, split, segmenter)
     if not train:
         raise InputError(manifest_path, f"no rows of split {split!r} with a label map to fit the box rule on")
     try:
@@ -109,12 +128,17 @@ def fit_box_rule_from_manifest(manifest_path, split: str = "train"):
     paper = BoxRuleConfig.paper()
     report = {
         "fitted_on": {"manifest": str(manifest_path), "split": split, "n_levels": len(train),
-                      "n_patients": len(set(pids))},
+                      "n_patients": len(set(pids)),
+                      "masks": "predicted" if segmenter is not None else "truth"},
         "rule": rule.describe().splitlines(),
         "mean_iou_truth_masks": {
             s: {"n_levels": len(ex), "fitted": _iou_summary(ex, rule), "paper_36mm": _iou_summary(ex, paper)}
             for s, (ex, _) in by_split.items() if ex},
     }
+    if segmenter is not None:
+        report["mean_iou_predicted_masks"] = {
+            s: {"n_levels": len(ex), "fitted": _iou_summary(ex, rule), "paper_36mm": _iou_summary(ex, paper)}
+            for s, (ex, _) in by_split_pred.items() if ex}
     return rule, report
 
 
@@ -129,17 +153,27 @@ def run_cli(args) -> int:
     out = Path(args.out)
     if (out / "box_rule.json").exists() and not getattr(args, "overwrite", False):
         raise InputError(out, "already holds box_rule.json (give --overwrite to replace it)")
-    rule, report = fit_box_rule_from_manifest(args.data, split="train")
+    segmenter = None
+    if getattr(args, "segmentation", None):
+        from .segmentation.inference import load_segmenter
+
+        seg_dir = Path(args.segmentation)
+        if (seg_dir / "pack.json").is_file():
+            seg_dir = seg_dir / "segmentation"
+        segmenter = load_segmenter(seg_dir)
+    rule, report = fit_box_rule_from_manifest(args.data, split="train", segmenter=segmenter)
     out.mkdir(parents=True, exist_ok=True)
     (out / "box_rule.json").write_text(json.dumps(rule.to_dict(), indent=2) + "\n")
     (out / "metrics.json").write_text(json.dumps(report, indent=2) + "\n")
     (out / "config.json").write_text(json.dumps(
         {"command": "train boxes", "data": str(args.data), "out": str(out), "split": "train",
+         "segmentation": getattr(args, "segmentation", None),
          "fit": "ridge least squares (fit_box_rule defaults)", "lumbargrade_version": __version__},
         indent=2) + "\n")
     logging.getLogger(__name__).info("box rule written to %s", out / "box_rule.json")
-    for s, m in report["mean_iou_truth_masks"].items():
-        print(f"{s:5s} n={m['n_levels']:4d}  fitted facet {m['fitted']['facet']:.3f} foramen "
-              f"{m['fitted']['foramen']:.3f}   paper36 facet {m['paper_36mm']['facet']:.3f} "
-              f"foramen {m['paper_36mm']['foramen']:.3f}")
+    for key in ("mean_iou_truth_masks", "mean_iou_predicted_masks"):
+        for s, m in report.get(key, {}).items():
+            print(f"{key[9:]:15s} {s:5s} n={m['n_levels']:4d}  fitted facet {m['fitted']['facet']:.3f} foramen "
+                  f"{m['fitted']['foramen']:.3f}   paper36 facet {m['paper_36mm']['facet']:.3f} "
+                  f"foramen {m['paper_36mm']['foramen']:.3f}")
     return 0

@@ -40,6 +40,7 @@ __all__ = [
 COMPONENTS = {
     "segmentation": "dural sac + disc segmentation on the axial T2 slice",
     "landmarks": "five disc-centre landmarks (DSNT) on the mid-sagittal T2",
+    "landmark_refiner": "second look at each disc landmark on a local patch (DSNT, finer)",
     "tree": "decision tree on the dural-sac-to-disc ratio (central canal grade)",
     "classifier_central": "CNN, central canal 4 grades",
     "classifier_central_binary": "CNN, central canal normal/mild vs moderate/severe",
@@ -103,7 +104,11 @@ class ModelPack:
         elif component == "landmarks":
             from .levels.landmarks import load_landmark_model
 
-            model = load_landmark_model(folder)
+            model = load_landmark_model(folder)  # attaches PACK/landmark_refiner when present
+        elif component == "landmark_refiner":
+            from .levels.refine import load_refiner
+
+            model = load_refiner(folder)
         elif component == "tree":
             from .grading.tree import RatioTree
 

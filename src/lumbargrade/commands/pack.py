@@ -18,7 +18,7 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     b.add_argument("--trained-on", default="", help="one line: the data the models were trained on")
     b.add_argument("--overwrite", action="store_true")
     b.add_argument("--box-rule", metavar="FILE_OR_RUN_DIR", help="box_rule.json from `lumbargrade train boxes`")
-    for comp in ("segmentation", "landmarks", "tree", "classifier-central", "classifier-central-binary",
+    for comp in ("segmentation", "landmarks", "landmark-refiner", "tree", "classifier-central", "classifier-central-binary",
                  "classifier-foramen", "classifier-facet"):
         b.add_argument(f"--{comp}", metavar="RUN_DIR")
     return p

@@ -14,6 +14,7 @@ import importlib
 _TRAINERS = {
     "segmentation": "lumbargrade.segmentation.training:run_cli",
     "landmarks": "lumbargrade.levels.training:run_cli",
+    "landmark-refiner": "lumbargrade.levels.refine:run_cli",
     "tree": "lumbargrade.grading.tree_training:run_cli",
     "classifier": "lumbargrade.grading.classifier_training:run_cli",
     "boxes": "lumbargrade.localization_training:run_cli",
@@ -39,6 +40,11 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     l_ = tsub.add_parser("landmarks", help="DSNT disc-centre landmarks on the mid-sagittal T2")
     _common(l_)
     l_.add_argument("--real", help="folder of real labelled sagittal slices (SPIDER PNG layout: images/, masks/)")
+    lr_ = tsub.add_parser("landmark-refiner", help="second-look refinement of each disc landmark on a local patch")
+    _common(lr_)
+    lr_.add_argument("--real", help="folder of real labelled sagittal slices (SPIDER PNG layout: images/, masks/)")
+    lr_.add_argument("--landmarks", help="coarse landmark model folder or pack (default: the packaged one); "
+                     "its held-out real studies stay out of training")
     t = tsub.add_parser("tree", help="decision tree on the dural-sac-to-disc ratio (central canal)")
     _common(t)
     t.add_argument("--segmentation", help="segmentation run folder or model pack whose masks the tree is fitted on")
@@ -46,6 +52,8 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     bx = tsub.add_parser("boxes", help="fit the facet/foramen box rule on truth masks and boxes")
     bx.add_argument("--data", required=True, help="manifest.csv (or a phantom cohort folder holding one)")
     bx.add_argument("--out", required=True, help="run folder (writes box_rule.json, metrics.json, config.json)")
+    bx.add_argument("--segmentation", help="segmentation run folder or model pack: fit on the masks it "
+                    "predicts (as the pipeline applies the rule) instead of the truth's")
     bx.add_argument("--overwrite", action="store_true")
     c = tsub.add_parser("classifier", help="CNN patch classifier")
     _common(c)

@@ -217,6 +217,7 @@ class LoadedLandmarkModel:
     net: Any
     config: dict[str, Any]
     folder: Path
+    refiner: Any = None  # a lumbargrade.levels.refine.LoadedRefiner, applied after the coarse pass
 
 
 def load_model(folder: str | Path | None = None) -> LoadedLandmarkModel:
@@ -240,7 +241,13 @@ def load_model(folder: str | Path | None = None) -> LoadedLandmarkModel:
     except (RuntimeError, OSError) as e:
         raise InputError(w_p, f"weights do not fit the architecture in config.json ({e.__class__.__name__})") from e
     net.eval()
-    return LoadedLandmarkModel(net, config, folder)
+    model = LoadedLandmarkModel(net, config, folder)
+    sibling = folder.parent / "landmark_refiner"  # model-pack layout: refiner beside the landmarks
+    if (sibling / "model.safetensors").is_file():
+        from .refine import load_refiner
+
+        model.refiner = load_refiner(sibling)
+    return model
 
 
 # --------------------------------------------------------------------------- inference
@@ -257,6 +264,7 @@ class LandmarkResult:
     confidence: np.ndarray
     warnings: list[str] = field(default_factory=list)
     flagged: bool = False
+    refined: bool = False  # the landmark refiner was applied
     levels: tuple[str, ...] = LEVELS
 
 
@@ -265,8 +273,12 @@ def predict_landmarks(
     image: np.ndarray,
     pixel_spacing: Sequence[float] | None = None,
     flip_tta: bool = True,
+    refine: bool = True,
 ) -> LandmarkResult:
     """Predict the five disc centres on one 2D sagittal slice ``(rows, cols)``.
+
+    With ``refine`` and a refiner attached to the model (a pack's ``landmark_refiner``), each
+    coarse landmark is refined on a local patch (:mod:`lumbargrade.levels.refine`).
 
     ``pixel_spacing`` (row, col) mm, when known, is used to keep the aspect ratio and for the
     anatomical spacing check; ``flip_tta`` averages with the left-right mirrored image.
@@ -300,10 +312,17 @@ def predict_landmarks(
     rc_in = normalized_to_pixel(torch.from_numpy(xy_m), size, size).numpy()
     inv = np.linalg.inv(m)
     rc = (np.c_[rc_in, np.ones(len(rc_in))] @ inv.T)[:, :2]
+    refined = False
+    if refine and model.refiner is not None:
+        from .refine import refine_landmarks
+
+        rc = refine_landmarks(model.refiner, img, rc, pixel_spacing)
+        refined = True
     res = LandmarkResult(rows=rc[:, 0], cols=rc[:, 1], confidence=np.asarray(conf_m, dtype=float))
     min_conf = float(model.config.get("min_confidence", 0.25))
     res.warnings = check_landmarks(rc, pixel_spacing, res.confidence, min_confidence=min_conf)
     res.flagged = bool(res.warnings)
+    res.refined = refined
     return res
 
 
@@ -367,6 +386,7 @@ class LandmarkSet:
     slice_index: int | None = None
     series_instance_uid: str | None = None
     slice_choice: str | None = None  # 'automatic' or 'given'
+    refined: bool = False  # each landmark refined on a local patch (the pack's landmark_refiner)
 
     def patient_mm(self, level: str) -> np.ndarray | None:
         """LPS mm of a level's landmark, or None (no geometry)."""
@@ -383,6 +403,7 @@ class LandmarkSet:
             "warnings": list(self.warnings),
             "flagged": bool(self.flagged),
             "slice_index": self.slice_index,
+            "refined": bool(self.refined),
         }
         if self.series_instance_uid is not None:
             d["series_instance_uid"] = self.series_instance_uid
@@ -401,7 +422,7 @@ def _landmark_set(res: LandmarkResult, rc: np.ndarray, geometry: Any = None, **k
             "patient_mm": None if pts is None else [round(float(v), 2) for v in pts[k]],
             "confidence": round(float(res.confidence[k]), 3),
         }
-    return LandmarkSet(lm, list(res.warnings), bool(res.flagged), **kw)
+    return LandmarkSet(lm, list(res.warnings), bool(res.flagged), refined=bool(res.refined), **kw)
 
 
 def landmarks_for_image(model: LoadedLandmarkModel, image: np.ndarray,

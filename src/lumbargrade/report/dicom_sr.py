@@ -67,12 +67,14 @@ def _finite(v: Any) -> bool:
 
 
 def _write_sr(
-    result: Any, folder: str | Path, report: dict[str, Any], pack: Any = None
+    result: Any, folder: str | Path, report: dict[str, Any], pack: Any = None,
+    lean: bool = True, uids: dict[str, str] | None = None,
 ) -> Path | None:
     """Write ``sr.dcm`` (Comprehensive 3D SR, TID 1500) into ``folder``; returns its path, or None
     when no level has a DICOM source image. Run after :func:`lumbargrade.report.dicom_seg.write_seg`
     (it reads the SEG files named in ``report["dicom"]["seg"]``); without a SEG the groups carry no
-    segment reference. Signature ``writer(result, folder, report)``."""
+    segment reference. Signature ``writer(result, folder, report)``. ``uids`` (``{"series",
+    "sop"}``) fixes the new UIDs (tests); ``lean``: see the note where the document is built."""
     import highdicom as hd
     import pydicom
     from pydicom.sr.codedict import codes
@@ -83,6 +85,7 @@ def _write_sr(
     from .dicom_seg import _source_dataset, person_name
 
     folder = Path(folder)
+    uids = uids or {}
     dicom = report.setdefault("dicom", {})
     warnings = dicom.setdefault("warnings", [])
     (folder / "sr.dcm").unlink(missing_ok=True)
@@ -116,9 +119,8 @@ def _write_sr(
 
     def measurement(key: str, value: float) -> Any:
         name, unit = MEASUREMENT_CODES[key]
-        return hd.sr.Measurement(
-            name=lc.code(name), value=float(value), unit=lc.code(unit), algorithm_id=algo
-        )
+        # the algorithm is identified once per measurement group (TID 1501), not per measurement
+        return hd.sr.Measurement(name=lc.code(name), value=float(value), unit=lc.code(unit))
 
     def group(
         lv: Any,
@@ -209,7 +211,6 @@ def _write_sr(
                         name=codes.DCM.Probability,
                         value=float(f["probability"]),
                         unit=codes.UCUM.NoUnits,
-                        algorithm_id=algo,
                     )
                 )
             if f.get("label"):
@@ -262,12 +263,25 @@ def _write_sr(
         title=codes.DCM.ImagingMeasurementReport,
     )
     evidence = [sources[lv.level] for lv in levels] + seg_datasets
+    # highdicom's SR constructor deep-copies the content tree, rebuilds it as content items and
+    # walks it three times (about half of the SR's time for 30 measurement groups). It records
+    # every evidence dataset whatever the content references, and then copies the content's
+    # attributes onto the document; so ``lean`` builds the document around a one-group report and
+    # copies the full content's attributes in the same way (tests check the two agree).
+    shell = content
+    if lean and len(groups) > 1:
+        shell = hd.sr.MeasurementReport(
+            observation_context=context,
+            procedure_reported=codes.SCT.ImagingProcedure,
+            imaging_measurements=groups[:1],
+            title=codes.DCM.ImagingMeasurementReport,
+        )
     sr = hd.sr.Comprehensive3DSR(
         evidence=evidence,
-        content=content,
-        series_instance_uid=hd.UID(),
+        content=shell,
+        series_instance_uid=uids.get("series") or hd.UID(),
         series_number=9902,
-        sop_instance_uid=hd.UID(),
+        sop_instance_uid=uids.get("sop") or hd.UID(),
         instance_number=1,
         manufacturer="lumbargrade",
         is_complete=True,
@@ -275,6 +289,9 @@ def _write_sr(
         is_verified=False,
         series_description="lumbargrade measurement report",
     )
+    if shell is not content:
+        for tag, value in content[0].items():
+            sr[tag] = value
     lc.add_scheme_identification(sr)
     _drop_segment_number_with_frames(sr.ContentSequence)
     path = folder / "sr.dcm"

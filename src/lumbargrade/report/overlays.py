@@ -11,6 +11,7 @@ Returned pictures are ``PIL.Image`` (RGB), enlarged by an integer factor for leg
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -65,7 +66,9 @@ def _scale_for(shape: Sequence[int], target: int) -> int:
     return max(1, int(round(target / max(1, max(shape)))))
 
 
+@functools.lru_cache(maxsize=16)
 def _font(size: int) -> Any:
+    """Pillow's default font at ``size`` (cached: loading it costs more than drawing with it)."""
     from PIL import ImageFont
 
     try:
@@ -257,6 +260,35 @@ def _display_points(
     return p
 
 
+_SAG_CACHE: dict[tuple, tuple] = {}
+
+
+def _sagittal_base(img: np.ndarray, geometry: Any, target_px: int) -> tuple:
+    """``(RGB picture, display transform, display shape)`` of the windowed, enlarged sagittal
+    slice; the last one is cached (one study draws it once per level)."""
+    from PIL import Image
+
+    from ..levels.mid_sagittal import display_transform, to_display
+
+    key = (img.shape, img.dtype.str, hash(img.tobytes()), tuple(geometry.row_cosine),
+           tuple(geometry.col_cosine), tuple(geometry.pixel_spacing), target_px)
+    if key in _SAG_CACHE:
+        return _SAG_CACHE[key]
+    t = display_transform(geometry.row_cosine, geometry.col_cosine)
+    disp = to_display(img, t)
+    # non-square pixels: stretch rows/cols to mm so anatomy keeps its proportions
+    sp_r, sp_c = geometry.pixel_spacing[::-1] if t[0] else geometry.pixel_spacing
+    k = _scale_for(disp.shape, target_px)
+    base = _enlarge(window(disp), k)
+    if abs(sp_r - sp_c) > 1e-3:
+        h = int(round(base.height * sp_r / min(sp_r, sp_c)))
+        w = int(round(base.width * sp_c / min(sp_r, sp_c)))
+        base = base.resize((w, h), Image.BILINEAR)
+    _SAG_CACHE.clear()
+    _SAG_CACHE[key] = (base, t, disp.shape)
+    return _SAG_CACHE[key]
+
+
 def sagittal_overlay(
     image: np.ndarray,
     geometry: Any,
@@ -274,22 +306,12 @@ def sagittal_overlay(
     axial_slices: ``{level: SliceGeometry}`` of the chosen axial slices; each is drawn as the line
         where it cuts this slice (``highlight`` in colour, the others grey).
     """
-    from PIL import Image, ImageDraw
-
-    from ..levels.mid_sagittal import display_transform, to_display
+    from PIL import ImageDraw
 
     img = np.asarray(image)
-    t = display_transform(geometry.row_cosine, geometry.col_cosine)
-    disp = to_display(img, t)
-    # non-square pixels: stretch rows/cols to mm so anatomy keeps its proportions
-    sp_r, sp_c = geometry.pixel_spacing[::-1] if t[0] else geometry.pixel_spacing
-    k = _scale_for(disp.shape, target_px)
-    base = _enlarge(window(disp), k)
-    if abs(sp_r - sp_c) > 1e-3:
-        h = int(round(base.height * sp_r / min(sp_r, sp_c)))
-        w = int(round(base.width * sp_c / min(sp_r, sp_c)))
-        base = base.resize((w, h), Image.BILINEAR)
-    sy, sx = base.height / disp.shape[0], base.width / disp.shape[1]
+    base, t, disp_shape = _sagittal_base(img, geometry, target_px)
+    base = base.copy()
+    sy, sx = base.height / disp_shape[0], base.width / disp_shape[1]
     draw = ImageDraw.Draw(base)
     fs = max(10, int(round(base.width / 36)))
 

@@ -95,9 +95,24 @@ class SegmentationDataset:
             np.ascontiguousarray(lab, dtype=np.int64),
         )
 
-    def batches(self, batch_size: int, shuffle: bool):
-        """Yield ``(x [B,1,H,W], y [B,H,W])`` numpy batches; shuffling uses ``self.rng``."""
-        order = self.rng.permutation(len(self)) if shuffle else np.arange(len(self))
+    def sampling_weights(self, small_sac_power: float) -> np.ndarray | None:
+        """Per-item draw probabilities that favour small dural sacs (stenotic levels, rare and the
+        hardest to outline): ``(median_area / area) ** small_sac_power``, clipped to [1, 4] x the
+        median item's weight; ``None`` for uniform (power 0)."""
+        if small_sac_power <= 0 or not len(self):
+            return None
+        area = np.array([max(int((lab == 1).sum()), 1) for lab in self.labels], float)
+        w = np.clip((np.median(area) / area) ** small_sac_power, 1.0, 4.0)
+        return w / w.sum()
+
+    def batches(self, batch_size: int, shuffle: bool, weights: np.ndarray | None = None):
+        """Yield ``(x [B,1,H,W], y [B,H,W])`` numpy batches; shuffling uses ``self.rng``; with
+        ``weights`` (see :meth:`sampling_weights`) an epoch draws ``len(self)`` items with
+        replacement in those proportions."""
+        if shuffle and weights is not None:
+            order = self.rng.choice(len(self), size=len(self), replace=True, p=weights)
+        else:
+            order = self.rng.permutation(len(self)) if shuffle else np.arange(len(self))
         for s in range(0, len(order), batch_size):
             items = [self[int(i)] for i in order[s : s + batch_size]]
             yield np.stack([a for a, _ in items]), np.stack([b for _, b in items])

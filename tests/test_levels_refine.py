@@ -1,0 +1,94 @@
+"""The landmark refiner's geometry: patch frames, crops and the way back to slice pixels."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lumbargrade.levels.refine import (
+    REFINER_DEFAULTS,
+    LoadedRefiner,
+    crop_patch,
+    patch_frame,
+    refine_landmarks,
+)
+
+
+def _apply(m, rc):
+    return (np.c_[np.atleast_2d(rc), np.ones(1)] @ m.T)[0, :2]
+
+
+def _spine(spacing=(0.5, 0.8)):
+    # five points 40 mm apart along a line tilted 20 degrees from the rows, in slice pixels
+    t = np.radians(20)
+    mm = np.array([[100 + 40 * k * np.cos(t), 60 + 40 * k * np.sin(t)] for k in range(5)])
+    return mm / np.array(spacing), spacing
+
+
+@pytest.mark.parametrize("k", [0, 2, 4])
+def test_patch_frame_centre_axis_and_scale(k):
+    rc, sp = _spine()
+    size = 64
+    m = patch_frame(rc, k, sp, size, crop_factor=1.0)
+    c = (size - 1) / 2
+    assert np.allclose(_apply(m, [c, c]), rc[k])
+    # one patch row down moves along the spine axis by gap/size mm
+    step_mm = (_apply(m, [c + 1, c]) - rc[k]) * np.array(sp)
+    assert np.isclose(np.linalg.norm(step_mm), 40.0 / size)
+    axis = np.array([np.cos(np.radians(20)), np.sin(np.radians(20))])
+    assert np.allclose(step_mm / np.linalg.norm(step_mm), axis)
+    # a patch column step is perpendicular and points towards increasing slice columns
+    col_mm = (_apply(m, [c, c + 1]) - rc[k]) * np.array(sp)
+    assert abs(col_mm @ axis) < 1e-9 and col_mm[1] > 0
+
+
+def test_crop_follows_the_frame():
+    rc, sp = _spine(spacing=(1.0, 1.0))
+    img = np.zeros((400, 300), np.float32)
+    blob = rc[2] + np.array([3.0, -2.0])  # a bright dot 3 px below, 2 px left of landmark 2
+    rr, cc = np.mgrid[:400, :300]
+    img += np.exp(-((rr - blob[0]) ** 2 + (cc - blob[1]) ** 2) / 2.0)
+    m = patch_frame(rc, 2, sp, 64)
+    patch = crop_patch(img, m, 64)
+    ij = np.unravel_index(np.argmax(patch), patch.shape)
+    back = _apply(m, np.array(ij, float))
+    assert np.hypot(*(back - blob)) < 1.0  # within a patch pixel (40/64 px)
+
+
+class _PeakNet:
+    """Stands in for the network: a heatmap whose logits are the (strided) input, scaled, so the
+    soft-argmax lands on the brightest spot of the patch."""
+
+    def __call__(self, x):
+        import torch
+
+        return 40.0 * torch.nn.functional.avg_pool2d(x, 2)
+
+
+def test_refine_moves_landmarks_onto_the_disc_and_back():
+    rc_true, sp = _spine(spacing=(0.7, 0.7))
+    img = np.zeros((400, 400), np.float32)
+    rr, cc = np.mgrid[:400, :400]
+    for r, c in rc_true:
+        img += np.exp(-((rr - r) ** 2 + (cc - c) ** 2) / 8.0)
+    rng = np.random.default_rng(0)
+    coarse = rc_true + rng.normal(0, 3.0, rc_true.shape)  # ~2 mm coarse errors
+    ref = LoadedRefiner(_PeakNet(), {"refiner": dict(REFINER_DEFAULTS)}, Path("."))
+    out = refine_landmarks(ref, img, coarse, sp, normalised=True)
+    err_coarse = np.hypot(*(coarse - rc_true).T).mean()
+    err_ref = np.hypot(*(out - rc_true).T).mean()
+    assert err_ref < 0.3 * err_coarse
+    assert err_ref < 1.0
+
+
+def test_refine_keeps_the_coarse_point_when_the_patch_says_something_absurd():
+    rc_true, sp = _spine(spacing=(1.0, 1.0))
+    img = np.zeros((400, 400), np.float32)
+    rr, cc = np.mgrid[:400, :400]
+    far = rc_true[1] + np.array([0.0, 18.0])  # a bright spot 18 px (0.45 x gap) away, nothing at the disc
+    img += np.exp(-((rr - far[0]) ** 2 + (cc - far[1]) ** 2) / 8.0)
+    ref = LoadedRefiner(_PeakNet(), {"refiner": dict(REFINER_DEFAULTS)}, Path("."))
+    out = refine_landmarks(ref, img, rc_true, sp, normalised=True, max_shift_frac=0.35)
+    assert np.allclose(out[1], rc_true[1])
