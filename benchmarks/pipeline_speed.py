@@ -96,6 +96,9 @@ def make_random_pack(out: str | Path, preset: str = "fast", seed: int = 0, tiny:
         lm_dir = _landmark_folder(runs, landmarks, tiny)
         if lm_dir is not None:
             comp["landmarks"] = lm_dir
+            refiner = lm_dir.parent / "landmark_refiner"
+            if (refiner / "model.safetensors").is_file():  # the packaged one beside the landmarks
+                comp["landmark_refiner"] = refiner
         # tree
         d = runs / "tree"
         d.mkdir()

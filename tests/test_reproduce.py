@@ -14,7 +14,7 @@ from lumbargrade.reproduce import STAGES, ReproduceConfig, plan_commands, run_re
 def test_plan_presets_and_scaling(tmp_path):
     fast = plan_commands(ReproduceConfig(out=str(tmp_path), real=None))
     paper = plan_commands(ReproduceConfig(out=str(tmp_path), preset="paper", real=None, epochs_scale=0.5))
-    assert set(fast) == {"segmentation", "landmarks", "tree", *(f"classifier_{t}" for t in
+    assert set(fast) == {"segmentation", "landmarks", "landmark_refiner", "tree", *(f"classifier_{t}" for t in
                                                                    ("central", "central_binary", "foramen", "facet"))}
     assert "--model" not in fast["segmentation"] and "--model" not in fast["classifier_facet"]
     seg = paper["segmentation"]
@@ -50,9 +50,9 @@ def test_rerun_with_other_settings_is_refused(tmp_path):
 def test_tiny_reproduce_writes_everything_and_resumes(tmp_path):
     out = tmp_path / "rep"
     cfg = ReproduceConfig(out=str(out), patients=5, split=(3, 1, 1), seed=3, tiny=True, n_boot=30)
-    doc = run_reproduce(cfg, stop_after="box_rule")  # "interrupted" after four stages
+    doc = run_reproduce(cfg, stop_after="box_rule")  # "interrupted" after five stages
     done = list(doc["stages"])
-    assert done == ["cohort", "segmentation", "landmarks", "box_rule"]
+    assert done == ["cohort", "segmentation", "landmarks", "landmark_refiner", "box_rule"]
     first = {k: dict(v) for k, v in doc["stages"].items()}
     assert not (out / "pack").exists()
 

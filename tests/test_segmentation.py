@@ -344,3 +344,27 @@ def test_per_structure_training(tiny_cohort, tmp_path):
     img, sp = load_axial(read_manifest(tiny_cohort)[0])
     sac, disc = seg.segment(img, sp)
     assert sac.shape == img.shape and not (sac & disc).any()
+
+
+def test_small_sac_oversampling_weights():
+    """Slices with small dural sacs are drawn more often (capped at 4x), uniform at power 0."""
+    from lumbargrade.segmentation.dataset import SegmentationDataset
+
+    ds = SegmentationDataset.__new__(SegmentationDataset)
+    ds.rng = np.random.default_rng(0)
+    labs = []
+    for r in (12, 12, 12, 8, 4):  # sac radii in pixels
+        lab = np.zeros((64, 64), np.int64)
+        yy, xx = np.mgrid[:64, :64]
+        lab[(yy - 32) ** 2 + (xx - 32) ** 2 <= r * r] = 1
+        labs.append(lab)
+    ds.labels = labs
+    ds.images = [np.zeros((64, 64), np.float32)] * len(labs)
+    assert ds.sampling_weights(0.0) is None
+    w = ds.sampling_weights(2.0)
+    assert np.isclose(w.sum(), 1.0)
+    assert np.isclose(w[0], w[1]) and w[3] > w[0] and np.isclose(w[4] / w[0], 4.0)
+    ds.augment, ds.size = None, (64, 64)
+    drawn = np.concatenate([y.reshape(len(y), -1).sum(1) for _ in range(50)
+                            for _, y in ds.batches(5, shuffle=True, weights=w)])
+    assert abs((drawn < 100).mean() - 4 / 11) < 0.08  # the smallest sac (~50 px) has 4 of 11 weight units

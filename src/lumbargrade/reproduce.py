@@ -7,6 +7,8 @@ Stages (in order; each writes under OUT):
 ``segmentation``            ``OUT/runs/segmentation``: ``lumbargrade train segmentation``
 ``landmarks``               ``OUT/runs/landmarks``: ``lumbargrade train landmarks`` (phantom +
                             real SPIDER slices when available)
+``landmark_refiner``        ``OUT/runs/landmark_refiner``: ``lumbargrade train landmark-refiner``
+                            (second look per disc; same data, the landmarks' real hold-out kept)
 ``box_rule``                ``OUT/runs/box_rule/box_rule.json``: facet/foramen box-rule offsets
                             fitted on the train split's truth masks and boxes
                             (:func:`lumbargrade.localization.fit_box_rule`; a flat
@@ -51,7 +53,7 @@ from .errors import InputError
 __all__ = ["CLASSIFIER_TASKS", "STAGES", "ReproduceConfig", "default_real_data", "plan_commands", "run_reproduce"]
 
 CLASSIFIER_TASKS = ("central", "central_binary", "foramen", "facet")
-STAGES = ("cohort", "segmentation", "landmarks", "box_rule", "tree",
+STAGES = ("cohort", "segmentation", "landmarks", "landmark_refiner", "box_rule", "tree",
           *(f"classifier_{t}" for t in CLASSIFIER_TASKS), "pack", "evaluate")
 
 #: Per-preset trainer settings (``--set`` items / options); epoch-like counts are scaled by
@@ -64,10 +66,12 @@ PRESETS: dict[str, dict[str, Any]] = {
 def base_budget() -> dict[str, int]:
     """The trainers' own default epoch-like budgets (scaled by ``--epochs-scale``)."""
     from .grading.classifier_training import DEFAULT_CONFIG as CLS
+    from .levels.refine import TRAIN_DEFAULTS as RF
     from .levels.training import DEFAULT_CONFIG as LM
     from .segmentation.training import SegConfig
 
     return {"segmentation.epochs": int(SegConfig().epochs), "landmarks.steps": int(LM["steps"]),
+            "landmark_refiner.steps": int(RF["steps"]),
             "classifier.epochs": int(CLS["epochs"])}
 
 
@@ -75,6 +79,7 @@ def base_budget() -> dict[str, int]:
 TINY_SETS: dict[str, list[str]] = {
     "segmentation": ["epochs=1", "size=96", "target_spacing=1.2", "batch_size=4", "progress=false"],
     "landmarks": ["steps=4", "eval_every=4", "batch_size=2"],
+    "landmark_refiner": ["steps=4", "batch_size=2"],
     "classifier": ["epochs=1", "batch_size=8", "calibrate=false"],
     "tree": [],
 }
@@ -158,6 +163,12 @@ def plan_commands(cfg: ReproduceConfig) -> dict[str, list[str]]:
         lm += ["--real", real]
     scale = [] if cfg.epochs_scale == 1.0 else [f"steps={steps}", f"eval_every={min(200, steps)}"]
     cmds["landmarks"] = lm + sets("landmarks", scale + [f"threads={cfg.threads}"])
+    rf = ["train", "landmark-refiner", "--data", cohort, "--out", str(runs / "landmark_refiner"),
+          "--landmarks", str(runs / "landmarks"), "--overwrite", *seed]
+    if real:
+        rf += ["--real", real]
+    scale = [] if cfg.epochs_scale == 1.0 else [f"steps={_scaled(budget['landmark_refiner.steps'], cfg.epochs_scale)}"]
+    cmds["landmark_refiner"] = rf + sets("landmark_refiner", scale + [f"threads={cfg.threads}"])
     # the paper fits the tree on the trained segmenter's masks; --tiny's one-epoch segmenter finds
     # nothing, so there the tree is fitted on the truth masks
     masks = ["--truth-masks"] if cfg.tiny else ["--segmentation", str(runs / "segmentation")]
@@ -270,7 +281,8 @@ def _stage_pack(cfg: ReproduceConfig, out: Path) -> dict:
     from .modelpack import build_pack
 
     runs = out / "runs"
-    comps = {c: runs / c for c in ("segmentation", "landmarks", "tree", *(f"classifier_{t}" for t in CLASSIFIER_TASKS))}
+    comps = {c: runs / c for c in ("segmentation", "landmarks", "landmark_refiner", "tree",
+                                   *(f"classifier_{t}" for t in CLASSIFIER_TASKS))}
     fit = json.loads((runs / "box_rule" / "box_rule_fit.json").read_text())
     pack = build_pack(out / "pack", comps, name=f"lumbargrade-reproduce-{cfg.preset}", version="0",
                       trained_on=f"phantom cohort, {cfg.patients} patients, seed {cfg.seed}, split "

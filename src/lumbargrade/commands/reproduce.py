@@ -30,7 +30,7 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--bit-checkpoint", help="local BiT-M R50x1 checkpoint for --preset paper (never downloaded)")
     p.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples of the evaluation")
     p.add_argument("--set", action="append", default=[], metavar="TRAINER.KEY=VALUE",
-                   help="extra config override for one trainer (segmentation, landmarks, tree, classifier), "
+                   help="extra config override for one trainer (segmentation, landmarks, landmark_refiner, tree, classifier), "
                    "e.g. --set classifier.batch_size=16 (repeatable)")
     p.add_argument("--tiny", action="store_true", help="smoke-test sizes: one epoch, small inputs (for tests)")
     p.add_argument("--stop-after", metavar="STAGE", help="stop after this stage (a later rerun continues)")
@@ -52,9 +52,9 @@ def run(args: argparse.Namespace) -> int:
     sets: dict[str, list[str]] = {}
     for item in args.set:
         trainer, _, rest = item.partition(".")
-        if trainer not in ("segmentation", "landmarks", "tree", "classifier") or "=" not in rest:
+        if trainer not in ("segmentation", "landmarks", "landmark_refiner", "tree", "classifier") or "=" not in rest:
             raise InputError("--set", f"{item!r} is not TRAINER.KEY=VALUE with TRAINER one of segmentation, "
-                             "landmarks, tree, classifier")
+                             "landmarks, landmark_refiner, tree, classifier")
         sets.setdefault(trainer, []).append(rest)
     cfg = ReproduceConfig(out=args.out, preset=args.preset, patients=args.patients, seed=args.seed, split=split,
                           epochs_scale=args.epochs_scale, workers=args.workers, threads=args.threads,
