@@ -46,7 +46,7 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 STAGES = ("reading_headers", "levels", "reading", "segmentation", "measurements", "classifiers", "report")
-WRITERS = ("write_seg", "write_sr", "write_html")
+WRITERS = ("write_seg", "write_sr", "write_html", "write_html (prepare, in a thread)")
 WARM_STUDIES = 5  # studies timed warm per configuration (the batch uses all of them)
 
 
@@ -223,6 +223,14 @@ def child_main(pack_path: str, studies: list[str], out_json: str, profile: str |
                 finally:
                     writer_t[_w.__name__] = time.perf_counter() - t
             wrapped.__name__ = w.__name__
+            if callable(getattr(w, "prepare", None)):  # runs in a thread beside the writers before it
+                def prep(*a, _p=w.prepare, _n=w.__name__, **k):
+                    t = time.perf_counter()
+                    try:
+                        return _p(*a, **k)
+                    finally:
+                        writer_t[f"{_n} (prepare, in a thread)"] = time.perf_counter() - t
+                wrapped.prepare = prep
             out.append(wrapped)
         return out
 
@@ -459,6 +467,10 @@ def table(res: dict[str, Any]) -> str:
     lines.append(f"`lumbargrade --help` best of 5: {res['help_startup']['best_s']:.3f} s")
     if "paper_over_default" in res:
         lines.append(f"paper / default warm s per study: {res['paper_over_default']:.1f}x")
+    ref = res.get("machine", {}).get("speed_reference")
+    if ref:
+        lines.append(f"machine speed reference: python loop 1e7 {ref['python_loop_1e7_s']:.2f} s, "
+                     f"`import torch` process {ref['import_torch_process_s']:.2f} s")
     if "batch_speedup_2_over_1" in res:
         lines.append(f"batch --workers 2 / --workers 1 throughput: {res['batch_speedup_2_over_1']:.2f}x")
     if "batch_speedup_processes2_over_1" in res:
@@ -482,7 +494,24 @@ def machine() -> dict[str, Any]:
         info["torch"] = torch.__version__
     except ImportError:
         pass
+    info["speed_reference"] = speed_reference()
     return info
+
+
+def speed_reference() -> dict[str, float]:
+    """Seconds for fixed work (best of 3), so runs on one machine at different times (the same
+    VM is not always equally fast) can be compared: a pure-Python loop of 10**7 additions and a
+    `python -c "import torch"` process."""
+    def loop() -> float:
+        t = time.perf_counter()
+        s = 0
+        for i in range(10**7):
+            s += i
+        return time.perf_counter() - t
+
+    py = min(loop() for _ in range(3))
+    imp = min(_timed([sys.executable, "-c", "import torch"])[0] for _ in range(3))
+    return {"python_loop_1e7_s": round(py, 3), "import_torch_process_s": round(imp, 3)}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -389,9 +389,10 @@ def render_html(
     return "\n".join(parts)
 
 
-def write_html(result: Any, folder: str | Path, report: dict[str, Any]) -> Path:
-    """Write ``overlays/<L4-L5>.png`` (axial), ``overlays/<L4-L5>_sagittal.png`` (when a sagittal
-    slice is available) and ``report.html`` into ``folder``; returns the HTML path."""
+def prepare_html(result: Any, folder: str | Path, report: dict[str, Any]) -> tuple[dict, dict]:
+    """Draw and write ``overlays/<L4-L5>.png`` (axial) and ``overlays/<L4-L5>_sagittal.png`` (when
+    a sagittal slice is available); returns ``(pictures, notes)`` for :func:`render_html`. Reads
+    nothing the DICOM writers change, so it may run in a thread beside them."""
     from ..levels.names import level_dirname
     from .overlays import axial_overlay, png_bytes, sagittal_overlay
 
@@ -423,6 +424,18 @@ def write_html(result: Any, folder: str | Path, report: dict[str, Any]) -> Path:
             pictures[lv.level]["sagittal"] = spng
         elif sag_note:
             notes[lv.level] = sag_note
-    path = folder / "report.html"
+    return pictures, notes
+
+
+def write_html(result: Any, folder: str | Path, report: dict[str, Any],
+               prepared: tuple[dict, dict] | None = None) -> Path:
+    """Write the overlays (see :func:`prepare_html`, or take its ``prepared`` result) and
+    ``report.html`` into ``folder``; returns the HTML path."""
+    pictures, notes = prepared if prepared is not None else prepare_html(result, folder, report)
+    path = Path(folder) / "report.html"
     path.write_text(render_html(report, pictures, notes), encoding="utf-8")
     return path
+
+
+#: report writers may offer a ``prepare`` step that runs in a thread beside the other writers
+write_html.prepare = prepare_html

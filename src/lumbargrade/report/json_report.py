@@ -71,6 +71,26 @@ def _definitions() -> dict[str, str]:
         return {}
 
 
+def _run_writers(writers: list, result: Any, folder: Path, report: dict[str, Any]) -> None:
+    """Call ``writer(result, folder, report)`` in order. A writer with a ``prepare`` attribute
+    (drawing and PNG encoding for the HTML page, which release the GIL) has it run in a thread
+    from the start, beside the writers before it, and then gets its result as ``prepared``."""
+    staged = [w for w in writers if callable(getattr(w, "prepare", None))]
+    if not staged:
+        for writer in writers:
+            writer(result, folder, report)
+        return
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=len(staged)) as pool:
+        futures = {id(w): pool.submit(w.prepare, result, folder, report) for w in staged}
+        for writer in writers:
+            if id(writer) in futures:
+                writer(result, folder, report, prepared=futures[id(writer)].result())
+            else:
+                writer(result, folder, report)
+
+
 def write_outputs(result: Any, out: str | Path, pack: Any, config: dict[str, Any], overwrite: bool = False,
                   extra_writers: list | None = None) -> Path:
     """Write the result into ``out`` atomically (temporary sibling folder, then rename)."""
@@ -89,8 +109,7 @@ def write_outputs(result: Any, out: str | Path, pack: Any, config: dict[str, Any
             Image.fromarray(lv.label_map().astype(np.uint8), mode="L").save(d / "labels.png")
         (tmp / "config.json").write_text(json.dumps(config, indent=2, default=str) + "\n")
         report = report_dict(result, pack, config)
-        for writer in extra_writers or []:
-            writer(result, tmp, report)
+        _run_writers(extra_writers or [], result, tmp, report)
         (tmp / DONE_MARKER).write_text(json.dumps(report, indent=2, default=_json_default) + "\n")
         if out.exists():
             old = out.parent / f".{out.name}.old-{os.getpid()}"

@@ -81,13 +81,7 @@ def _text(
     draw: Any, xy: tuple[float, float], text: str, fill: tuple[int, int, int], size: int
 ) -> None:
     """Text with a dark halo, readable on any background."""
-    font = _font(size)
-    x, y = xy
-    for dx in (-1, 0, 1):
-        for dy in (-1, 0, 1):
-            if dx or dy:
-                draw.text((x + dx, y + dy), text, fill=(0, 0, 0), font=font)
-    draw.text((x, y), text, fill=fill, font=font)
+    draw.text(xy, text, fill=fill, font=_font(size), stroke_width=1, stroke_fill=(0, 0, 0))
 
 
 def _enlarge(gray: np.ndarray, k: int) -> Any:
