@@ -10,7 +10,7 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         "reproduce",
         help="reproduce the paper end to end on the phantom (cohort, every model, tables, figures)",
         description="Generate a phantom cohort (split 150/20/30, scaled), train segmentation, landmarks, "
-        "the box rule, the decision tree and the four CNN classifiers, build a model pack and evaluate it "
+        "the landmark refiner, the box rule, the decision tree and the four CNN classifiers, build a model pack and evaluate it "
         "on the test split. Resumable: finished stages (OUT/stages.json) are skipped on a rerun and "
         "every trainer resumes from its checkpoint.",
     )
