@@ -221,7 +221,10 @@ class LoadedLandmarkModel:
 
 
 def load_model(folder: str | Path | None = None) -> LoadedLandmarkModel:
-    """Load a landmark model folder (``config.json`` + ``model.safetensors``); default: packaged."""
+    """Load a landmark model folder (``config.json`` + ``model.safetensors``); default: packaged.
+
+    A pack root resolves to its ``landmarks`` folder. A ``landmark_refiner`` folder beside the
+    landmark folder (the pack layout) is loaded too and applied by :func:`predict_landmarks`."""
     from ..errors import InputError
 
     folder = Path(folder) if folder is not None else default_model_dir()
