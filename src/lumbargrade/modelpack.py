@@ -6,11 +6,13 @@ Layout::
       pack.json                  name, version, components (below), created_by
       segmentation/              config.json, model.safetensors, metrics.json, command.txt
       landmarks/                 (same)
+      landmark_refiner/          (same; loaded with the landmarks and applied after them)
       tree/                      tree.json, config.json, metrics.json, command.txt
       classifier_central/        (same as segmentation)
       classifier_central_binary/
       classifier_foramen/
       classifier_facet/
+      box_rule.json              the facet/foramen box rule (``lumbargrade train boxes``)
 
 ``pack.json`` records, per component: its folder, the architecture, what it was trained on, the
 exact training command and its metrics. Components are optional; the pipeline reports what it
