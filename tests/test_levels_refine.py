@@ -92,3 +92,44 @@ def test_refine_keeps_the_coarse_point_when_the_patch_says_something_absurd():
     ref = LoadedRefiner(_PeakNet(), {"refiner": dict(REFINER_DEFAULTS)}, Path("."))
     out = refine_landmarks(ref, img, rc_true, sp, normalised=True, max_shift_frac=0.35)
     assert np.allclose(out[1], rc_true[1])
+
+
+def _disc_image(rc, shape=(500, 400)):
+    img = np.zeros(shape, np.float32)
+    rr, cc = np.mgrid[: shape[0], : shape[1]]
+    for r, c in rc:
+        img += np.exp(-((rr - r) ** 2 + (cc - c) ** 2) / 8.0)
+    return img
+
+
+def test_repair_finds_the_disc_the_network_skipped():
+    """L1/L2 placed on T12/L1 and L2/L3 half-way up (the level-count error): both are re-found
+    one disc spacing above the level below, where the discs are."""
+    from lumbargrade.levels.refine import repair_skipped_discs
+
+    true = np.array([[100.0 + 40 * k, 150.0 + 3 * k] for k in range(5)])  # 40 px = 40 mm apart
+    t12 = true[0] - (true[1] - true[0])
+    img = _disc_image(np.vstack([t12[None], true]))
+    wrong = true.copy()
+    wrong[0] = t12
+    wrong[1] = 0.5 * (true[0] + true[1])
+    ref = LoadedRefiner(_PeakNet(), {"refiner": dict(REFINER_DEFAULTS)}, Path("."))
+    out, notes = repair_skipped_discs(ref, img, wrong, (1.0, 1.0), normalised=True)
+    assert np.hypot(*(out - true).T).max() < 1.5
+    assert [n.split(":")[0] for n in notes] == ["L2/L3", "L1/L2"]
+
+
+def test_repair_leaves_a_regular_spine_alone():
+    from lumbargrade.levels.refine import repair_skipped_discs
+
+    true = np.array([[100.0 + 40 * k, 150.0] for k in range(5)])
+    img = _disc_image(true)
+    ref = LoadedRefiner(_PeakNet(), {"refiner": dict(REFINER_DEFAULTS)}, Path("."))
+    out, notes = repair_skipped_discs(ref, img, true, (1.0, 1.0), normalised=True)
+    assert notes == [] and np.allclose(out, true)
+    # a long upper gap with no disc where one spacing would put it is not "repaired"
+    odd = true.copy()
+    odd[0] = true[1] - np.array([60.0, 0.0])
+    img = _disc_image(odd)
+    out, notes = repair_skipped_discs(ref, img, odd, (1.0, 1.0), normalised=True)
+    assert notes == [] and np.allclose(out, odd)

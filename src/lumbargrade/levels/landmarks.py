@@ -315,16 +315,18 @@ def predict_landmarks(
     rc_in = normalized_to_pixel(torch.from_numpy(xy_m), size, size).numpy()
     inv = np.linalg.inv(m)
     rc = (np.c_[rc_in, np.ones(len(rc_in))] @ inv.T)[:, :2]
-    refined = False
+    refined, repairs = False, []
     if refine and model.refiner is not None:
-        from .refine import refine_landmarks
+        from .refine import refine_landmarks, repair_skipped_discs
 
         rc = refine_landmarks(model.refiner, img, rc, pixel_spacing)
+        rc, repairs = repair_skipped_discs(model.refiner, img, rc, pixel_spacing)
         refined = True
     res = LandmarkResult(rows=rc[:, 0], cols=rc[:, 1], confidence=np.asarray(conf_m, dtype=float))
     min_conf = float(model.config.get("min_confidence", 0.25))
     res.warnings = check_landmarks(rc, pixel_spacing, res.confidence, min_confidence=min_conf)
     res.flagged = bool(res.warnings)
+    res.warnings = res.warnings + repairs  # reported, not flagged: the repaired set passed the checks
     res.refined = refined
     return res
 

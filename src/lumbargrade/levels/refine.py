@@ -30,6 +30,8 @@ from typing import Any
 
 import numpy as np
 
+from .names import LEVELS
+
 __all__ = [
     "REFINER_DEFAULTS",
     "LoadedRefiner",
@@ -38,6 +40,7 @@ __all__ = [
     "load_refiner",
     "patch_frame",
     "refine_landmarks",
+    "repair_skipped_discs",
     "train_refiner",
 ]
 
@@ -171,24 +174,28 @@ def load_refiner(folder: str | Path) -> LoadedRefiner:
     return LoadedRefiner(net, config, folder)
 
 
-def _predict_patches(net, patches: np.ndarray, flip_tta: bool = True) -> np.ndarray:
-    """(B, S, S) patches -> (B, 2) [i, j] patch coordinates of the disc centre."""
+def _predict_patches(net, patches: np.ndarray, flip_tta: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """(B, S, S) patches -> ((B, 2) [i, j] patch coordinates of the disc centre, (B,) heatmap
+    concentration in [0, 1]: how sharply the network points at one place)."""
     import torch
 
-    from .dsnt import normalized_to_pixel, soft_argmax, spatial_softmax
+    from .dsnt import concentration, normalized_to_pixel, soft_argmax, spatial_softmax
 
     size = patches.shape[-1]
     x = patches[:, None].astype(np.float32)
     if flip_tta:
         x = np.concatenate([x, x[..., ::-1]], axis=0)
     with torch.no_grad():
-        xy = soft_argmax(spatial_softmax(net(torch.from_numpy(np.ascontiguousarray(x))).float()))[:, 0]
-    xy = xy.numpy().astype(np.float64)
+        heat = spatial_softmax(net(torch.from_numpy(np.ascontiguousarray(x))).float())
+        xy = soft_argmax(heat)[:, 0]
+        conc = concentration(heat)[:, 0]
+    xy, conc = xy.numpy().astype(np.float64), conc.numpy().astype(np.float64)
     if flip_tta:
         b = len(patches)
         xy[b:, 0] = -xy[b:, 0]
         xy = 0.5 * (xy[:b] + xy[b:])
-    return normalized_to_pixel(torch.from_numpy(xy), size, size).numpy()
+        conc = 0.5 * (conc[:b] + conc[b:])
+    return normalized_to_pixel(torch.from_numpy(xy), size, size).numpy(), conc
 
 
 def refine_landmarks(
@@ -198,12 +205,14 @@ def refine_landmarks(
     spacing: Sequence[float] | None = None,
     normalised: bool = False,
     max_shift_frac: float = 0.35,
-) -> np.ndarray:
+    return_concentration: bool = False,
+):
     """Refined (n, 2) [row, col] landmarks on ``image`` (rows, cols) from coarse ``rc``.
 
     ``normalised``: the image already has the landmark model's intensity normalisation. A
     refined point that moves more than ``max_shift_frac`` x the mean disc spacing from the coarse
-    one is not trusted (the coarse point is kept).
+    one is not trusted (the coarse point is kept). ``return_concentration`` also returns each
+    patch's heatmap concentration (n,).
     """
     from .landmarks import PREPROCESS_DEFAULTS, normalise_intensity
 
@@ -216,7 +225,7 @@ def refine_landmarks(
         img = normalise_intensity(img, pre["percentiles"], pre["clip"])
     frames = [patch_frame(rc, k, spacing, size, float(prm["crop_factor"])) for k in range(len(rc))]
     patches = np.stack([crop_patch(img, f, size) for f in frames])
-    ij = _predict_patches(refiner.net, patches)
+    ij, conc = _predict_patches(refiner.net, patches)
     out = np.stack([_apply(f, p)[0] for f, p in zip(frames, ij)])
     s = np.array([1.0, 1.0]) if spacing is None else np.asarray(spacing, dtype=float)
     phys = rc * s
@@ -224,7 +233,66 @@ def refine_landmarks(
     moved = np.linalg.norm((out - rc) * s, axis=1)
     keep = moved > max_shift_frac * gap
     out[keep] = rc[keep]
+    conc = np.where(keep, 0.0, conc)  # an untrusted point carries no evidence
+    if return_concentration:
+        return out, conc
     return out
+
+
+def repair_skipped_discs(
+    refiner: LoadedRefiner,
+    image: np.ndarray,
+    rc: np.ndarray,
+    spacing: Sequence[float] | None = None,
+    normalised: bool = False,
+    skip_ratio: float = 1.3,
+    accept_ratio: tuple[float, float] = (0.7, 1.35),
+) -> tuple[np.ndarray, list[str]]:
+    """Re-find upper landmarks that sit one disc too high (a disc skipped: the classic level-count
+    error of a network that sees T12/L1 above L1/L2).
+
+    The lower three landmarks (L3/L4..L5/S1, next to the sacrum, rarely wrong) set the reference
+    disc spacing when their two gaps agree (within 30%). Going up (L2/L3, then L1/L2), a gap longer
+    than ``skip_ratio`` x the reference is taken as a skipped disc: the landmark is re-seeded one
+    disc spacing above the level below it (continuing the local spine direction), refined on its
+    patch, and kept only if the new gap is within ``accept_ratio`` x the reference and the
+    refiner's heatmap there is at least half as concentrated as at the anchor discs. Returns
+    ``(rc, notes)``; ``notes`` name each repaired level. Coordinates as in :func:`refine_landmarks`.
+    """
+    rc = np.asarray(rc, dtype=float).copy()
+    notes: list[str] = []
+    if len(rc) != 5:
+        return rc, notes
+    s = np.array([1.0, 1.0]) if spacing is None else np.asarray(spacing, dtype=float)
+
+    def gap(a: np.ndarray, b: np.ndarray) -> float:
+        return float(np.linalg.norm((a - b) * s))
+
+    g2, g3 = gap(rc[2], rc[3]), gap(rc[3], rc[4])
+    if min(g2, g3) <= 0 or max(g2, g3) / min(g2, g3) > 1.3:
+        return rc, notes
+    ref = 0.5 * (g2 + g3)
+    for k in (1, 0):
+        if gap(rc[k], rc[k + 1]) <= skip_ratio * ref:
+            continue
+        up = rc[k + 1] - rc[k + 2]  # one disc upwards, in slice pixels
+        seed = rc.copy()
+        seed[k] = rc[k + 1] + up * (ref / max(gap(rc[k + 1], rc[k + 2]), 1e-6))
+        new_all, conc_new = refine_landmarks(refiner, image, seed, spacing, normalised=normalised,
+                                             return_concentration=True)
+        _, conc_old = refine_landmarks(refiner, image, rc, spacing, normalised=normalised,
+                                       return_concentration=True)
+        new = new_all[k]
+        g = gap(new, rc[k + 1])
+        # the refiner must point sharply at the new place: at least half as sharply as at the
+        # lower (anchor) discs
+        sharp = conc_new[k] >= 0.5 * float(np.median(conc_old[2:]))
+        if accept_ratio[0] * ref <= g <= accept_ratio[1] * ref and sharp:
+            notes.append(f"{LEVELS[k]}: re-found one disc lower than first placed "
+                         f"({gap(rc[k], rc[k + 1]):.0f} -> {g:.0f} {'mm' if spacing is not None else 'px'} "
+                         f"from {LEVELS[k + 1]})")
+            rc[k] = new
+    return rc, notes
 
 
 # --------------------------------------------------------------------------- training
