@@ -384,7 +384,7 @@ def run_cli(args) -> int:
 
     from ..errors import InputError
     from .landmarks import PREPROCESS_DEFAULTS, load_model
-    from .training import _parse_sets, evaluate, load_manifest, load_real, predict_samples
+    from .training import _parse_sets, evaluate, load_manifest, load_real, predict_samples, run_logger
 
     out = Path(args.out)
     if (out / "model.safetensors").exists() and not args.overwrite:
@@ -414,13 +414,7 @@ def run_cli(args) -> int:
     pre = dict(PREPROCESS_DEFAULTS, **coarse.config.get("preprocess", {}))
     hold = list(coarse.config.get("real_holdout") or [])
     out.mkdir(parents=True, exist_ok=True)
-    log_f = open(out / "train.log", "a")
-
-    def log(msg: str) -> None:
-        print(msg, flush=True)
-        log_f.write(msg + "\n")
-        log_f.flush()
-
+    log, close = run_logger(out / "train.log")
     try:
         ph: dict[str, list] = {"train": [], "val": [], "test": []}
         if manifest:
@@ -465,5 +459,5 @@ def run_cli(args) -> int:
         (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
         (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     finally:
-        log_f.close()
+        close()
     return 0

@@ -486,15 +486,21 @@ def run_cli(args) -> int:
         parts.append(f"sagittal images of manifest {manifest} (split train)")
     config["trained_on"] = "; ".join(parts)
     (out / "command.txt").write_text(config["command"] + "\n")
-    log_f = open(out / "train.log", "a")
+    log, close = run_logger(out / "train.log")
+    try:
+        train(config, out, real, manifest, log)
+    finally:
+        close()
+    return 0
+
+
+def run_logger(path: Path):
+    """``(log, close)``: ``log(msg)`` prints a line and appends it to ``path`` (a run's train.log)."""
+    log_f = open(path, "a")
 
     def log(msg: str) -> None:
         print(msg, flush=True)
         log_f.write(msg + "\n")
         log_f.flush()
 
-    try:
-        train(config, out, real, manifest, log)
-    finally:
-        log_f.close()
-    return 0
+    return log, log_f.close
