@@ -57,13 +57,7 @@ def _left_is_higher_col(row: dict) -> bool:
         return True  # not a readable orientation: assume the standard display
 
 
-def examples_from_manifest(manifest_path, split: str | None = "train",
-                           segmenter=None) -> tuple[list, list[str]]:
-    """``(examples, patient_ids)``: one :class:`~lumbargrade.localization.BoxExample` per row of
-    ``split`` (all rows if None) with a label map; ``patient_ids`` parallel to the examples.
-
-    With ``segmenter`` (a :class:`lumbargrade.segmentation.inference.Segmenter`) the masks are
-    the ones it predicts on the rows' axial images (what the pipeline sees); else the truth's."""
+def _examples_and_rows(manifest_path, split: str | None) -> tuple[list, list[str], list[dict]]:
     from .errors import InputError
     from .localization import example_from_label_map
     from .manifest import load_label_map, read_manifest
@@ -82,14 +76,32 @@ def examples_from_manifest(manifest_path, split: str | None = "train",
         ex.append(example_from_label_map(load_label_map(r), sp, _left_is_higher_col(r), truth=_truth_boxes(r, cache)))
         pids.append(r["patient_id"])
         used.append(r)
-    if segmenter is not None and ex:
-        from .manifest import load_axial
+    return ex, pids, used
 
-        masks = []
-        for s in range(0, len(used), 16):
-            masks.extend(segmenter.segment_batch([load_axial(r) for r in used[s : s + 16]]))
-        for e, (sac, disc) in zip(ex, masks):
-            e.sac_mask, e.disc_mask = np.asarray(sac, bool), np.asarray(disc, bool)
+
+def _with_predicted_masks(examples: list, rows: list[dict], segmenter) -> list:
+    """Copies of ``examples`` whose masks are the ones ``segmenter`` predicts on the rows' images."""
+    from dataclasses import replace
+
+    from .manifest import load_axial
+
+    masks = []
+    for s in range(0, len(rows), 16):
+        masks.extend(segmenter.segment_batch([load_axial(r) for r in rows[s : s + 16]]))
+    return [replace(e, sac_mask=np.asarray(sac, bool), disc_mask=np.asarray(disc, bool))
+            for e, (sac, disc) in zip(examples, masks)]
+
+
+def examples_from_manifest(manifest_path, split: str | None = "train",
+                           segmenter=None) -> tuple[list, list[str]]:
+    """``(examples, patient_ids)``: one :class:`~lumbargrade.localization.BoxExample` per row of
+    ``split`` (all rows if None) with a label map; ``patient_ids`` parallel to the examples.
+
+    With ``segmenter`` (a :class:`lumbargrade.segmentation.inference.Segmenter`) the masks are
+    the ones it predicts on the rows' axial images (what the pipeline sees); else the truth's."""
+    ex, pids, rows = _examples_and_rows(manifest_path, split)
+    if segmenter is not None and ex:
+        ex = _with_predicted_masks(ex, rows, segmenter)
     return ex, pids
 
 
@@ -114,9 +126,10 @@ def fit_box_rule_from_manifest(manifest_path, split: str = "train", segmenter=No
 
     by_split, by_split_pred = {}, {}
     for s in ("train", "val", "test"):
-        by_split[s] = examples_from_manifest(manifest_path, s)
-        if segmenter is not None:
-            by_split_pred[s] = examples_from_manifest(manifest_path, s, segmenter)
+        ex, pids, rows = _examples_and_rows(manifest_path, s)
+        by_split[s] = (ex, pids)
+        if segmenter is not None:  # the same rows, read once, with the segmenter's masks
+            by_split_pred[s] = (_with_predicted_masks(ex, rows, segmenter) if ex else [], pids)
     fit_on = by_split_pred if segmenter is not None else by_split
     train, pids = fit_on[split] if split in fit_on else examples_from_manifest(manifest_path, split, segmenter)
     if not train:
