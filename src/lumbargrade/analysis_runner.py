@@ -48,7 +48,9 @@ def analyze_one(study_path: str | Path, out: str | Path, pack: Any, config: Any,
     t_read = time.perf_counter() - t0
     result = analyze_study(study, pack, config)
     result.timings_s = {"reading_headers": t_read, **result.timings_s}
-    resolved = {"analysis": config.to_dict(), "model_pack": str(pack.path), "input": str(study_path)}
+    resolved = {"analysis": config.to_dict(), "model_pack": str(pack.path), "input": str(study_path),
+                "runtime": {"requested": getattr(pack, "runtime", None),
+                            "components": pack.runtimes() if hasattr(pack, "runtimes") else {}}}
     t0 = time.perf_counter()
     writers = _extra_writers(outputs)
     write_outputs(result, out, pack, resolved, overwrite=overwrite, extra_writers=writers)
@@ -141,10 +143,10 @@ def run_analyze(args: argparse.Namespace) -> int:
     if threads is not None:
         if int(threads) < 1:
             raise InputError("--threads", f"must be at least 1, got {threads}")
-        import torch
+        from .runtime import set_num_threads
 
-        torch.set_num_threads(int(threads))
-    pack = load_pack(args.models)
+        set_num_threads(int(threads))
+    pack = load_pack(args.models, runtime=getattr(args, "runtime", None))
     config = AnalysisConfig(slice_choice=args.slice_choice)
     out = Path(args.out)
     if len(studies) == 1 and not args.batch:

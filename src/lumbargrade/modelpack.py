@@ -31,6 +31,8 @@ from .errors import InputError
 
 __all__ = [
     "COMPONENTS",
+    "NETWORK_COMPONENTS",
+    "export_pack_onnx",
     "ModelPack",
     "default_pack_path",
     "load_pack",
@@ -50,6 +52,9 @@ COMPONENTS = {
     "classifier_facet": "CNN, facet arthropathy normal/mild vs moderate/severe (one net, left mirrored)",
 }
 
+#: The components that are networks (exported to ONNX by :func:`export_pack_onnx`).
+NETWORK_COMPONENTS = tuple(c for c in COMPONENTS if c != "tree")
+
 _RUN_FILES = ("config.json", "model.safetensors", "metrics.json", "command.txt", "tree.json", "README.md")
 
 
@@ -64,6 +69,7 @@ class ModelPack:
 
     path: Path
     manifest: dict[str, Any]
+    runtime: str = "auto"  # see lumbargrade.runtime: auto | onnx | torch
     _cache: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @property
@@ -91,6 +97,20 @@ class ModelPack:
     def info(self, component: str) -> dict[str, Any]:
         return dict(self.manifest.get("components", {}).get(component, {}))
 
+    def runtime_of(self, component: str) -> str | None:
+        """``onnx`` or ``torch``: how a loaded network component runs (None: not a loaded network)."""
+        m = self._cache.get(component)
+        if component == "landmark_refiner" and m is None:  # loaded with the landmarks (pack layout)
+            m = getattr(self._cache.get("landmarks"), "refiner", None)
+        if m is None or component == "tree":
+            return None
+        return getattr(m, "runtime", None) or getattr(getattr(m, "net", None), "runtime", None) or "torch"
+
+    def runtimes(self) -> dict[str, str]:
+        """Component -> runtime of every loaded network component."""
+        out = {c: self.runtime_of(c) for c in COMPONENTS}
+        return {c: r for c, r in out.items() if r is not None}
+
     def get(self, component: str) -> Any:
         """The loaded model of a component (cached), or None when the pack lacks it."""
         if component in self._cache:
@@ -102,15 +122,15 @@ class ModelPack:
         if component == "segmentation":
             from .segmentation.inference import load_segmenter
 
-            model = load_segmenter(folder)
+            model = load_segmenter(folder, runtime=self.runtime)
         elif component == "landmarks":
             from .levels.landmarks import load_landmark_model
 
-            model = load_landmark_model(folder)  # attaches PACK/landmark_refiner when present
+            model = load_landmark_model(folder, self.runtime)  # attaches PACK/landmark_refiner when present
         elif component == "landmark_refiner":
             from .levels.refine import load_refiner
 
-            model = load_refiner(folder)
+            model = load_refiner(folder, self.runtime)
         elif component == "tree":
             from .grading.tree import RatioTree
 
@@ -118,15 +138,19 @@ class ModelPack:
         elif component.startswith("classifier_"):
             from .grading.classifier_inference import load_classifier
 
-            model = load_classifier(folder)
+            model = load_classifier(folder, runtime=self.runtime)
         else:
             raise InputError(self.path, f"unknown component '{component}'")
         self._cache[component] = model
         return model
 
 
-def load_pack(path: str | Path | None = None) -> ModelPack:
-    """Read a model pack folder (default: the packaged one)."""
+def load_pack(path: str | Path | None = None, runtime: str | None = None) -> ModelPack:
+    """Read a model pack folder (default: the packaged one). ``runtime`` (``auto``, ``onnx``,
+    ``torch``; default ``$LUMBARGRADE_RUNTIME`` or ``auto``) says how its networks run."""
+    from .runtime import resolve_runtime
+
+    runtime = resolve_runtime(runtime)
     p = Path(path) if path is not None else default_pack_path()
     if not p.is_dir():
         raise InputError(p, "model pack folder not found")
@@ -137,7 +161,7 @@ def load_pack(path: str | Path | None = None) -> ModelPack:
         manifest = json.loads(mf.read_text())
     except json.JSONDecodeError as e:
         raise InputError(mf, f"pack.json is not valid JSON ({e.msg} at line {e.lineno})") from e
-    return ModelPack(path=p, manifest=manifest)
+    return ModelPack(path=p, manifest=manifest, runtime=runtime)
 
 
 def pack_summary(path: str | Path | None = None) -> str:
@@ -219,4 +243,56 @@ def build_pack(
         **(extra or {}),
     }
     (out / "pack.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    return out
+
+
+def _example_input(component: str, model: Any, rng: Any) -> tuple[Any, Any]:
+    """(torch module, a float32 test input ``[2, c, h, w]``) of a component loaded with torch."""
+    import numpy as np
+
+    if component == "segmentation":
+        n = int(model.cfg.size)
+        return model.model, rng.normal(0, 1, (2, 1, n, n)).astype(np.float32)
+    if component == "landmarks":
+        from .levels.landmarks import PREPROCESS_DEFAULTS
+
+        n = int(dict(PREPROCESS_DEFAULTS, **model.config.get("preprocess", {}))["size"])
+        return model.net, rng.uniform(0, 1, (2, 1, n, n)).astype(np.float32)
+    if component == "landmark_refiner":
+        n = int(model.params["size"])
+        return model.net, rng.uniform(0, 1, (2, 1, n, n)).astype(np.float32)
+    n = int(model.patch.patch_px)
+    return model.model, rng.uniform(0, 1, (2, model.in_chans, n, n)).astype(np.float32)
+
+
+def export_pack_onnx(path: str | Path, components: Any = None, atol: float = 1e-3) -> dict[str, Any]:
+    """Write ``model.onnx`` + ``onnx.json`` (see :func:`lumbargrade.runtime.export_onnx`) into
+    each network component's folder of the pack at ``path``. Returns component -> the record, or
+    ``{"error": ...}`` where the export failed (that component then runs with torch)."""
+    import numpy as np
+
+    from .runtime import export_onnx
+
+    pack = load_pack(path, runtime="torch")
+    rng = np.random.default_rng(0)
+    out: dict[str, Any] = {}
+    for comp in components or NETWORK_COMPONENTS:
+        if not pack.has(comp):
+            continue
+        folder = pack.folder(comp)
+        if comp == "landmark_refiner":
+            from .levels.refine import load_refiner
+
+            model = load_refiner(folder, "torch")
+        elif comp == "landmarks":
+            from .levels.landmarks import load_landmark_model
+
+            model = load_landmark_model(folder, "torch")
+        else:
+            model = pack.get(comp)
+        module, example = _example_input(comp, model, rng)
+        try:
+            out[comp] = export_onnx(module, example, folder, atol=atol)
+        except Exception as e:  # an architecture the exporter cannot trace: it stays on torch
+            out[comp] = {"error": f"{type(e).__name__}: {e}"}
     return out

@@ -18,7 +18,7 @@ Stages (in order; each writes under OUT):
                             the trained segmenter (as in the paper)
 ``classifier_<task>``       ``OUT/runs/classifier_<task>`` for central, central_binary, foramen,
                             facet: ``lumbargrade train classifier``
-``pack``                    ``OUT/pack``: :func:`lumbargrade.modelpack.build_pack` (+ box_rule.json)
+``pack``                    ``OUT/pack``: :func:`lumbargrade.modelpack.build_pack` (+ box_rule.json, ONNX export)
 ``evaluate``                ``OUT/evaluation``: the pack on the test split (metrics.json,
                             tables.md, ROC and confusion figures, predictions/); tables.md and
                             metrics.json are copied to OUT
@@ -289,7 +289,10 @@ def _stage_pack(cfg: ReproduceConfig, out: Path) -> dict:
                                  f"{'/'.join(map(str, cfg.split))}",
                       extra={"box_rule": fit, "reproduce": cfg.resolved()}, overwrite=True)
     shutil.copy2(runs / "box_rule" / "box_rule.json", pack / "box_rule.json")
-    return {"pack": str(pack)}
+    from .modelpack import export_pack_onnx
+
+    onnx = export_pack_onnx(pack)  # the evaluation then runs the pack as `analyze` would
+    return {"pack": str(pack), "onnx": {c: ("error" not in r) for c, r in onnx.items()}}
 
 
 def _stage_evaluate(cfg: ReproduceConfig, out: Path) -> dict:

@@ -22,6 +22,9 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=1,
                    help="CPU threads for the networks (default 1: fastest when other work shares the CPU; "
                    "raise it on an idle machine with many cores)")
+    p.add_argument("--runtime", choices=["auto", "onnx", "torch"], default=None,
+                   help="how the networks run: onnx (ONNX Runtime, fast start), torch, or auto (default: onnx "
+                   "where the pack has a current export; also $LUMBARGRADE_RUNTIME)")
     p.add_argument("--outputs", default="seg,sr,html",
                    help="files written beside report.json and the label maps: a comma list of seg, sr, html, "
                    "or none (default: seg,sr,html; 'none' is fastest for archive runs)")

@@ -28,6 +28,8 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--slice-choice", choices=["landmarks", "block"], default="landmarks",
                    help="axial slice choice when running the pipeline (default: landmarks)")
     p.add_argument("--overwrite", action="store_true", help="re-analyze studies whose report.json already exists")
+    p.add_argument("--runtime", choices=["auto", "onnx", "torch"], default=None,
+                   help="how the networks run (default auto: ONNX Runtime where the pack has a current export)")
     return p
 
 
@@ -51,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
     if args.models or not args.predictions:
         from ..modelpack import load_pack
 
-        pack = load_pack(args.models)
+        pack = load_pack(args.models, runtime=args.runtime)
         tree_model = pack.get("tree")
     t0 = time.perf_counter()
     if args.predictions:
@@ -64,6 +66,7 @@ def run(args: argparse.Namespace) -> int:
     extra = {
         "data": str(args.data),
         "model_pack": str(pack.path) if pack is not None else None,
+        "runtime": pack.runtimes() if pack is not None and not args.predictions else None,
         "predictions": str(pred_dir),
         "pipeline_failures": failures,
         "pipeline_seconds": round(t_run, 1) if not args.predictions else None,

@@ -1,4 +1,4 @@
-"""``lumbargrade pack {info,build}``: show or assemble a model pack."""
+"""``lumbargrade pack {info,build,export-onnx}``: show, assemble or export a model pack."""
 
 from __future__ import annotations
 
@@ -18,6 +18,10 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     b.add_argument("--trained-on", default="", help="one line: the data the models were trained on")
     b.add_argument("--overwrite", action="store_true")
     b.add_argument("--box-rule", metavar="FILE_OR_RUN_DIR", help="box_rule.json from `lumbargrade train boxes`")
+    b.add_argument("--no-onnx", action="store_true", help="do not export the networks to ONNX (see `pack export-onnx`)")
+    e = psub.add_parser("export-onnx", help="export a pack's networks to ONNX (model.onnx beside each model.safetensors) "
+                        "for the fast, torch-free runtime; each export is checked against PyTorch")
+    e.add_argument("path", help="pack folder")
     for comp in ("segmentation", "landmarks", "landmark-refiner", "tree", "classifier-central", "classifier-central-binary",
                  "classifier-foramen", "classifier-facet"):
         b.add_argument(f"--{comp}", metavar="RUN_DIR")
@@ -38,7 +42,11 @@ def run(args: argparse.Namespace) -> int:
         out = build_pack(args.out, runs, name=args.name, version=args.version,
                          trained_on=args.trained_on, overwrite=args.overwrite, box_rule=args.box_rule)
         print(f"model pack written to {out}")
+        if not args.no_onnx:
+            _export(out)
         return 0
+    if args.pack_cmd == "export-onnx":
+        return _export(args.path)
     pack = load_pack(args.path)
     if args.json:
         print(json.dumps({"path": str(pack.path), **pack.manifest}, indent=2))
@@ -59,3 +67,17 @@ def run(args: argparse.Namespace) -> int:
         if flat:
             print(f"  {'':26s} metrics: " + ", ".join(f"{k}={v:.3g}" for k, v in list(flat.items())[:8]))
     return 0
+
+
+def _export(path) -> int:
+    from ..modelpack import export_pack_onnx
+
+    res = export_pack_onnx(path)
+    failed = 0
+    for comp, rec in res.items():
+        if "error" in rec:
+            failed += 1
+            print(f"  {comp:26s} not exported (runs with torch): {rec['error'].splitlines()[0][:200]}")
+        else:
+            print(f"  {comp:26s} model.onnx, largest difference from PyTorch {rec['max_abs_diff_vs_torch_fp32']:.2g}")
+    return 0 if failed == 0 else 1

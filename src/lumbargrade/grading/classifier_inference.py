@@ -99,10 +99,24 @@ class Classifier:
         self.input_std = float(config.get("input_std", 1.0))
         self.batch_size = int(batch_size)
         self.device = device
-        self.model.eval()
+        if hasattr(self.model, "eval"):
+            self.model.eval()
+
+    @property
+    def runtime(self) -> str:
+        return getattr(self.model, "runtime", "torch")
 
     def logits(self, patches: np.ndarray) -> np.ndarray:
         """Raw (uncalibrated) logits ``[n, k]`` for patches ``[n, h, w]``."""
+        if self.runtime == "onnx":
+            x = np.asarray(patches, dtype=np.float32)
+            x = (x[None] if x.ndim == 2 else x)[:, None]
+            if self.input_mean != 0.0 or self.input_std != 1.0:
+                x = (x - np.float32(self.input_mean)) / np.float32(self.input_std)
+            if self.in_chans != 1:
+                x = np.repeat(x, self.in_chans, axis=1)
+            out = [self.model(x[i : i + self.batch_size]) for i in range(0, len(x), self.batch_size)]
+            return (np.concatenate(out) if out else np.zeros((0, self.num_classes))).astype(np.float64)
         return forward_logits(self.model, patches, self.in_chans, self.batch_size, self.device,
                               self.input_mean, self.input_std)
 
@@ -120,16 +134,15 @@ class Classifier:
                 f"T={self.temperature:.3f}, threshold={self.threshold:.3f})")
 
 
-def load_classifier(path: str | Path, device: str | None = "cpu") -> Classifier:
-    """Load a classifier from a run folder or model-pack subfolder (config.json + model.safetensors).
+def load_classifier(path: str | Path, device: str | None = "cpu", runtime: str | None = None) -> Classifier:
+    """Load a classifier from a run folder or model-pack subfolder (config.json + model.safetensors;
+    ``model.onnx`` per ``runtime`` on the CPU, see :mod:`lumbargrade.runtime`).
 
     Raises :class:`lumbargrade.errors.InputError` when the folder or its files are missing or
     inconsistent.
     """
-    from safetensors.torch import load_file
-
     from ..errors import InputError
-    from .classifiers import create_classifier
+    from ..runtime import load_onnx_net, resolve_runtime
 
     p = Path(path)
     cfg_path = p / "config.json"
@@ -145,6 +158,14 @@ def load_classifier(path: str | Path, device: str | None = "cpu") -> Classifier:
     for key in ("task", "model", "num_classes"):
         if key not in cfg:
             raise InputError(cfg_path, f"missing key {key!r}; not a classifier config")
+    if device in (None, "auto", "cpu"):
+        net = load_onnx_net(p, resolve_runtime(runtime))
+        if net is not None:
+            return Classifier(net, cfg, device="cpu")
+    from safetensors.torch import load_file
+
+    from .classifiers import create_classifier
+
     try:
         model = create_classifier(cfg["model"], int(cfg["num_classes"]), in_chans=int(cfg.get("in_chans", 1)),
                                   **dict(cfg.get("model_kwargs") or {}))

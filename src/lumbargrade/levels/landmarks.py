@@ -220,12 +220,14 @@ class LoadedLandmarkModel:
     refiner: Any = None  # a lumbargrade.levels.refine.LoadedRefiner, applied after the coarse pass
 
 
-def load_model(folder: str | Path | None = None) -> LoadedLandmarkModel:
+def load_model(folder: str | Path | None = None, runtime: str | None = None) -> LoadedLandmarkModel:
     """Load a landmark model folder (``config.json`` + ``model.safetensors``); default: packaged.
 
     A pack root resolves to its ``landmarks`` folder. A ``landmark_refiner`` folder beside the
-    landmark folder (the pack layout) is loaded too and applied by :func:`predict_landmarks`."""
+    landmark folder (the pack layout) is loaded too and applied by :func:`predict_landmarks`.
+    ``runtime``: see :mod:`lumbargrade.runtime` (``net`` is then an ONNX session or a torch module)."""
     from ..errors import InputError
+    from ..runtime import load_onnx_net, resolve_runtime
 
     folder = Path(folder) if folder is not None else default_model_dir()
     if (folder / "landmarks" / "config.json").is_file():  # a model pack root
@@ -233,23 +235,26 @@ def load_model(folder: str | Path | None = None) -> LoadedLandmarkModel:
     cfg_p, w_p = folder / "config.json", folder / "model.safetensors"
     if not cfg_p.is_file() or not w_p.is_file():
         raise InputError(folder, "not a landmark model folder (needs config.json and model.safetensors)")
-    from safetensors.torch import load_file
-
+    runtime = resolve_runtime(runtime)
     config = json.loads(cfg_p.read_text())
-    arch = dict(ARCH_DEFAULTS, **config.get("arch", {}))
-    name = arch.pop("name")
-    net = create_model(name, **arch)
-    try:
-        net.load_state_dict(load_file(str(w_p)))
-    except (RuntimeError, OSError) as e:
-        raise InputError(w_p, f"weights do not fit the architecture in config.json ({e.__class__.__name__})") from e
-    net.eval()
+    net = load_onnx_net(folder, runtime)
+    if net is None:
+        from safetensors.torch import load_file
+
+        arch = dict(ARCH_DEFAULTS, **config.get("arch", {}))
+        name = arch.pop("name")
+        net = create_model(name, **arch)
+        try:
+            net.load_state_dict(load_file(str(w_p)))
+        except (RuntimeError, OSError) as e:
+            raise InputError(w_p, f"weights do not fit the architecture in config.json ({e.__class__.__name__})") from e
+        net.eval()
     model = LoadedLandmarkModel(net, config, folder)
     sibling = folder.parent / "landmark_refiner"  # model-pack layout: refiner beside the landmarks
     if (sibling / "model.safetensors").is_file():
         from .refine import load_refiner
 
-        model.refiner = load_refiner(sibling)
+        model.refiner = load_refiner(sibling, runtime)
     return model
 
 
@@ -286,9 +291,8 @@ def predict_landmarks(
     ``pixel_spacing`` (row, col) mm, when known, is used to keep the aspect ratio and for the
     anatomical spacing check; ``flip_tta`` averages with the left-right mirrored image.
     """
-    import torch
-
-    from .dsnt import concentration, normalized_to_pixel, soft_argmax, spatial_softmax
+    from ..runtime import run_net
+    from .heatmaps import decode_heatmaps, normalized_to_pixel
 
     pre = dict(PREPROCESS_DEFAULTS, **model.config.get("preprocess", {}))
     img = np.asarray(image, dtype=np.float32)
@@ -297,22 +301,17 @@ def predict_landmarks(
     x, m = prepare_input(img, pixel_spacing, pre)
     size = int(pre["size"])
     batch = [x, x[:, ::-1].copy()] if flip_tta else [x]
-    with torch.no_grad():
-        t = torch.from_numpy(np.stack(batch)[:, None])
-        heat = spatial_softmax(model.net(t).float())
-        xy = soft_argmax(heat)
-        conf = concentration(heat)
-    xy = xy.numpy().astype(np.float64)
+    xy, conf = decode_heatmaps(run_net(model.net, np.stack(batch)[:, None]))
     if flip_tta:
         xy[1, :, 0] = -xy[1, :, 0]
         xy_m = xy.mean(axis=0)
-        conf_m = conf.numpy().mean(axis=0)
+        conf_m = conf.mean(axis=0)
         # disagreement between the two passes lowers confidence
         disagree = np.linalg.norm(xy[0] - xy[1], axis=-1) * size / 2.0  # input px
         conf_m = conf_m * np.exp(-np.maximum(disagree - 2.0, 0.0) / 8.0)
     else:
-        xy_m, conf_m = xy[0], conf.numpy()[0]
-    rc_in = normalized_to_pixel(torch.from_numpy(xy_m), size, size).numpy()
+        xy_m, conf_m = xy[0], conf[0]
+    rc_in = normalized_to_pixel(xy_m, size, size)
     inv = np.linalg.inv(m)
     rc = (np.c_[rc_in, np.ones(len(rc_in))] @ inv.T)[:, :2]
     refined, repairs = False, []
@@ -370,9 +369,9 @@ def check_landmarks(
     return warn
 
 
-def load_landmark_model(folder: str | Path | None = None) -> LoadedLandmarkModel:
+def load_landmark_model(folder: str | Path | None = None, runtime: str | None = None) -> LoadedLandmarkModel:
     """Alias of :func:`load_model` (the name model packs use)."""
-    return load_model(folder)
+    return load_model(folder, runtime)
 
 
 # --------------------------------------------------------------------------- study-level API

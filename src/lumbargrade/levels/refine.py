@@ -154,48 +154,48 @@ class LoadedRefiner:
         return dict(REFINER_DEFAULTS, **self.config.get("refiner", {}))
 
 
-def load_refiner(folder: str | Path) -> LoadedRefiner:
-    """Load a refiner folder (``config.json`` + ``model.safetensors``)."""
-    from safetensors.torch import load_file
-
+def load_refiner(folder: str | Path, runtime: str | None = None) -> LoadedRefiner:
+    """Load a refiner folder (``config.json`` + ``model.safetensors``; ``model.onnx`` per
+    ``runtime``, see :mod:`lumbargrade.runtime`)."""
     from ..errors import InputError
+    from ..runtime import load_onnx_net, resolve_runtime
 
     folder = Path(folder)
     cfg_p, w_p = folder / "config.json", folder / "model.safetensors"
     if not cfg_p.is_file() or not w_p.is_file():
         raise InputError(folder, "not a landmark refiner folder (needs config.json and model.safetensors)")
     config = json.loads(cfg_p.read_text())
-    net = create_refiner(**dict(REFINER_DEFAULTS, **config.get("refiner", {})))
-    try:
-        net.load_state_dict(load_file(str(w_p)))
-    except (RuntimeError, OSError) as e:
-        raise InputError(w_p, f"weights do not fit the refiner architecture ({e.__class__.__name__})") from e
-    net.eval()
+    net = load_onnx_net(folder, resolve_runtime(runtime))
+    if net is None:
+        from safetensors.torch import load_file
+
+        net = create_refiner(**dict(REFINER_DEFAULTS, **config.get("refiner", {})))
+        try:
+            net.load_state_dict(load_file(str(w_p)))
+        except (RuntimeError, OSError) as e:
+            raise InputError(w_p, f"weights do not fit the refiner architecture ({e.__class__.__name__})") from e
+        net.eval()
     return LoadedRefiner(net, config, folder)
 
 
 def _predict_patches(net, patches: np.ndarray, flip_tta: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """(B, S, S) patches -> ((B, 2) [i, j] patch coordinates of the disc centre, (B,) heatmap
     concentration in [0, 1]: how sharply the network points at one place)."""
-    import torch
-
-    from .dsnt import concentration, normalized_to_pixel, soft_argmax, spatial_softmax
+    from ..runtime import run_net
+    from .heatmaps import decode_heatmaps, normalized_to_pixel
 
     size = patches.shape[-1]
     x = patches[:, None].astype(np.float32)
     if flip_tta:
         x = np.concatenate([x, x[..., ::-1]], axis=0)
-    with torch.no_grad():
-        heat = spatial_softmax(net(torch.from_numpy(np.ascontiguousarray(x))).float())
-        xy = soft_argmax(heat)[:, 0]
-        conc = concentration(heat)[:, 0]
-    xy, conc = xy.numpy().astype(np.float64), conc.numpy().astype(np.float64)
+    xy, conc = decode_heatmaps(run_net(net, x))
+    xy, conc = xy[:, 0], conc[:, 0]
     if flip_tta:
         b = len(patches)
         xy[b:, 0] = -xy[b:, 0]
         xy = 0.5 * (xy[:b] + xy[b:])
         conc = 0.5 * (conc[:b] + conc[b:])
-    return normalized_to_pixel(torch.from_numpy(xy), size, size).numpy(), conc
+    return normalized_to_pixel(xy, size, size), conc
 
 
 def refine_landmarks(

@@ -103,10 +103,17 @@ def _source_dataset(lv: Any) -> Any:
     hdr = getattr(lv.source, "header", None)
     if hdr is None:
         return None
+    cached = getattr(lv, "_source_dataset", None)  # one copy per level, shared by SEG and SR
+    if cached is not None and cached[0] is hdr:
+        return cached[1]
     ds = copy.deepcopy(hdr)
     for kw in _TYPE2:
         if kw not in ds:
             setattr(ds, kw, None)
+    try:
+        lv._source_dataset = (hdr, ds)
+    except AttributeError:  # a result object that takes no new attributes
+        pass
     return ds
 
 
@@ -196,10 +203,16 @@ def _write_seg(
     import highdicom as hd
 
     from .. import __version__
+    from ..io.dicom_write import save_dataset
     from . import codes as lc
 
     folder = Path(folder)
     dicom = report.setdefault("dicom", {})
+    seg_datasets: dict[str, Any] = {}  # file name -> the dataset written (the SR reads them here)
+    try:
+        result._seg_datasets = seg_datasets
+    except AttributeError:
+        pass
     warnings = dicom.setdefault("warnings", [])
     pack_label = getattr(pack, "label", None)
     levels = []
@@ -270,7 +283,8 @@ def _write_seg(
             {"file": name, "sop_instance_uid": str(seg.SOPInstanceUID), "levels": numbers}
         )
         path = folder / name
-        seg.save_as(path)
+        save_dataset(seg, path)
+        seg_datasets[name] = seg
         written.append(path)
     if not instances:
         dicom.pop("seg", None)

@@ -81,6 +81,7 @@ def _write_sr(
     from pydicom.uid import generate_uid
 
     from .. import __version__
+    from ..io.dicom_write import save_dataset
     from . import codes as lc
     from .dicom_seg import _source_dataset, person_name
 
@@ -102,8 +103,11 @@ def _write_sr(
     # where each level's segments are
     seg_info: dict[str, tuple[Any, dict[str, int], dict]] = {}
     seg_datasets = []
+    written = getattr(result, "_seg_datasets", None) or {}  # kept by write_seg: no re-reading
     for inst in (dicom.get("seg") or {}).get("instances", []):
-        ds = pydicom.dcmread(folder / inst["file"], stop_before_pixels=True)
+        ds = written.get(inst["file"])
+        if ds is None or str(ds.SOPInstanceUID) != inst["sop_instance_uid"]:
+            ds = pydicom.dcmread(folder / inst["file"], stop_before_pixels=True)
         seg_datasets.append(ds)
         frames = segment_frames(ds)
         for level, numbers in inst["levels"].items():
@@ -295,7 +299,7 @@ def _write_sr(
     lc.add_scheme_identification(sr)
     _drop_segment_number_with_frames(sr.ContentSequence)
     path = folder / "sr.dcm"
-    sr.save_as(path)
+    save_dataset(sr, path)
     dicom["sr"] = {
         "file": "sr.dcm",
         "sop_instance_uid": str(sr.SOPInstanceUID),

@@ -44,41 +44,44 @@ def torch_device_type(device: str) -> str:
 
 
 class Segmenter:
-    """A loaded segmentation network plus its preprocessing config (see :class:`SegConfig`)."""
+    """A loaded segmentation network plus its preprocessing config (see :class:`SegConfig`).
+
+    ``model``: a torch module (run on ``device``; channels-last and, per ``cfg.bf16``, bf16
+    autocast on the CPU) or a :class:`lumbargrade.runtime.OnnxNet` (fp32)."""
 
     def __init__(self, model, cfg, device: str = "cpu", batch_size: int = 8) -> None:
-        self.model = model.eval()
+        from ..runtime import OnnxNet
+
         self.cfg = cfg
         self.device = device
-        # channels-last: faster oneDNN convolutions on CPU (same results up to float rounding)
-        self.memory_format = None
-        if torch_device_type(device) == "cpu":
-            import torch
-
-            self.memory_format = torch.channels_last
-            self.model = self.model.to(memory_format=self.memory_format)
         self.batch_size = batch_size
-
-    def _probs_fields(self, fields: list[np.ndarray]) -> list[np.ndarray]:
+        self.memory_format = None
+        if isinstance(model, OnnxNet):
+            self.model, self.net = model, model
+            return
         import torch
 
-        from .losses import structure_probs
+        from ..runtime import TorchNet
+
+        self.model = model.eval()
+        if torch_device_type(device) == "cpu":
+            # channels-last: faster oneDNN convolutions on CPU (same results up to float rounding)
+            self.net = TorchNet(self.model, bf16=bool(cfg.bf16), channels_last=True)
+            self.model, self.memory_format = self.net.module, torch.channels_last
+        else:
+            self.net = TorchNet(self.model, bf16=bool(cfg.bf16))
+
+    @property
+    def runtime(self) -> str:
+        return self.net.runtime
+
+    def _probs_fields(self, fields: list[np.ndarray]) -> list[np.ndarray]:
+        from .losses import structure_probs_np
 
         out = []
-        with torch.inference_mode():
-            for s in range(0, len(fields), self.batch_size):
-                x = torch.from_numpy(np.stack(fields[s : s + self.batch_size])[:, None]).to(
-                    self.device
-                )
-                if self.memory_format is not None:
-                    x = x.contiguous(memory_format=self.memory_format)
-                with torch.autocast(
-                    device_type=torch.device(self.device).type,
-                    dtype=torch.bfloat16,
-                    enabled=bool(self.cfg.bf16),
-                ):
-                    logits = self.model(x)
-                out.extend(structure_probs(logits, self.cfg.per_structure).float().cpu().numpy())
+        for s in range(0, len(fields), self.batch_size):
+            logits = self.net(np.stack(fields[s : s + self.batch_size])[:, None])
+            out.extend(structure_probs_np(logits, self.cfg.per_structure))
         return out
 
     def _prepare(self, image, spacing, centre=None):
@@ -153,16 +156,16 @@ class Segmenter:
 
 
 def load_segmenter(
-    path: str | Path, device: str = "cpu", threads: int | None = None, **overrides
+    path: str | Path, device: str = "cpu", threads: int | None = None, runtime: str | None = None,
+    **overrides,
 ) -> Segmenter:
-    """Load a segmenter from a folder holding ``config.json`` and ``model.safetensors``.
+    """Load a segmenter from a folder holding ``config.json`` and ``model.safetensors`` (and
+    ``model.onnx``, used per ``runtime`` on the CPU; see :mod:`lumbargrade.runtime`).
 
-    ``threads`` sets torch's CPU threads (None leaves them); ``overrides`` replace config values
-    used at inference (e.g. ``largest_component=False``, ``recentre_mm=0``).
+    ``threads`` sets the networks' CPU threads (None leaves them); ``overrides`` replace config
+    values used at inference (e.g. ``largest_component=False``, ``recentre_mm=0``).
     """
-    import torch
-
-    from .models import create_model, load_weights
+    from ..runtime import load_onnx_net, resolve_runtime
     from .training import SegConfig
 
     p = Path(path)
@@ -181,7 +184,14 @@ def load_segmenter(
     cfg = SegConfig.from_dict({k: v for k, v in d.items() if k in known}, str(cfg_path))
     cfg.update(overrides, "load_segmenter")
     if threads:
-        torch.set_num_threads(int(threads))
+        from ..runtime import set_num_threads
+
+        set_num_threads(threads)
+    net = load_onnx_net(p, resolve_runtime(runtime)) if torch_device_type(device) == "cpu" else None
+    if net is not None:
+        return Segmenter(net, cfg, device=device)
+    from .models import create_model, load_weights
+
     try:
         model = create_model(cfg.model, per_structure=cfg.per_structure, **cfg.model_kwargs)
     except KeyError as e:

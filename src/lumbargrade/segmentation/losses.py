@@ -63,6 +63,16 @@ def structure_probs(logits, per_structure: bool = False):
     return torch.softmax(logits, dim=1)[:, 1:3]
 
 
+def structure_probs_np(logits: np.ndarray, per_structure: bool = False) -> np.ndarray:
+    """Logits ``[B, C, H, W]`` -> ``[B, 2, H, W]`` float32 probabilities of (dural sac, disc)
+    (numpy; the same as :func:`structure_probs`)."""
+    z = np.asarray(logits, dtype=np.float32)
+    if per_structure:
+        return (1.0 / (1.0 + np.exp(-z))).astype(np.float32)
+    e = np.exp(z - z.max(axis=1, keepdims=True))
+    return (e[:, 1:3] / e.sum(axis=1, keepdims=True)).astype(np.float32)
+
+
 def probs_to_labels(probs: np.ndarray, per_structure: bool = False) -> np.ndarray:
     """``[..., 2, H, W]`` (sac, disc) probabilities -> labels ``[..., H, W]`` uint8 (0, 1, 2).
 

@@ -1,0 +1,235 @@
+"""Network runtimes: run a pack's networks with ONNX Runtime or PyTorch behind one call.
+
+Every network is called the same way, ``net(x)`` with ``x`` a float32 array ``[n, c, h, w]``,
+returning a float32 array (logits); pre- and post-processing (softmax, DSNT soft-argmax,
+calibration) are numpy, so both runtimes share them.
+
+* ``onnx``: ONNX Runtime (CPU) on ``model.onnx`` beside ``model.safetensors``. It starts in a
+  fraction of a second where ``import torch`` takes seconds, which is what a one-study
+  ``lumbargrade analyze`` process pays. ``model.onnx`` comes from ``lumbargrade pack export-onnx``
+  (or ``pack build``), which records in ``onnx.json`` the SHA-256 of the weights it was exported
+  from and the largest difference from PyTorch's output on a test input; a ``model.onnx`` whose
+  weights have changed since is not used.
+* ``torch``: the PyTorch module (training, GPUs, architectures without an export).
+* ``auto`` (default): ``onnx`` where a current ``model.onnx`` is there and onnxruntime imports,
+  else ``torch``.
+
+The runtime is chosen by ``load_pack(..., runtime=)``, ``--runtime`` on the command line, or the
+environment variable ``LUMBARGRADE_RUNTIME``; ``set_num_threads`` sets the CPU threads of both.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import InputError
+
+__all__ = [
+    "RUNTIMES",
+    "OnnxNet",
+    "TorchNet",
+    "export_onnx",
+    "file_sha256",
+    "load_onnx_net",
+    "num_threads",
+    "resolve_runtime",
+    "run_net",
+    "set_num_threads",
+]
+
+RUNTIMES = ("auto", "onnx", "torch")
+ONNX_FILE = "model.onnx"
+ONNX_RECORD = "onnx.json"
+_THREADS: int | None = None
+
+
+def set_num_threads(n: int | None) -> None:
+    """CPU threads for the networks (both runtimes; None: each runtime's default)."""
+    global _THREADS
+    _THREADS = None if n is None else max(1, int(n))
+    import sys
+
+    if _THREADS is not None and "torch" in sys.modules:  # never import torch just for this
+        sys.modules["torch"].set_num_threads(_THREADS)
+
+
+def num_threads() -> int | None:
+    return _THREADS
+
+
+def resolve_runtime(requested: str | None = None) -> str:
+    """``requested`` or ``$LUMBARGRADE_RUNTIME`` or ``auto``, checked against :data:`RUNTIMES`."""
+    r = (requested or os.environ.get("LUMBARGRADE_RUNTIME") or "auto").strip().lower()
+    if r not in RUNTIMES:
+        raise InputError("--runtime", f"unknown runtime '{r}' (choose from {', '.join(RUNTIMES)})")
+    return r
+
+
+def file_sha256(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _onnxruntime():
+    try:
+        import onnxruntime
+    except ImportError:
+        return None
+    return onnxruntime
+
+
+class OnnxNet:
+    """An ONNX Runtime session behind ``net(x) -> logits`` (float32 arrays)."""
+
+    def __init__(self, path: str | Path, threads: int | None = None) -> None:
+        ort = _onnxruntime()
+        if ort is None:
+            raise InputError(path, "onnxruntime is not installed (pip install onnxruntime, or use --runtime torch)")
+        so = ort.SessionOptions()
+        threads = threads if threads is not None else _THREADS
+        if threads:
+            so.intra_op_num_threads = int(threads)
+            so.inter_op_num_threads = 1
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        so.log_severity_level = 3
+        self.path = Path(path)
+        try:
+            self.session = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+        except Exception as e:  # a corrupt or foreign file
+            raise InputError(path, f"cannot load the ONNX model ({type(e).__name__}: {e})") from e
+        self.input_name = self.session.get_inputs()[0].name
+        self.runtime = "onnx"
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        return np.asarray(self.session.run(None, {self.input_name: x})[0], dtype=np.float32)
+
+    def __repr__(self) -> str:
+        return f"OnnxNet({str(self.path)!r})"
+
+
+class TorchNet:
+    """A torch module behind ``net(x) -> logits`` (float32 arrays): eval mode, inference mode,
+    optionally channels-last and bf16 autocast on the CPU. ``module`` is the torch module."""
+
+    def __init__(self, module: Any, bf16: bool = False, channels_last: bool = False) -> None:
+        import torch
+
+        self.module = module.eval()
+        self.bf16 = bool(bf16)
+        self.memory_format = torch.channels_last if channels_last else None
+        if self.memory_format is not None:
+            self.module = self.module.to(memory_format=self.memory_format)
+        self.runtime = "torch"
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        return run_net(self.module, x, bf16=self.bf16, memory_format=self.memory_format)
+
+    def __repr__(self) -> str:
+        return f"TorchNet({type(self.module).__name__})"
+
+
+def run_net(net: Any, x: np.ndarray, bf16: bool = False, memory_format: Any = None) -> np.ndarray:
+    """``net(x)`` as float32 numpy for an :class:`OnnxNet`, a :class:`TorchNet`, a bare torch
+    module (evaluated on its own device in inference mode, its train/eval state restored) or any
+    other callable taking and returning arrays."""
+    if isinstance(net, (OnnxNet, TorchNet)) or not hasattr(net, "parameters"):
+        return np.asarray(net(x), dtype=np.float32)
+    import torch
+
+    try:
+        dev = next(net.parameters()).device
+    except StopIteration:
+        dev = torch.device("cpu")
+    was_training = net.training
+    net.eval()
+    try:
+        with torch.inference_mode():
+            t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).to(dev)
+            if memory_format is not None:
+                t = t.contiguous(memory_format=memory_format)
+            with torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=bool(bf16)):
+                y = net(t)
+            return y.float().cpu().numpy()
+    finally:
+        net.train(was_training)
+
+
+def load_onnx_net(folder: str | Path, runtime: str = "auto") -> OnnxNet | None:
+    """The :class:`OnnxNet` of a model folder when ``runtime`` allows it and its ``model.onnx`` is
+    current (``onnx.json`` records the SHA-256 of the ``model.safetensors`` it came from); None
+    when the torch module should be used. ``runtime="onnx"`` turns a missing or stale file into an
+    :class:`InputError`."""
+    if runtime == "torch":
+        return None
+    folder = Path(folder)
+    onnx_p, rec_p, w_p = folder / ONNX_FILE, folder / ONNX_RECORD, folder / "model.safetensors"
+
+    def unusable(why: str) -> None:
+        if runtime == "onnx":
+            raise InputError(onnx_p, f"{why} (run `lumbargrade pack export-onnx`, or use --runtime torch)")
+        return None
+
+    if not onnx_p.is_file():
+        return unusable("no ONNX export")
+    if _onnxruntime() is None:
+        return unusable("onnxruntime is not installed")
+    try:
+        rec = json.loads(rec_p.read_text())
+    except (OSError, ValueError):
+        return unusable(f"no readable {ONNX_RECORD} beside it")
+    if w_p.is_file() and rec.get("weights_sha256") != file_sha256(w_p):
+        return unusable("exported from other weights than model.safetensors (stale)")
+    return OnnxNet(onnx_p)
+
+
+def export_onnx(module: Any, example: np.ndarray, folder: str | Path, opset: int = 17,
+                atol: float = 1e-3) -> dict[str, Any]:
+    """Export a torch module to ``folder/model.onnx`` (batch dimension dynamic), check ONNX
+    Runtime against PyTorch (fp32) on ``example`` ``[n, c, h, w]`` and write ``folder/onnx.json``
+    (opset, versions, weights hash, largest absolute difference). Raises ``RuntimeError`` when the
+    difference exceeds ``atol`` (the file is then removed)."""
+    import torch
+
+    folder = Path(folder)
+    module = module.float().eval().to("cpu", memory_format=torch.contiguous_format)
+    x = torch.from_numpy(np.ascontiguousarray(example, dtype=np.float32))
+    onnx_p = folder / ONNX_FILE
+    tmp = folder / (ONNX_FILE + ".tmp")
+    with torch.inference_mode():
+        ref = module(x).float().numpy()
+    import warnings
+
+    with warnings.catch_warnings():  # tracer notes (e.g. GroupNorm's batch-size check); the output is checked below
+        warnings.simplefilter("ignore")
+        torch.onnx.export(module, (x,), str(tmp), input_names=["x"], output_names=["y"],
+                          dynamic_axes={"x": {0: "n"}, "y": {0: "n"}}, opset_version=opset, dynamo=False)
+    got = OnnxNet(tmp)(example)
+    diff = float(np.max(np.abs(got - ref))) if ref.size else 0.0
+    if not np.isfinite(diff) or diff > atol:
+        tmp.unlink(missing_ok=True)
+        raise RuntimeError(f"{folder}: ONNX output differs from PyTorch by {diff:.3g} (> {atol})")
+    os.replace(tmp, onnx_p)
+    import onnxruntime
+
+    w_p = folder / "model.safetensors"
+    rec = {
+        "file": ONNX_FILE,
+        "weights_sha256": file_sha256(w_p) if w_p.is_file() else None,
+        "opset": opset,
+        "torch": torch.__version__,
+        "onnxruntime": onnxruntime.__version__,
+        "check_input_shape": list(example.shape),
+        "max_abs_diff_vs_torch_fp32": diff,
+    }
+    (folder / ONNX_RECORD).write_text(json.dumps(rec, indent=2) + "\n")
+    return rec

@@ -1,0 +1,166 @@
+"""Network runtimes: numpy post-processing equals the torch maths; ONNX exports equal PyTorch;
+stale exports are refused; the bundled pack runs the same with either runtime, and without
+importing torch under ONNX Runtime."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lumbargrade.errors import InputError
+from lumbargrade.modelpack import NETWORK_COMPONENTS, default_pack_path, load_pack
+from lumbargrade.runtime import OnnxNet, export_onnx, load_onnx_net, resolve_runtime, run_net
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("onnxruntime")
+
+
+def test_numpy_dsnt_decoding_equals_the_torch_training_maths():
+    from lumbargrade.levels import dsnt
+    from lumbargrade.levels.heatmaps import decode_heatmaps, normalized_to_pixel
+
+    rng = np.random.default_rng(0)
+    logits = rng.normal(0, 3, (3, 5, 24, 20)).astype(np.float32)
+    xy, conc = decode_heatmaps(logits)
+    heat = dsnt.spatial_softmax(torch.from_numpy(logits).double())
+    np.testing.assert_allclose(xy, dsnt.soft_argmax(heat).numpy(), atol=1e-9)
+    np.testing.assert_allclose(conc, dsnt.concentration(heat).numpy(), atol=1e-9)
+    np.testing.assert_allclose(normalized_to_pixel(xy, 24, 20),
+                               dsnt.normalized_to_pixel(torch.from_numpy(xy), 24, 20).numpy())
+
+
+@pytest.mark.parametrize("per_structure", [False, True])
+def test_numpy_structure_probabilities_equal_torch(per_structure):
+    from lumbargrade.segmentation.losses import structure_probs, structure_probs_np
+
+    z = np.random.default_rng(1).normal(0, 4, (2, 2 if per_structure else 3, 8, 8)).astype(np.float32)
+    np.testing.assert_allclose(structure_probs_np(z, per_structure),
+                               structure_probs(torch.from_numpy(z), per_structure).numpy(), atol=1e-6)
+
+
+def _tiny_landmark_folder(tmp_path: Path) -> tuple[Path, object]:
+    from lumbargrade.levels.landmarks import create_model, save_model
+
+    torch.manual_seed(0)
+    net = create_model(n_points=5, widths=[4, 6, 8, 8, 8, 8], out_stride=4).eval()
+    folder = tmp_path / "landmarks"
+    save_model(net, folder, {"arch": {"name": "dsnt_unet_small", "widths": [4, 6, 8, 8, 8, 8]},
+                             "preprocess": {"size": 64}})
+    return folder, net
+
+
+def test_export_matches_torch_and_a_stale_export_is_refused(tmp_path):
+    folder, net = _tiny_landmark_folder(tmp_path)
+    x = np.random.default_rng(2).uniform(0, 1, (2, 1, 64, 64)).astype(np.float32)
+    rec = export_onnx(net, x, folder)
+    assert rec["max_abs_diff_vs_torch_fp32"] < 1e-4
+    onnx_net = load_onnx_net(folder, "auto")
+    assert isinstance(onnx_net, OnnxNet)
+    # another batch size than the export's (the batch axis is dynamic)
+    x3 = np.random.default_rng(3).uniform(0, 1, (3, 1, 64, 64)).astype(np.float32)
+    np.testing.assert_allclose(onnx_net(x3), run_net(net, x3), atol=1e-4)
+    assert load_onnx_net(folder, "torch") is None
+    # weights changed after the export: auto falls back to torch, onnx refuses with a clear error
+    with torch.no_grad():
+        next(net.parameters()).add_(0.1)
+    from lumbargrade.levels.landmarks import save_model
+
+    save_model(net, folder, json.loads((folder / "config.json").read_text()))
+    assert load_onnx_net(folder, "auto") is None
+    with pytest.raises(InputError, match="stale"):
+        load_onnx_net(folder, "onnx")
+    (folder / "model.onnx").unlink()
+    with pytest.raises(InputError, match="no ONNX export"):
+        load_onnx_net(folder, "onnx")
+
+
+def test_a_corrupt_onnx_file_is_a_clear_error(tmp_path):
+    folder, net = _tiny_landmark_folder(tmp_path)
+    export_onnx(net, np.zeros((1, 1, 64, 64), np.float32), folder)
+    (folder / "model.onnx").write_bytes(b"not an onnx file")
+    with pytest.raises(InputError, match="cannot load the ONNX model"):
+        load_onnx_net(folder, "onnx")
+
+
+def test_runtime_names_are_checked(monkeypatch):
+    assert resolve_runtime(None) in ("auto", "onnx", "torch")
+    monkeypatch.setenv("LUMBARGRADE_RUNTIME", "torch")
+    assert resolve_runtime(None) == "torch"
+    assert resolve_runtime("onnx") == "onnx"
+    with pytest.raises(InputError, match="unknown runtime"):
+        resolve_runtime("tensorrt")
+
+
+def test_bundled_pack_has_current_onnx_exports():
+    pack = load_pack(default_pack_path(), runtime="onnx")
+    for comp in NETWORK_COMPONENTS:
+        folder = pack.folder(comp)
+        assert isinstance(load_onnx_net(folder, "onnx"), OnnxNet), comp
+        rec = json.loads((folder / "onnx.json").read_text())
+        assert rec["max_abs_diff_vs_torch_fp32"] < 1e-3, comp
+
+
+@pytest.fixture(scope="module")
+def phantom_study(tmp_path_factory) -> Path:
+    from lumbargrade.phantom.cohort import generate_cohort
+
+    root = tmp_path_factory.mktemp("phantom-rt")
+    generate_cohort(root, 1, seed=91, split=(0, 0, 1), progress=False)
+    return next(p for p in root.iterdir() if p.is_dir()) / "dicom"
+
+
+def test_bundled_pack_grades_the_same_with_either_runtime(phantom_study, tmp_path):
+    from lumbargrade.analysis_runner import analyze_one
+    from lumbargrade.pipeline import AnalysisConfig
+
+    reports = {}
+    for rt in ("onnx", "torch"):
+        pack = load_pack(default_pack_path(), runtime=rt)
+        reports[rt] = analyze_one(phantom_study, tmp_path / rt, pack, AnalysisConfig(), outputs=())
+        assert set(reports[rt]["software"]["runtime"].values()) == {rt}
+        assert "landmark_refiner" in reports[rt]["software"]["runtime"]
+    a, b = reports["onnx"], reports["torch"]
+    for la, lb in zip(a["levels"], b["levels"]):
+        assert la["axial_sop_instance_uid"] == lb["axial_sop_instance_uid"]
+        # torch runs the segmenter in bf16, ONNX Runtime in fp32: a few boundary pixels may differ
+        assert la["measurements"]["dural_sac_area_mm2"] == pytest.approx(lb["measurements"]["dural_sac_area_mm2"], rel=0.03)
+        assert la["measurements"]["area_ratio"] == pytest.approx(lb["measurements"]["area_ratio"], rel=0.03)
+        pa, pb = la["central_canal"]["cnn"]["probabilities"], lb["central_canal"]["cnn"]["probabilities"]
+        np.testing.assert_allclose(pa, pb, atol=0.05)
+        for f in ("foramen_left", "foramen_right", "facet_left", "facet_right"):
+            if la[f]["probability"] is not None and lb[f]["probability"] is not None:
+                assert abs(la[f]["probability"] - lb[f]["probability"]) < 0.1, (la["level"], f)
+
+
+def test_one_study_under_onnx_runtime_never_imports_torch(phantom_study, tmp_path):
+    code = (
+        "import sys\n"
+        "from lumbargrade.cli import main\n"
+        f"rc = main(['analyze', {str(phantom_study)!r}, '--out', {str(tmp_path / 'out')!r}, '--runtime', 'onnx'])\n"
+        "assert rc == 0, rc\n"
+        "print('torch imported' if 'torch' in sys.modules else 'torch not imported')\n"
+    )
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "torch not imported" in res.stdout
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert set(report["software"]["runtime"].values()) == {"onnx"}
+    assert (tmp_path / "out" / "sr.dcm").is_file() and (tmp_path / "out" / "report.html").is_file()
+
+
+def test_export_onnx_command_writes_every_network(tmp_path):
+    from lumbargrade.cli import main
+
+    pack = tmp_path / "pack"
+    shutil.copytree(default_pack_path(), pack)
+    for f in pack.glob("*/model.onnx"):
+        f.unlink()
+    assert main(["pack", "export-onnx", str(pack)]) == 0
+    for comp in NETWORK_COMPONENTS:
+        assert (pack / comp / "model.onnx").is_file() and (pack / comp / "onnx.json").is_file()
