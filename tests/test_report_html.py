@@ -135,3 +135,29 @@ def test_axial_line_on_sagittal_follows_the_axial_plane():
     assert axial_line_on_sagittal(sag, parallel) is None
     far = axial_block((0, 0, 500.0), n=1)[0]  # outside the sagittal field of view
     assert axial_line_on_sagittal(sag, far) is None
+
+
+def test_png_pictures_keep_greys_within_one_level_and_overlay_colours_exact():
+    import io
+
+    from PIL import Image
+
+    from lumbargrade.report.overlays import COLORS, axial_overlay, png_bytes
+
+    rng = np.random.default_rng(0)
+    img = rng.normal(100, 30, (96, 96))
+    sac = np.zeros((96, 96), bool)
+    sac[40:55, 40:60] = True
+    disc = np.zeros((96, 96), bool)
+    disc[20:38, 30:70] = True
+    pic = axial_overlay(img, sac, disc, {"facet_left": [50, 62, 70, 80]}, title="L4/L5")
+    a = np.asarray(pic).astype(int)
+    png = png_bytes(pic)
+    back = Image.open(io.BytesIO(png))
+    assert back.mode == "P"
+    b = np.asarray(back.convert("RGB")).astype(int)
+    grey = (a[..., 0] == a[..., 1]) & (a[..., 1] == a[..., 2])
+    assert np.abs(a - b)[grey].max() <= 1
+    for c in (COLORS["dural_sac"], COLORS["disc"], COLORS["facet"]):
+        where = (a == c).all(-1)
+        assert where.any() and (b[where] == c).all()

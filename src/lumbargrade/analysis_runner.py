@@ -146,6 +146,10 @@ def run_analyze(args: argparse.Namespace) -> int:
         from .runtime import set_num_threads
 
         set_num_threads(int(threads))
+    if "html" in outputs:  # start the picture-drawing process now: its start-up overlaps model loading
+        from .report import drawing_process
+
+        drawing_process.start()
     pack = load_pack(args.models, runtime=getattr(args, "runtime", None))
     config = AnalysisConfig(slice_choice=args.slice_choice)
     out = Path(args.out)

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["render_html", "sagittal_source", "write_html"]
+__all__ = ["draw_pictures", "prepare_html", "render_html", "sagittal_source", "write_html"]
 
 _FINDINGS = (
     ("foramen_left", "Foramen L"),
@@ -389,39 +389,51 @@ def render_html(
     return "\n".join(parts)
 
 
-def prepare_html(result: Any, folder: str | Path, report: dict[str, Any]) -> tuple[dict, dict]:
-    """Draw and write ``overlays/<L4-L5>.png`` (axial) and ``overlays/<L4-L5>_sagittal.png`` (when
-    a sagittal slice is available); returns ``(pictures, notes)`` for :func:`render_html`. Reads
-    nothing the DICOM writers change, so it may run in a thread beside them."""
-    from ..levels.names import level_dirname
+def draw_pictures(
+    levels: list[tuple], sag_img: Any, sag_geom: Any, landmarks: dict[str, tuple[float, float]]
+) -> dict[str, tuple[bytes, bytes | None]]:
+    """PNG bytes of each level's pictures: ``{level: (axial, sagittal or None)}``.
+
+    ``levels``: ``(level, image, sac_mask, disc_mask, boxes, geometry)`` per level; the sagittal
+    picture (``sag_img`` with its ``sag_geom``) highlights the level's line. Pure and picklable:
+    runs in the drawing process (:mod:`lumbargrade.report.drawing_process`)."""
     from .overlays import axial_overlay, png_bytes, sagittal_overlay
+
+    axial_geoms = {lv[0]: lv[5] for lv in levels}
+    out = {}
+    for level, image, sac, disc, boxes, geom in levels:
+        pic = axial_overlay(image, sac, disc, boxes, left_is_higher_col=bool(geom.row_cosine[0] >= 0), title=level)
+        spng = None
+        if sag_img is not None:
+            spng = png_bytes(sagittal_overlay(sag_img, sag_geom, landmarks, axial_geoms, highlight=level))
+        out[level] = (png_bytes(pic), spng)
+    return out
+
+
+def prepare_html(result: Any, folder: str | Path, report: dict[str, Any]) -> tuple[dict, dict]:
+    """Draw (in the drawing process) and write ``overlays/<L4-L5>.png`` (axial) and
+    ``overlays/<L4-L5>_sagittal.png`` (when a sagittal slice is available); returns
+    ``(pictures, notes)`` for :func:`render_html`. Reads nothing the DICOM writers change, so it may
+    run in a thread beside them."""
+    from ..levels.names import level_dirname
+    from . import drawing_process
 
     folder = Path(folder)
     ov = folder / "overlays"
     ov.mkdir(parents=True, exist_ok=True)
     sag_img, sag_geom, sag_note = sagittal_source(result, folder, report)
-    landmarks = _landmark_points(report)
-    axial_geoms = {lv.level: lv.geometry for lv in result.levels}
+    levels = [(lv.level, lv.image, lv.sac_mask, lv.disc_mask, dict(lv.boxes or {}), lv.geometry)
+              for lv in result.levels]
+    pngs = drawing_process.call(draw_pictures, levels, sag_img, sag_geom, _landmark_points(report))
     pictures: dict[str, dict[str, Any]] = {}
     notes: dict[str, str] = {}
     for lv in result.levels:
         name = level_dirname(lv.level)
-        pic = axial_overlay(
-            lv.image,
-            lv.sac_mask,
-            lv.disc_mask,
-            lv.boxes,
-            left_is_higher_col=bool(lv.geometry.row_cosine[0] >= 0),
-            title=lv.level,
-        )
-        png = png_bytes(pic)
+        png, spng = pngs[lv.level]
         (ov / f"{name}.png").write_bytes(png)
-        pictures[lv.level] = {"axial": png, "sagittal": None}
-        if sag_img is not None:
-            spic = sagittal_overlay(sag_img, sag_geom, landmarks, axial_geoms, highlight=lv.level)
-            spng = png_bytes(spic)
+        pictures[lv.level] = {"axial": png, "sagittal": spng}
+        if spng is not None:
             (ov / f"{name}_sagittal.png").write_bytes(spng)
-            pictures[lv.level]["sagittal"] = spng
         elif sag_note:
             notes[lv.level] = sag_note
     return pictures, notes

@@ -24,6 +24,7 @@ __all__ = [
     "crop_window",
     "outline",
     "png_bytes",
+    "to_palette",
     "sagittal_overlay",
     "window",
 ]
@@ -343,10 +344,67 @@ def sagittal_overlay(
     return base
 
 
+#: Grey levels of the PNG palette (the rest of its 256 entries hold the overlay colours).
+PALETTE_GREYS = 224
+
+
+@functools.lru_cache(maxsize=1)
+def _palette() -> tuple[np.ndarray, np.ndarray]:
+    """``(palette [256, 3] uint8, colour entries [n, 3] int)``: ``PALETTE_GREYS`` evenly spaced grey
+    levels, then each overlay colour at full, 3/4, 1/2 and 1/4 strength (text edges fade to black)."""
+    greys = np.round(np.linspace(0, 255, PALETTE_GREYS)).astype(int)
+    colours = []
+    for c in COLORS.values():
+        for f in (1.0, 0.75, 0.5, 0.25):
+            colours.append([int(round(v * f)) for v in c])
+    colours = np.array(colours[: 256 - PALETTE_GREYS], int)
+    pal = np.zeros((256, 3), np.uint8)
+    pal[:PALETTE_GREYS] = greys[:, None]
+    pal[PALETTE_GREYS : PALETTE_GREYS + len(colours)] = colours
+    return pal, colours
+
+
+def to_palette(picture: Any) -> Any:
+    """An RGB picture as a palette ('P') image: grey pixels to the nearest of ``PALETTE_GREYS``
+    levels (at most 0.6 of an 8-bit level off), overlay colours exactly, other coloured pixels
+    (text edges) to the nearest palette colour or grey. The pictures are grey with a few colours:
+    a third of the bytes to compress."""
+    from PIL import Image
+
+    pal, colours = _palette()
+    a = np.asarray(picture if picture.mode == "RGB" else picture.convert("RGB"))
+    n = PALETTE_GREYS - 1
+    idx = ((a[..., 0].astype(np.uint16) * n + 127) // 255).astype(np.uint8)  # exact for grey pixels
+    rows, cols = np.nonzero((a[..., 0] != a[..., 1]) | (a[..., 1] != a[..., 2]))
+    if len(rows):
+        px = a[rows, cols].astype(np.int32)  # [m, 3]
+        # exact overlay colours (most coloured pixels) by lookup
+        keys = (px[:, 0] << 16) | (px[:, 1] << 8) | px[:, 2]
+        ckeys = (colours[:, 0] << 16) | (colours[:, 1] << 8) | colours[:, 2]
+        order = np.argsort(ckeys)
+        pos = np.clip(np.searchsorted(ckeys[order], keys), 0, len(ckeys) - 1)
+        exact = ckeys[order][pos] == keys
+        idx[rows[exact], cols[exact]] = PALETTE_GREYS + order[pos[exact]]
+        # the rest by distance
+        rest = ~exact
+        if rest.any():
+            q = px[rest]
+            gi = np.clip(np.round(q.mean(axis=1) * n / 255), 0, n).astype(int)
+            d_grey = ((q - np.round(gi * 255 / n)[:, None]) ** 2).sum(axis=1)
+            d_col = ((q[:, None, :] - colours[None]) ** 2).sum(axis=2)
+            best = d_col.argmin(axis=1)
+            use_col = d_col[np.arange(len(q)), best] < d_grey
+            idx[rows[rest], cols[rest]] = np.where(use_col, PALETTE_GREYS + best, gi).astype(np.uint8)
+    out = Image.fromarray(idx, mode="P")
+    out.putpalette(pal.ravel().tolist())
+    return out
+
+
 def png_bytes(picture: Any) -> bytes:
-    """The picture encoded as PNG."""
+    """The picture encoded as PNG (palette; see :func:`to_palette`)."""
     import io
 
     buf = io.BytesIO()
-    picture.save(buf, format="PNG", compress_level=1)  # ~25% faster to encode than 3, ~15% larger
+    # palette + zlib level 1: about a third of the RGB encoding time and size
+    to_palette(picture).save(buf, format="PNG", compress_level=1)
     return buf.getvalue()
