@@ -10,9 +10,11 @@ measures side by side
 
 * ``default``: the bundled model pack (``src/lumbargrade/models/default``) or, while it has no
   ``pack.json`` with a segmentation model, a random-weights pack of the same fast architectures
-  (U-Net small + small CNN classifiers, the packaged landmark model when present);
-* ``default-2thr``: the same with 2 torch threads (every other column uses 1 thread);
-* ``paper``: the paper preset (V-Net per structure + BiT-R50x1 classifiers), random weights.
+  (U-Net small + small CNN classifiers, the packaged landmark model when present); its networks
+  run with ONNX Runtime where the pack has exports (``--runtime auto``, the default);
+* ``default-2thr``: the same with 2 threads for the networks (every other column uses 1);
+* ``default-torch``: the same pack run with PyTorch (``--runtime torch``; bf16 segmentation);
+* ``paper``: the paper preset (V-Net per structure + BiT-R50x1, PyTorch), random weights.
 
 For each configuration a child process loads the pack once (model loading time), analyzes the
 first study (warm-up, not counted) and then the first 5 studies with models warm (wall time per
@@ -188,21 +190,22 @@ def batch_folder(studies: list[Path], where: Path) -> Path:
 
 
 # --------------------------------------------------------------------------- child: warm timings
-def child_main(pack_path: str, studies: list[str], out_json: str, profile: str | None, threads: int | None) -> None:
+def child_main(pack_path: str, studies: list[str], out_json: str, profile: str | None, threads: int | None,
+               runtime: str | None = None) -> None:
     """Run in a fresh process: load the pack, warm up on study 0, then analyze every study warm."""
     t0 = time.perf_counter()
-    import torch  # (import cost measured separately from model loading)
-
-    if threads:
-        torch.set_num_threads(int(threads))
-
     from lumbargrade import analysis_runner
     from lumbargrade.modelpack import COMPONENTS, load_pack
     from lumbargrade.pipeline import AnalysisConfig
+    from lumbargrade.runtime import resolve_runtime, set_num_threads
 
+    if threads:
+        set_num_threads(int(threads))
+    if resolve_runtime(runtime) == "torch":
+        import torch  # noqa: F401  (its import counted with the others, not as model loading)
     t_import = time.perf_counter() - t0
     t0 = time.perf_counter()
-    pack = load_pack(pack_path)
+    pack = load_pack(pack_path, runtime=runtime)
     per_comp = {}
     for c in COMPONENTS:
         t1 = time.perf_counter()
@@ -265,13 +268,12 @@ def child_main(pack_path: str, studies: list[str], out_json: str, profile: str |
         truth = classifiers_on_truth_masks(pack, studies[:3], config)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    import torch as _t
-
     res = {
         "pack": pack.label, "pack_path": str(pack.path),
         "components": {c: (pack.info(c).get("architecture") if pack.has(c) else None) for c in COMPONENTS},
+        "runtimes": pack.runtimes(), "torch_imported": "torch" in sys.modules,
         "imports_s": t_import, "model_load_s": t_load, "model_load_per_component_s": per_comp,
-        "first_study_s": first, "studies": rows, "torch_threads": _t.get_num_threads(),
+        "first_study_s": first, "studies": rows, "threads": threads,
         "classifiers_truth_masks": truth,
         "peak_rss_mb": _peak_rss_mb(),
     }
@@ -366,11 +368,13 @@ def _cli_has(option: str) -> bool:
     return option in p.stdout
 
 
-def warm_child(pack: Path, studies: list[Path], profile: bool, threads: int | None = None) -> dict[str, Any]:
+def warm_child(pack: Path, studies: list[Path], profile: bool, threads: int | None = None,
+               runtime: str | None = None) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="lg-bench-child-") as td:
         res = Path(td) / "res.json"
         cmd = [sys.executable, str(Path(__file__).resolve()), "--_child", str(pack), "--_res", str(res),
                *(["--_threads", str(threads)] if threads else []),
+               *(["--_runtime", runtime] if runtime else []),
                *(["--_profile"] if profile else []), *map(str, studies)]
         p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=None if profile else subprocess.PIPE, text=True, check=False,
                            env=_env(threads))
@@ -386,14 +390,15 @@ def _thread_args(threads: int | None) -> list[str]:
 _CLI_THREADS: dict[str, bool] = {}
 
 
-def single_process(pack: Path, study: Path, threads: int | None = None) -> dict[str, Any]:
+def single_process(pack: Path, study: Path, threads: int | None = None, runtime: str | None = None) -> dict[str, Any]:
     """Wall time of one ``lumbargrade analyze STUDY`` process (and its peak RSS via GNU time, when
     installed)."""
     gnu_time = Path("/usr/bin/time")
     wrap = [str(gnu_time), "-f", "LG_MAXRSS_KB=%M"] if gnu_time.is_file() else []
     with tempfile.TemporaryDirectory(prefix="lg-bench-one-") as td:
         dt, p = _timed([*wrap, *_lumbargrade_cmd(), "analyze", str(study), "--out", str(Path(td) / "o"),
-                        "--models", str(pack), *_thread_args(threads)], env=_env(threads))
+                        "--models", str(pack), *_thread_args(threads),
+                        *(["--runtime", runtime] if runtime else [])], env=_env(threads))
         if p.returncode != 0:
             raise RuntimeError(f"lumbargrade analyze failed: {p.stderr[-3000:]}")
         res: dict[str, Any] = {"wall_s": dt}
@@ -448,7 +453,8 @@ def table(res: dict[str, Any]) -> str:
                 cells.append(f"{'-':>{w}s}")
         lines.append(f"{label:34s}" + "".join(cells))
 
-    row("torch threads", lambda c: c["warm"]["torch_threads"])
+    row("runtime", lambda c: "/".join(sorted(set(c["warm"]["runtimes"].values()))) or "-")
+    row("threads", lambda c: c["warm"]["threads"])
     row("warm s/study (median)", lambda c: c["summary"]["wall_median_s"])
     row("  analysis without report writing", lambda c: c["summary"]["analysis_median_s"])
     for k in STAGES:
@@ -456,7 +462,7 @@ def table(res: dict[str, Any]) -> str:
     for k in WRITERS:
         row(f"    report: {k}", lambda c, k=k: c["summary"]["writers_median_s"][k])
     row("  classifiers, true masks (median)", lambda c: c["warm"]["classifiers_truth_masks"]["median_s"])
-    row("imports s (torch + lumbargrade)", lambda c: c["warm"]["imports_s"])
+    row("imports s (lumbargrade [+ torch])", lambda c: c["warm"]["imports_s"])
     row("model load s", lambda c: c["warm"]["model_load_s"])
     row("single `analyze` process s", lambda c: c["single_process"]["wall_s"])
     row("peak RSS MB (warm child)", lambda c: c["warm"]["peak_rss_mb"])
@@ -524,15 +530,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--skip-batch", action="store_true")
     ap.add_argument("--skip-two-threads", action="store_true",
                     help="leave out the default pack with 2 torch threads (every other column uses 1)")
-    ap.add_argument("--profile", choices=["default", "default-2thr", "paper"], help="print a cProfile of one warm study")
+    ap.add_argument("--skip-torch", action="store_true",
+                    help="leave out the default pack run with PyTorch instead of ONNX Runtime")
+    ap.add_argument("--profile", choices=["default", "default-2thr", "default-torch", "paper"],
+                    help="print a cProfile of one warm study")
     ap.add_argument("--_child", help=argparse.SUPPRESS)
     ap.add_argument("--_res", help=argparse.SUPPRESS)
     ap.add_argument("--_profile", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--_threads", type=int, help=argparse.SUPPRESS)
+    ap.add_argument("--_runtime", help=argparse.SUPPRESS)
     ap.add_argument("paths", nargs="*", help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
     if a._child:
-        child_main(a._child, a.paths, a._res, "profile" if a._profile else None, a._threads)
+        child_main(a._child, a.paths, a._res, "profile" if a._profile else None, a._threads, a._runtime)
         return 0
 
     t_start = time.perf_counter()
@@ -554,16 +564,19 @@ def main(argv: list[str] | None = None) -> int:
         res["help_startup"] = help_startup()
         _CLI_THREADS["has"] = _cli_has("--threads")
         res["cli_has_threads_option"] = _CLI_THREADS["has"]
-        runs = [(name, pack, 1) for name, pack in packs.items()]
+        runs = [(name, pack, 1, None) for name, pack in packs.items()]
+        if not a.skip_torch:
+            runs.insert(1, ("default-torch", packs["default"], 1, "torch"))
         if not a.skip_two_threads:
-            runs.insert(1, ("default-2thr", packs["default"], 2))
-        for name, pack, threads in runs:
+            runs.insert(1, ("default-2thr", packs["default"], 2, None))
+        for name, pack, threads, runtime in runs:
             print(f"[{name}] warm timings ({pack})", file=sys.stderr)
-            c: dict[str, Any] = {"pack_path": str(pack), "threads_env": threads}
-            c["warm"] = warm_child(pack, studies[:WARM_STUDIES], profile=(a.profile == name), threads=threads)
+            c: dict[str, Any] = {"pack_path": str(pack), "threads_env": threads, "runtime_requested": runtime or "auto"}
+            c["warm"] = warm_child(pack, studies[:WARM_STUDIES], profile=(a.profile == name), threads=threads,
+                                   runtime=runtime)
             c["summary"] = summarise(c["warm"])
             print(f"[{name}] single-study analyze process", file=sys.stderr)
-            c["single_process"] = single_process(pack, studies[0], threads)
+            c["single_process"] = single_process(pack, studies[0], threads, runtime)
             res["configs"][name] = c
         if not a.skip_batch:
             bf = batch_folder(studies, work / "batch")

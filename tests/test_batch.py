@@ -138,6 +138,35 @@ def test_interrupted_batch_resumes_without_redoing_or_corrupting(setup, capsys):
     assert not list(out.glob(f".*.tmp-{os.getpid()}"))
 
 
+def test_batch_with_two_processes_does_each_study_once_and_resumes(setup, capsys):
+    from lumbargrade.cli import main
+
+    root, studies, pack, uids = setup
+    out = root / "out_processes"
+    names = sorted(uids)
+    # first run: four studies in two processes
+    four = [str(studies / n) for n in names[:4]]
+    assert main(["analyze", *four, "--out", str(out), "--models", str(pack), "--processes", "2"]) == 0
+    entries = _log(out)
+    assert sorted(Path(e["input"]).name for e in entries) == names[:4]
+    assert all(e["status"] == "ok" for e in entries)
+    done = {n: (out / _safe(uids[n]) / "report.json").read_bytes() for n in names[:4]}
+    # the whole folder: the four are skipped, the other two analyzed, a bad one logged
+    bad = studies.parent / "bad_for_processes"
+    bad.mkdir()
+    (bad / "IM0001.dcm").write_bytes(b"\x00" * 128 + b"DICM" + b"garbage" * 50)
+    rc = main(["analyze", *[str(studies / n) for n in names], str(bad), "--out", str(out), "--models", str(pack),
+               "--processes", "2"])
+    assert rc == 1  # the corrupt study is logged as failed, not fatal for the others
+    assert "analyzed" in capsys.readouterr().out
+    second = {Path(e["input"]).name: e["status"] for e in _log(out)[4:]}
+    assert {n: second[n] for n in names[:4]} == {n: "skipped (done)" for n in names[:4]}
+    assert {n: second[n] for n in names[4:]} == {n: "ok" for n in names[4:]}
+    assert second["bad_for_processes"] == "error"
+    for n in names[:4]:
+        assert (out / _safe(uids[n]) / "report.json").read_bytes() == done[n]
+
+
 def test_stale_temporary_folders_are_cleaned(setup):
     from lumbargrade.cli import main
 

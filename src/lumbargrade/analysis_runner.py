@@ -117,6 +117,8 @@ def format_table(report: dict[str, Any]) -> str:
 
 def _collect_studies(args: argparse.Namespace) -> list[Path]:
     studies = [Path(s) for s in args.studies]
+    if getattr(args, "_list", None):  # a --processes part: its share of the studies, one path a line
+        studies += [Path(line) for line in Path(args._list).read_text().splitlines() if line.strip()]
     if args.batch:
         root = Path(args.batch)
         if not root.is_dir():
@@ -139,6 +141,12 @@ def run_analyze(args: argparse.Namespace) -> int:
     studies = _collect_studies(args)
     rules = _load_rules(args.rules)
     outputs = parse_outputs(getattr(args, "outputs", None))
+    processes = int(getattr(args, "processes", 1) or 1)
+    if processes < 1:
+        raise InputError("--processes", f"must be at least 1, got {processes}")
+    part = getattr(args, "_part", False)
+    if processes > 1 and not part and (len(studies) > 1 or args.batch):
+        return _run_processes(studies, Path(args.out), processes, args)
     threads = getattr(args, "threads", None)
     if threads is not None:
         if int(threads) < 1:
@@ -153,7 +161,7 @@ def run_analyze(args: argparse.Namespace) -> int:
     pack = load_pack(args.models, runtime=getattr(args, "runtime", None))
     config = AnalysisConfig(slice_choice=args.slice_choice)
     out = Path(args.out)
-    if len(studies) == 1 and not args.batch:
+    if len(studies) == 1 and not args.batch and not part:
         report = analyze_one(studies[0], out, pack, config, overwrite=args.overwrite, rules=rules, outputs=outputs)
         if args.json:
             print(json.dumps(report, indent=2))
@@ -191,7 +199,8 @@ def _run_batch(studies: list[Path], out: Path, pack: Any, config: Any, rules: An
 
     workers = max(1, int(args.workers))
     with ThreadPoolExecutor(max_workers=workers) as pool, log.open("a") as logf:
-        bar = tqdm(total=len(studies), desc="studies", unit="study", file=sys.stderr)
+        bar = tqdm(total=len(studies), desc="studies", unit="study", file=sys.stderr,
+                   disable=bool(getattr(args, "_part", False)))  # a part's parent shows the bar
         for path, study, err in pool.map(read, studies):
             entry: dict[str, Any] = {"input": str(path)}
             if err is None:
@@ -221,6 +230,73 @@ def _run_batch(studies: list[Path], out: Path, pack: Any, config: Any, rules: An
         bar.close()
     print(f"{n_ok} analyzed, {n_skip} already done, {n_err} failed; outputs in {out} (log: {log})")
     return 0 if n_err == 0 else 1
+
+
+def _run_processes(studies: list[Path], out: Path, processes: int, args: argparse.Namespace) -> int:
+    """``--processes N``: the studies dealt round-robin to N ``lumbargrade analyze`` processes (each
+    loads the models once and runs the batch loop on its share, all into ``out``); one progress bar
+    here, from the shared log. Resuming, skipping and per-study errors work as in one process."""
+    import subprocess
+    import tempfile
+    import time
+
+    from tqdm import tqdm
+
+    out.mkdir(parents=True, exist_ok=True)
+    _clean_stale_temporaries(out)
+    log = out / "batch_log.jsonl"
+    start = log.stat().st_size if log.is_file() else 0
+    n = min(processes, len(studies))
+    shares = [studies[k::n] for k in range(n)]
+    passthrough = ["--out", str(out), "--workers", str(args.workers), "--outputs", str(args.outputs),
+                   "--slice-choice", str(args.slice_choice), "--_part"]
+    for opt in ("models", "rules", "runtime", "threads"):
+        v = getattr(args, opt, None)
+        if v is not None:
+            passthrough += [f"--{opt}", str(v)]
+    if args.overwrite:
+        passthrough.append("--overwrite")
+    procs = []
+    with tempfile.TemporaryDirectory(prefix="lumbargrade-parts-") as td:
+        for k, share in enumerate(shares):
+            lst = Path(td) / f"part{k}.txt"
+            lst.write_text("\n".join(str(p) for p in share) + "\n")
+            cmd = [sys.executable, "-m", "lumbargrade", "analyze", "--_list", str(lst), *passthrough]
+            procs.append(subprocess.Popen(cmd, stdout=subprocess.DEVNULL))
+        bar = tqdm(total=len(studies), desc=f"studies ({n} processes)", unit="study", file=sys.stderr)
+        try:
+            while any(p.poll() is None for p in procs):
+                time.sleep(0.5)
+                bar.n = _log_lines_since(log, start)
+                bar.refresh()
+        except KeyboardInterrupt:
+            for p in procs:
+                p.terminate()
+            raise
+        bar.n = _log_lines_since(log, start)
+        bar.close()
+    counts = {"ok": 0, "skipped (done)": 0, "error": 0}
+    if log.is_file():
+        with log.open("rb") as f:
+            f.seek(start)
+            for line in f.read().decode("utf-8", "replace").splitlines():
+                try:
+                    status = json.loads(line).get("status")
+                except ValueError:
+                    continue
+                counts[status] = counts.get(status, 0) + 1
+    print(f"{counts['ok']} analyzed, {counts['skipped (done)']} already done, {counts['error']} failed "
+          f"({n} processes); outputs in {out} (log: {log})")
+    failed = any(p.returncode not in (0, 1) for p in procs)
+    return 1 if counts["error"] or failed else 0
+
+
+def _log_lines_since(log: Path, start: int) -> int:
+    if not log.is_file():
+        return 0
+    with log.open("rb") as f:
+        f.seek(start)
+        return f.read().count(b"\n")
 
 
 def _clean_stale_temporaries(out: Path) -> None:

@@ -18,7 +18,12 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--models", help="model pack folder (default: the bundled pack)")
     p.add_argument("--batch", help="a folder whose subfolders (or .zip files) are studies")
     p.add_argument("--overwrite", action="store_true", help="replace results already in OUT")
-    p.add_argument("--workers", type=int, default=1, help="parallel study readers in batch mode")
+    p.add_argument("--workers", type=int, default=1, help="parallel study readers (threads) in batch mode")
+    p.add_argument("--processes", type=int, default=1,
+                   help="batch mode: analyze with N processes, each loading the models once (default 1; "
+                   "N = the number of cores gives the most studies per minute)")
+    p.add_argument("--_list", help=argparse.SUPPRESS)
+    p.add_argument("--_part", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--threads", type=int, default=1,
                    help="CPU threads for the networks (default 1: fastest when other work shares the CPU; "
                    "raise it on an idle machine with many cores)")
