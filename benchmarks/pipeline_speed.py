@@ -3,7 +3,7 @@
 Usage::
 
     python benchmarks/pipeline_speed.py [--studies N] [--out JSON] [--seed S] [--skip-paper]
-                                        [--skip-batch] [--skip-two-threads] [--profile CONFIG]
+                                        [--skip-batch] [--skip-one-thread] [--skip-torch] [--profile CONFIG]
 
 Generates ``N`` (default 8) seeded phantom studies (cached in the temp folder, so reruns skip it), then
 measures side by side
@@ -12,7 +12,8 @@ measures side by side
   ``pack.json`` with a segmentation model, a random-weights pack of the same fast architectures
   (U-Net small + small CNN classifiers, the packaged landmark model when present); its networks
   run with ONNX Runtime where the pack has exports (``--runtime auto``, the default);
-* ``default-2thr``: the same with 2 threads for the networks (every other column uses 1);
+* ``default-1thr``: the same with 1 thread for the networks (the other columns use what
+  ``lumbargrade analyze`` uses without ``--threads``: all cores for ONNX Runtime, 1 for PyTorch);
 * ``default-torch``: the same pack run with PyTorch (``--runtime torch``; bf16 segmentation);
 * ``paper``: the paper preset (V-Net per structure + BiT-R50x1, PyTorch), random weights.
 
@@ -197,10 +198,14 @@ def child_main(pack_path: str, studies: list[str], out_json: str, profile: str |
     from lumbargrade import analysis_runner
     from lumbargrade.modelpack import COMPONENTS, load_pack
     from lumbargrade.pipeline import AnalysisConfig
-    from lumbargrade.runtime import resolve_runtime, set_num_threads
+    from lumbargrade.runtime import num_threads, resolve_runtime, set_num_threads
 
     if threads:
         set_num_threads(int(threads))
+    else:  # what `lumbargrade analyze` does without --threads
+        from lumbargrade.runtime import default_threads
+
+        set_num_threads(default_threads(), torch_threads=1)
     if resolve_runtime(runtime) == "torch":
         import torch  # noqa: F401  (its import counted with the others, not as model loading)
     t_import = time.perf_counter() - t0
@@ -273,11 +278,30 @@ def child_main(pack_path: str, studies: list[str], out_json: str, profile: str |
         "components": {c: (pack.info(c).get("architecture") if pack.has(c) else None) for c in COMPONENTS},
         "runtimes": pack.runtimes(), "torch_imported": "torch" in sys.modules,
         "imports_s": t_import, "model_load_s": t_load, "model_load_per_component_s": per_comp,
-        "first_study_s": first, "studies": rows, "threads": threads,
+        "first_study_s": first, "studies": rows,
+        "threads": {"onnxruntime": num_threads(), "torch": (sys.modules["torch"].get_num_threads()
+                                                           if "torch" in sys.modules else None)},
         "classifiers_truth_masks": truth,
         "peak_rss_mb": _peak_rss_mb(),
+        "drawing_helper_peak_rss_mb": _helper_peak_rss_mb(),
     }
     Path(out_json).write_text(json.dumps(res, indent=2) + "\n")
+
+
+def _helper_peak_rss_mb() -> float | None:
+    """Peak memory of the picture-drawing helper process (a separate process; not in VmHWM)."""
+    try:
+        from lumbargrade.report import drawing_process
+
+        proc = drawing_process._PROC
+        if proc is None or proc.poll() is not None:
+            return None
+        for line in Path(f"/proc/{proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024.0
+    except (OSError, ImportError, AttributeError):
+        return None
+    return None
 
 
 def _peak_rss_mb() -> float:
@@ -408,17 +432,35 @@ def single_process(pack: Path, study: Path, threads: int | None = None, runtime:
         return res
 
 
+def _children_cpu_s() -> float:
+    import resource
+
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
 def batch_run(pack: Path, folder: Path, workers: int, threads: int | None = None, processes: int = 1) -> dict[str, Any]:
+    cpu0 = _children_cpu_s()
     with tempfile.TemporaryDirectory(prefix="lg-bench-batch-") as td:
         out = Path(td) / "o"
         extra = ["--processes", str(processes)] if processes > 1 else []
         dt, p = _timed([*_lumbargrade_cmd(), "analyze", "--batch", str(folder), "--out", str(out),
                         "--models", str(pack), "--workers", str(workers), *extra, *_thread_args(threads)],
                        env=_env(threads))
-        n = sum(1 for line in (out / "batch_log.jsonl").read_text().splitlines()
-                if json.loads(line).get("status") == "ok") if (out / "batch_log.jsonl").is_file() else 0
-        return {"workers": workers, "wall_s": dt, "n_ok": n, "returncode": p.returncode,
-                "studies_per_min": 60.0 * n / dt if dt > 0 else None}
+        entries = [json.loads(line) for line in (out / "batch_log.jsonl").read_text().splitlines()] \
+            if (out / "batch_log.jsonl").is_file() else []
+        ok = [e for e in entries if e.get("status") == "ok"]
+        n = len(ok)
+        # steady state: studies finished after the first one, over the time since it finished
+        # (leaves out process start-up and model loading, which a long batch pays once)
+        from datetime import datetime
+
+        times = sorted(datetime.fromisoformat(e["finished"]) for e in ok if e.get("finished"))
+        span = (times[-1] - times[0]).total_seconds() if len(times) > 1 else 0.0
+        return {"workers": workers, "processes": processes, "wall_s": dt, "n_ok": n, "returncode": p.returncode,
+                "studies_per_min": 60.0 * n / dt if dt > 0 else None,
+                "steady_studies_per_min": 60.0 * (len(times) - 1) / span if span > 0 else None,
+                "cpu_s": _children_cpu_s() - cpu0}
 
 
 def summarise(child: dict[str, Any]) -> dict[str, Any]:
@@ -454,7 +496,8 @@ def table(res: dict[str, Any]) -> str:
         lines.append(f"{label:34s}" + "".join(cells))
 
     row("runtime", lambda c: "/".join(sorted(set(c["warm"]["runtimes"].values()))) or "-")
-    row("threads", lambda c: c["warm"]["threads"])
+    row("threads", lambda c: (c["warm"]["threads"]["onnxruntime"] if "onnx" in c["warm"]["runtimes"].values()
+                              else c["warm"]["threads"]["torch"]))
     row("warm s/study (median)", lambda c: c["summary"]["wall_median_s"])
     row("  analysis without report writing", lambda c: c["summary"]["analysis_median_s"])
     for k in STAGES:
@@ -466,10 +509,13 @@ def table(res: dict[str, Any]) -> str:
     row("model load s", lambda c: c["warm"]["model_load_s"])
     row("single `analyze` process s", lambda c: c["single_process"]["wall_s"])
     row("peak RSS MB (warm child)", lambda c: c["warm"]["peak_rss_mb"])
+    row("  + drawing helper process", lambda c: c["warm"]["drawing_helper_peak_rss_mb"])
     row("peak RSS MB (single process)", lambda c: c["single_process"]["peak_rss_mb"])
     for wk in ("1", "2", "processes 2"):
         label = f"batch --{wk}" if wk.startswith("processes") else f"batch --workers {wk}"
         row(f"{label}: studies/min", lambda c, wk=wk: c["batch"][wk]["studies_per_min"])
+        row("  after start-up (steady)", lambda c, wk=wk: c["batch"][wk]["steady_studies_per_min"])
+        row("  CPU cores busy (CPU s / wall s)", lambda c, wk=wk: c["batch"][wk]["cpu_s"] / c["batch"][wk]["wall_s"])
     lines.append(f"`lumbargrade --help` best of 5: {res['help_startup']['best_s']:.3f} s")
     if "paper_over_default" in res:
         lines.append(f"paper / default warm s per study: {res['paper_over_default']:.1f}x")
@@ -528,11 +574,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default=str(HERE / "results" / "pipeline_speed.json"))
     ap.add_argument("--skip-paper", action="store_true", help="only the default pack")
     ap.add_argument("--skip-batch", action="store_true")
-    ap.add_argument("--skip-two-threads", action="store_true",
-                    help="leave out the default pack with 2 torch threads (every other column uses 1)")
+    ap.add_argument("--skip-one-thread", action="store_true",
+                    help="leave out the default pack with 1 thread (the other columns use the CLI's default: "
+                    "all cores for ONNX Runtime, 1 for PyTorch)")
     ap.add_argument("--skip-torch", action="store_true",
                     help="leave out the default pack run with PyTorch instead of ONNX Runtime")
-    ap.add_argument("--profile", choices=["default", "default-2thr", "default-torch", "paper"],
+    ap.add_argument("--profile", choices=["default", "default-1thr", "default-torch", "paper"],
                     help="print a cProfile of one warm study")
     ap.add_argument("--_child", help=argparse.SUPPRESS)
     ap.add_argument("--_res", help=argparse.SUPPRESS)
@@ -564,11 +611,11 @@ def main(argv: list[str] | None = None) -> int:
         res["help_startup"] = help_startup()
         _CLI_THREADS["has"] = _cli_has("--threads")
         res["cli_has_threads_option"] = _CLI_THREADS["has"]
-        runs = [(name, pack, 1, None) for name, pack in packs.items()]
+        runs = [(name, pack, None, None) for name, pack in packs.items()]  # the CLI's default threads
         if not a.skip_torch:
-            runs.insert(1, ("default-torch", packs["default"], 1, "torch"))
-        if not a.skip_two_threads:
-            runs.insert(1, ("default-2thr", packs["default"], 2, None))
+            runs.insert(1, ("default-torch", packs["default"], None, "torch"))
+        if not a.skip_one_thread:
+            runs.insert(1, ("default-1thr", packs["default"], 1, None))
         for name, pack, threads, runtime in runs:
             print(f"[{name}] warm timings ({pack})", file=sys.stderr)
             c: dict[str, Any] = {"pack_path": str(pack), "threads_env": threads, "runtime_requested": runtime or "auto"}
@@ -584,10 +631,10 @@ def main(argv: list[str] | None = None) -> int:
             c["batch"] = {}
             for wk in (1, 2):
                 print(f"[default] batch --workers {wk}", file=sys.stderr)
-                c["batch"][str(wk)] = batch_run(packs["default"], bf, wk, threads=1)
+                c["batch"][str(wk)] = batch_run(packs["default"], bf, wk)
             if _cli_has("--processes"):
                 print("[default] batch --processes 2", file=sys.stderr)
-                c["batch"]["processes 2"] = batch_run(packs["default"], bf, 1, threads=1, processes=2)
+                c["batch"]["processes 2"] = batch_run(packs["default"], bf, 1, processes=2)
             b1, b2 = c["batch"]["1"]["studies_per_min"], c["batch"]["2"]["studies_per_min"]
             if b1 and b2:
                 res["batch_speedup_2_over_1"] = b2 / b1

@@ -228,3 +228,55 @@ def test_killed_batch_process_resumes(setup, tmp_path):
     for u in uids.values():
         assert json.loads((out / _safe(u) / "report.json").read_text())["study_instance_uid"] == u
     assert p.returncode in (0, 1)
+
+
+@pytest.mark.slow
+def test_twenty_study_batch_killed_halfway_finishes_the_rest(tmp_path_factory):
+    """The issue's check: 20 phantom studies through `analyze --batch --processes 2`, the whole
+    batch SIGKILLed once about half are done (its parts stop with it), then rerun: the finished
+    studies are neither redone nor changed, every study ends complete."""
+    from lumbargrade.phantom.cohort import generate_cohort
+
+    root = tmp_path_factory.mktemp("batch20")
+    generate_cohort(root / "cohort", 20, 2024, split=(0, 0, 20), progress=False, workers=2)
+    studies = root / "studies"
+    studies.mkdir()
+    for p in sorted((root / "cohort").glob("P*/dicom")):
+        (studies / p.parent.name).symlink_to(p, target_is_directory=True)
+    pack = _bench_module().make_random_pack(root / "pack", "fast", tiny=True, landmarks="random")
+    out = root / "out"
+    cmd = [sys.executable, "-m", "lumbargrade", "analyze", "--batch", str(studies), "--out", str(out),
+           "--models", str(pack), "--processes", "2", "--outputs", "seg,sr"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    log = out / "batch_log.jsonl"
+    deadline = time.time() + 600
+    while time.time() < deadline and proc.poll() is None:
+        if log.is_file() and sum(1 for line in log.read_text().splitlines() if '"ok"' in line) >= 10:
+            proc.send_signal(signal.SIGKILL)
+            break
+        time.sleep(0.05)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    time.sleep(1.5)  # the parts notice their parent is gone (they poll every 0.5 s)
+    n_logged = len(_log(out))
+    time.sleep(1.5)
+    assert len(_log(out)) == n_logged, "a part kept running after the batch was killed"
+    finished = {e["study_instance_uid"] for e in _log(out) if e.get("status") == "ok"}
+    assert 10 <= len(finished) < 20
+    for d in out.iterdir():  # every visible result folder is complete; partial ones stay hidden
+        if d.is_dir() and not d.name.startswith("."):
+            assert (d / "report.json").is_file(), d
+    before = {u: (out / _safe(u) / "report.json").read_bytes() for u in finished}
+    mtimes = {u: (out / _safe(u) / "report.json").stat().st_mtime_ns for u in finished}
+    res = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    assert res.returncode == 0, res.stderr[-2000:]
+    second = _log(out)[n_logged:]
+    status = {e["study_instance_uid"]: e["status"] for e in second}
+    assert len(status) == 20
+    assert {u: status[u] for u in finished} == {u: "skipped (done)" for u in finished}
+    assert sum(1 for s in status.values() if s == "ok") == 20 - len(finished)
+    for u in finished:
+        assert (out / _safe(u) / "report.json").read_bytes() == before[u]
+        assert (out / _safe(u) / "report.json").stat().st_mtime_ns == mtimes[u]
+    done = [d for d in out.iterdir() if d.is_dir() and not d.name.startswith(".")]
+    assert len(done) == 20 and all((d / "report.json").is_file() and (d / "sr.dcm").is_file() for d in done)

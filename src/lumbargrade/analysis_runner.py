@@ -50,12 +50,19 @@ def analyze_one(study_path: str | Path, out: str | Path, pack: Any, config: Any,
     result.timings_s = {"reading_headers": t_read, **result.timings_s}
     resolved = {"analysis": config.to_dict(), "model_pack": str(pack.path), "input": str(study_path),
                 "runtime": {"requested": getattr(pack, "runtime", None),
-                            "components": pack.runtimes() if hasattr(pack, "runtimes") else {}}}
+                            "components": pack.runtimes() if hasattr(pack, "runtimes") else {},
+                            "onnxruntime_threads": _runtime_threads()}}
     t0 = time.perf_counter()
     writers = _extra_writers(outputs)
     write_outputs(result, out, pack, resolved, overwrite=overwrite, extra_writers=writers)
     result.timings_s["report"] = time.perf_counter() - t0
     return json.loads((Path(out) / "report.json").read_text())
+
+
+def _runtime_threads() -> int | None:
+    from .runtime import num_threads
+
+    return num_threads()
 
 
 def _extra_writers(outputs: Any = OUTPUTS) -> list:
@@ -148,12 +155,16 @@ def run_analyze(args: argparse.Namespace) -> int:
     if processes > 1 and not part and (len(studies) > 1 or args.batch):
         return _run_processes(studies, Path(args.out), processes, args)
     threads = getattr(args, "threads", None)
+    from .runtime import default_threads, set_num_threads
+
     if threads is not None:
         if int(threads) < 1:
             raise InputError("--threads", f"must be at least 1, got {threads}")
-        from .runtime import set_num_threads
-
         set_num_threads(int(threads))
+    else:  # ONNX Runtime: this process's share of the cores; PyTorch: 1 (its threads spin and
+        # contend with the report writers on a small machine; see docs/performance.md)
+        share = getattr(args, "_ort_threads", None) or default_threads(processes)
+        set_num_threads(share, torch_threads=1)
     if "html" in outputs:  # start the picture-drawing process now: its start-up overlaps model loading
         from .report import drawing_process
 
@@ -178,6 +189,7 @@ def run_analyze(args: argparse.Namespace) -> int:
 def _run_batch(studies: list[Path], out: Path, pack: Any, config: Any, rules: Any, args: argparse.Namespace,
                outputs: Any = OUTPUTS) -> int:
     """Many studies, models loaded once; resumable (a study whose folder holds report.json is done)."""
+    import datetime as _dt
     from concurrent.futures import ThreadPoolExecutor
 
     from tqdm import tqdm
@@ -188,6 +200,8 @@ def _run_batch(studies: list[Path], out: Path, pack: Any, config: Any, rules: An
     _clean_stale_temporaries(out)
     log = out / "batch_log.jsonl"
     n_ok = n_skip = n_err = 0
+    if getattr(args, "_part", False):
+        _exit_with_parent()
 
     def read(path: Path) -> tuple[Path, Any, str | None]:
         try:
@@ -224,6 +238,7 @@ def _run_batch(studies: list[Path], out: Path, pack: Any, config: Any, rules: An
                 entry["error"] = err
                 n_err += 1
                 print(f"lumbargrade: error: {err}", file=sys.stderr)
+            entry["finished"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="milliseconds")
             logf.write(json.dumps(entry) + "\n")
             logf.flush()
             bar.update(1)
@@ -250,10 +265,16 @@ def _run_processes(studies: list[Path], out: Path, processes: int, args: argpars
     shares = [studies[k::n] for k in range(n)]
     passthrough = ["--out", str(out), "--workers", str(args.workers), "--outputs", str(args.outputs),
                    "--slice-choice", str(args.slice_choice), "--_part"]
-    for opt in ("models", "rules", "runtime", "threads"):
+    for opt in ("models", "rules", "runtime"):
         v = getattr(args, opt, None)
         if v is not None:
             passthrough += [f"--{opt}", str(v)]
+    if args.threads is not None:
+        passthrough += ["--threads", str(args.threads)]
+    else:  # each part its share of the cores (PyTorch keeps 1)
+        from .runtime import default_threads
+
+        passthrough += ["--_ort-threads", str(default_threads(n))]
     if args.overwrite:
         passthrough.append("--overwrite")
     procs = []
@@ -289,6 +310,25 @@ def _run_processes(studies: list[Path], out: Path, processes: int, args: argpars
           f"({n} processes); outputs in {out} (log: {log})")
     failed = any(p.returncode not in (0, 1) for p in procs)
     return 1 if counts["error"] or failed else 0
+
+
+def _exit_with_parent(poll_s: float = 0.5) -> None:
+    """A ``--processes`` part stops when the process that started it is gone (killed or crashed):
+    no orphan keeps writing into the output folder. A study it was writing stays a hidden
+    temporary folder, never taken as done."""
+    import os
+    import threading
+    import time
+
+    parent = os.getppid()
+
+    def watch() -> None:
+        while True:
+            time.sleep(poll_s)
+            if os.getppid() != parent:
+                os._exit(3)
+
+    threading.Thread(target=watch, name="lumbargrade-parent-watch", daemon=True).start()
 
 
 def _log_lines_since(log: Path, start: int) -> int:

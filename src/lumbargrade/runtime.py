@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,7 @@ __all__ = [
     "export_onnx",
     "file_sha256",
     "load_onnx_net",
+    "default_threads",
     "num_threads",
     "resolve_runtime",
     "run_net",
@@ -47,20 +49,33 @@ RUNTIMES = ("auto", "onnx", "torch")
 ONNX_FILE = "model.onnx"
 ONNX_RECORD = "onnx.json"
 _THREADS: int | None = None
+_TORCH_THREADS: int | None = None
 
 
-def set_num_threads(n: int | None) -> None:
-    """CPU threads for the networks (both runtimes; None: each runtime's default)."""
-    global _THREADS
+def set_num_threads(n: int | None, torch_threads: int | None = None) -> None:
+    """CPU threads for the networks: ``n`` for ONNX Runtime sessions created from now on and for
+    PyTorch (``torch_threads``, when given, for PyTorch instead). None: each runtime's default.
+    torch is not imported for this; its setting is applied when a torch network first runs."""
+    global _THREADS, _TORCH_THREADS
     _THREADS = None if n is None else max(1, int(n))
-    import sys
-
-    if _THREADS is not None and "torch" in sys.modules:  # never import torch just for this
-        sys.modules["torch"].set_num_threads(_THREADS)
+    t = torch_threads if torch_threads is not None else n
+    _TORCH_THREADS = None if t is None else max(1, int(t))
+    if _TORCH_THREADS is not None and "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(_TORCH_THREADS)
 
 
 def num_threads() -> int | None:
+    """The ONNX Runtime threads set by :func:`set_num_threads` (None: its default)."""
     return _THREADS
+
+
+def default_threads(processes: int = 1) -> int:
+    """The CPU cores this process may use, shared among ``processes`` (at least 1)."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cores = os.cpu_count() or 1
+    return max(1, cores // max(1, int(processes)))
 
 
 def resolve_runtime(requested: str | None = None) -> str:
@@ -148,6 +163,8 @@ def run_net(net: Any, x: np.ndarray, bf16: bool = False, memory_format: Any = No
         return np.asarray(net(x), dtype=np.float32)
     import torch
 
+    if _TORCH_THREADS is not None and torch.get_num_threads() != _TORCH_THREADS:
+        torch.set_num_threads(_TORCH_THREADS)
     try:
         dev = next(net.parameters()).device
     except StopIteration:

@@ -24,9 +24,10 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                    "N = the number of cores gives the most studies per minute)")
     p.add_argument("--_list", help=argparse.SUPPRESS)
     p.add_argument("--_part", action="store_true", help=argparse.SUPPRESS)
-    p.add_argument("--threads", type=int, default=1,
-                   help="CPU threads for the networks (default 1: fastest when other work shares the CPU; "
-                   "raise it on an idle machine with many cores)")
+    p.add_argument("--_ort-threads", type=int, help=argparse.SUPPRESS)
+    p.add_argument("--threads", type=int, default=None,
+                   help="CPU threads for the networks (default: the cores this process may use, divided among "
+                   "--processes, for ONNX Runtime; 1 for PyTorch, whose threads contend with the report writers)")
     p.add_argument("--runtime", choices=["auto", "onnx", "torch"], default=None,
                    help="how the networks run: onnx (ONNX Runtime, fast start), torch, or auto (default: onnx "
                    "where the pack has a current export; also $LUMBARGRADE_RUNTIME)")

@@ -27,7 +27,7 @@ def run(args: argparse.Namespace) -> int:
         "cpu_count": os.cpu_count(),
     }
     for pkg in ["numpy", "scipy", "pydicom", "highdicom", "nibabel", "scikit-learn", "torch",
-                "torchvision", "timm", "monai", "safetensors", "pillow"]:
+                "torchvision", "timm", "monai", "safetensors", "pillow", "onnxruntime", "onnx"]:
         try:
             info[pkg] = md.version(pkg)
         except md.PackageNotFoundError:
@@ -40,9 +40,21 @@ def run(args: argparse.Namespace) -> int:
     except Exception as e:  # torch missing or broken: report, do not fail
         info["torch_threads"] = f"unavailable ({type(e).__name__})"
     try:
-        from ..modelpack import default_pack_path, pack_summary
+        from ..modelpack import NETWORK_COMPONENTS, default_pack_path, load_pack, pack_summary
+        from ..runtime import load_onnx_net, resolve_runtime
 
         info["model_pack"] = pack_summary(default_pack_path())
+        requested = resolve_runtime(None)
+        pack = load_pack(default_pack_path(), runtime="torch")
+        onnx = []
+        for comp in NETWORK_COMPONENTS:
+            if pack.has(comp):
+                try:
+                    onnx.append(load_onnx_net(pack.folder(comp), requested) is not None)
+                except Exception:
+                    onnx.append(False)
+        info["runtime"] = (f"{requested}: ONNX Runtime for {sum(onnx)} of {len(onnx)} networks"
+                           if requested != "torch" else "torch")
     except Exception as e:
         info["model_pack"] = f"unavailable ({type(e).__name__}: {e})"
     if args.json:
