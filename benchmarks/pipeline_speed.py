@@ -495,6 +495,7 @@ def table(res: dict[str, Any]) -> str:
                 cells.append(f"{'-':>{w}s}")
         lines.append(f"{label:34s}" + "".join(cells))
 
+    row("python loop 1e7 s before (speed)", lambda c: c["python_loop_1e7_s_before"])
     row("runtime", lambda c: "/".join(sorted(set(c["warm"]["runtimes"].values()))) or "-")
     row("threads", lambda c: (c["warm"]["threads"]["onnxruntime"] if "onnx" in c["warm"]["runtimes"].values()
                               else c["warm"]["threads"]["torch"]))
@@ -523,6 +524,9 @@ def table(res: dict[str, Any]) -> str:
     if ref:
         lines.append(f"machine speed reference: python loop 1e7 {ref['python_loop_1e7_s']:.2f} s, "
                      f"`import torch` process {ref['import_torch_process_s']:.2f} s")
+    if "python_loop_1e7_s_at_end" in res:
+        lines.append(f"python loop 1e7 at the end: {res['python_loop_1e7_s_at_end']:.2f} s "
+                     "(a run whose loop times differ a lot was disturbed: the VM's speed changed)")
     if "batch_speedup_2_over_1" in res:
         lines.append(f"batch --workers 2 / --workers 1 throughput: {res['batch_speedup_2_over_1']:.2f}x")
     if "batch_speedup_processes2_over_1" in res:
@@ -548,6 +552,18 @@ def machine() -> dict[str, Any]:
         pass
     info["speed_reference"] = speed_reference()
     return info
+
+
+def _loop_s() -> float:
+    """Seconds for a pure-Python loop of 10**7 additions (best of 2): the machine's speed now."""
+    best = float("inf")
+    for _ in range(2):
+        t = time.perf_counter()
+        s = 0
+        for i in range(10**7):
+            s += i
+        best = min(best, time.perf_counter() - t)
+    return round(best, 3)
 
 
 def speed_reference() -> dict[str, float]:
@@ -618,7 +634,8 @@ def main(argv: list[str] | None = None) -> int:
             runs.insert(1, ("default-1thr", packs["default"], 1, None))
         for name, pack, threads, runtime in runs:
             print(f"[{name}] warm timings ({pack})", file=sys.stderr)
-            c: dict[str, Any] = {"pack_path": str(pack), "threads_env": threads, "runtime_requested": runtime or "auto"}
+            c: dict[str, Any] = {"pack_path": str(pack), "threads_env": threads, "runtime_requested": runtime or "auto",
+                                 "python_loop_1e7_s_before": _loop_s()}
             c["warm"] = warm_child(pack, studies[:WARM_STUDIES], profile=(a.profile == name), threads=threads,
                                    runtime=runtime)
             c["summary"] = summarise(c["warm"])
@@ -628,7 +645,7 @@ def main(argv: list[str] | None = None) -> int:
         if not a.skip_batch:
             bf = batch_folder(studies, work / "batch")
             c = res["configs"]["default"]
-            c["batch"] = {}
+            c["batch"] = {"python_loop_1e7_s_before": _loop_s()}
             for wk in (1, 2):
                 print(f"[default] batch --workers {wk}", file=sys.stderr)
                 c["batch"][str(wk)] = batch_run(packs["default"], bf, wk)
@@ -646,6 +663,7 @@ def main(argv: list[str] | None = None) -> int:
                                          / res["configs"]["default"]["summary"]["wall_median_s"])
     finally:
         shutil.rmtree(work, ignore_errors=True)
+    res["python_loop_1e7_s_at_end"] = _loop_s()
     res["benchmark_wall_s"] = time.perf_counter() - t_start
     if hasattr(os, "getloadavg"):
         res["machine"]["loadavg_at_end"] = os.getloadavg()  # an idle machine reads well below its cores
