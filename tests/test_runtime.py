@@ -146,7 +146,7 @@ def test_one_study_under_onnx_runtime_never_imports_torch(phantom_study, tmp_pat
         "assert rc == 0, rc\n"
         "print('torch imported' if 'torch' in sys.modules else 'torch not imported')\n"
     )
-    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=False)
     assert res.returncode == 0, res.stderr[-2000:]
     assert "torch not imported" in res.stdout
     report = json.loads((tmp_path / "out" / "report.json").read_text())

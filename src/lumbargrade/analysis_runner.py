@@ -13,7 +13,7 @@ from typing import Any
 from .errors import InputError
 from .grading.names import LATERAL_FINDINGS as _FINDINGS
 
-__all__ = ["run_analyze", "analyze_one", "format_table"]
+__all__ = ["analyze_one", "format_table", "run_analyze"]
 
 #: The optional writers beside report.json and the label maps (``--outputs``).
 OUTPUTS = ("seg", "sr", "html")
@@ -115,7 +115,7 @@ def format_table(report: dict[str, Any]) -> str:
             else:
                 cells.append("-")
         lines.append(
-            f"{lv['level']:7s} {str(c.get('grade') or '-'):9s} "
+            f"{lv['level']:7s} {c.get('grade') or '-'!s:9s} "
             f"{(f'{ratio:.3f}' if ratio is not None else '-'):>7s} "
             f"{(f'{sac:.0f}' if sac is not None else '-'):>8s} " + " ".join(f"{x:>14s}" for x in cells)
         )
@@ -238,7 +238,7 @@ def _run_batch(studies: list[Path], out: Path, pack: Any, config: Any, rules: An
                 entry["error"] = err
                 n_err += 1
                 print(f"lumbargrade: error: {err}", file=sys.stderr)
-            entry["finished"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="milliseconds")
+            entry["finished"] = _dt.datetime.now(_dt.UTC).isoformat(timespec="milliseconds")
             logf.write(json.dumps(entry) + "\n")
             logf.flush()
             bar.update(1)

@@ -32,12 +32,12 @@ from .errors import InputError
 __all__ = [
     "COMPONENTS",
     "NETWORK_COMPONENTS",
-    "export_pack_onnx",
     "ModelPack",
+    "build_pack",
     "default_pack_path",
+    "export_pack_onnx",
     "load_pack",
     "pack_summary",
-    "build_pack",
 ]
 
 #: Component name -> what it does.

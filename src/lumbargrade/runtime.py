@@ -35,10 +35,10 @@ __all__ = [
     "RUNTIMES",
     "OnnxNet",
     "TorchNet",
+    "default_threads",
     "export_onnx",
     "file_sha256",
     "load_onnx_net",
-    "default_threads",
     "num_threads",
     "resolve_runtime",
     "run_net",
@@ -196,7 +196,6 @@ def load_onnx_net(folder: str | Path, runtime: str = "auto") -> OnnxNet | None:
     def unusable(why: str) -> None:
         if runtime == "onnx":
             raise InputError(onnx_p, f"{why} (run `lumbargrade pack export-onnx`, or use --runtime torch)")
-        return None
 
     if not onnx_p.is_file():
         return unusable("no ONNX export")
