@@ -74,6 +74,20 @@ def _log(out: Path) -> list[dict]:
     return [json.loads(line) for line in (out / "batch_log.jsonl").read_text().splitlines() if line.strip()]
 
 
+def _start_and_kill_after(cmd: list[str], log: Path, n_ok: int, timeout_s: float) -> subprocess.Popen:
+    """Start a batch command and SIGKILL it once ``n_ok`` studies are logged as done; returns the
+    finished process."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + timeout_s
+    while time.time() < deadline and proc.poll() is None:
+        if log.is_file() and sum(1 for line in log.read_text().splitlines() if '"ok"' in line) >= n_ok:
+            proc.send_signal(signal.SIGKILL)
+            break
+        time.sleep(0.05)
+    proc.wait()
+    return proc
+
+
 def _safe(uid: str) -> str:
     from lumbargrade.analysis_runner import _safe
 
@@ -202,15 +216,7 @@ def test_killed_batch_process_resumes(setup, tmp_path):
     out = tmp_path / "out_kill"
     cmd = [sys.executable, "-m", "lumbargrade", "analyze", "--batch", str(studies), "--out", str(out),
            "--models", str(pack)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    log = out / "batch_log.jsonl"
-    deadline = time.time() + 300
-    while time.time() < deadline and proc.poll() is None:
-        if log.is_file() and sum(1 for line in log.read_text().splitlines() if '"ok"' in line) >= 2:
-            proc.send_signal(signal.SIGKILL)
-            break
-        time.sleep(0.05)
-    proc.wait()
+    proc = _start_and_kill_after(cmd, out / "batch_log.jsonl", n_ok=2, timeout_s=300)
     assert proc.returncode == -signal.SIGKILL  # really interrupted, not finished
     finished = {e["study_instance_uid"] for e in _log(out) if e.get("status") == "ok"}
     assert 2 <= len(finished) < len(uids)
@@ -247,15 +253,7 @@ def test_twenty_study_batch_killed_halfway_finishes_the_rest(tmp_path_factory):
     out = root / "out"
     cmd = [sys.executable, "-m", "lumbargrade", "analyze", "--batch", str(studies), "--out", str(out),
            "--models", str(pack), "--processes", "2", "--outputs", "seg,sr"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    log = out / "batch_log.jsonl"
-    deadline = time.time() + 600
-    while time.time() < deadline and proc.poll() is None:
-        if log.is_file() and sum(1 for line in log.read_text().splitlines() if '"ok"' in line) >= 10:
-            proc.send_signal(signal.SIGKILL)
-            break
-        time.sleep(0.05)
-    proc.wait()
+    proc = _start_and_kill_after(cmd, out / "batch_log.jsonl", n_ok=10, timeout_s=600)
     assert proc.returncode == -signal.SIGKILL
     time.sleep(1.5)  # the parts notice their parent is gone (they poll every 0.5 s)
     n_logged = len(_log(out))
