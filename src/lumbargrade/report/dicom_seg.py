@@ -275,7 +275,7 @@ def _write_seg(
             content_label="LUMBARGRADE",
             content_creator_name=person_name(creators[0]) if creators else None,
             series_description="lumbargrade segmentation",
-            omit_empty_frames=True,
+            omit_empty_frames=bool(arr.any()),  # all empty: highdicom would warn and keep every frame anyway
         )
         lc.add_scheme_identification(seg)
         name = "seg.dcm" if len(groups) == 1 else f"seg_{i}.dcm"
