@@ -35,6 +35,9 @@ def enabled() -> bool:
     return os.environ.get("LUMBARGRADE_DRAWING_PROCESS", "1").strip().lower() not in ("0", "false", "no", "off")
 
 
+atexit.register(lambda: shutdown())  # once per process, whatever helpers were started
+
+
 def _send(stream: Any, obj: Any) -> None:
     data = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
     stream.write(_HEADER.pack(len(data)))
@@ -73,7 +76,6 @@ def _process() -> Any:
         _DISABLED = True
         _PROC = None
         return None
-    atexit.register(shutdown)
     return _PROC
 
 
