@@ -87,7 +87,7 @@ def make_random_pack(out: str | Path, preset: str = "fast", seed: int = 0, tiny:
         if tiny:
             seg.model_kwargs = {"channels": [4, 8, 16, 32, 64]}
             seg.size, seg.target_spacing, seg.margin = 96, 1.2, 0
-        model = create_model(seg.model, per_structure=seg.per_structure, **seg.model_kwargs)
+        model = create_model(seg.model, **seg.model_args())
         d = runs / "segmentation"
         d.mkdir()
         save_weights(model, d / "model.safetensors")

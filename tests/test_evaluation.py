@@ -210,6 +210,10 @@ def _all_entries(m):
     yield "slice_choice_accuracy", m["slice_choice_accuracy"]
     for sect in ("segmentation", "localization", "binary_auroc", "agreement"):
         for k, e in m[sect].items():
+            if sect == "segmentation" and k.endswith("_region") and e is None:
+                continue  # this cohort's label maps hold no facet/foramen regions
+            if sect == "localization" and not k.startswith("iou_"):
+                continue  # by_source / reported_source: see test_box_sources_side_by_side
             yield f"{sect}.{k}", e
     for model in ("tree", "cnn"):
         for k, e in m["central_canal"][model].items():
@@ -326,3 +330,32 @@ def test_tree_direction_and_leaf_probabilities():
     assert m["central_canal"]["tree"]["ovo_auroc"]["value"] == pytest.approx(
         roc_auc_score(ys, np.array(ps), multi_class="ovo", labels=[0, 1, 2, 3]))
     assert m["central_canal"]["cnn"]["accuracy"] is None
+
+
+def test_box_sources_side_by_side_and_region_dice():
+    from lumbargrade.evaluation import LevelPair, compute_metrics, format_tables
+
+    truth_boxes = {"facet_left": [10, 30, 20, 40], "facet_right": [10, 0, 20, 10],
+                   "foramen_left": [0, 30, 10, 40], "foramen_right": [0, 0, 10, 10]}
+    shifted = {k: [b[0] + 5, b[1], b[2] + 5, b[3]] for k, b in truth_boxes.items()}  # IoU 5/15 = 1/3
+    lab = np.zeros((40, 40), np.uint8)
+    for k, v in (("facet_left", 3), ("facet_right", 4), ("foramen_left", 5), ("foramen_right", 6)):
+        r0, c0, r1, c1 = truth_boxes[k]
+        lab[r0:r1, c0:c1] = v
+    pred_lab = lab.copy()
+    pred_lab[10:20, 30:35] = 0  # half of the left facet region missed: Dice 2/3 on that side
+    pairs = []
+    for i in range(4):
+        truth = {"axial_sop_instance_uid": "s", "boxes": truth_boxes, "grades": {}}
+        pred = {"axial_sop_instance_uid": "s", "boxes": truth_boxes, "boxes_source": "image",
+                "boxes_by_source": {"image": truth_boxes, "fitted": shifted}}
+        pairs.append(LevelPair(f"p{i}", "L4/L5", truth, pred, lab, pred_lab))
+    m = compute_metrics(pairs, n_boot=20)
+    loc = m["localization"]
+    assert loc["iou_facet"]["value"] == 1.0 and loc["reported_source"] == "image"
+    assert loc["by_source"]["image"]["iou_foramen"]["value"] == 1.0
+    assert loc["by_source"]["fitted"]["iou_facet"]["value"] == pytest.approx(1 / 3)
+    assert m["segmentation"]["dice_facet_region"]["value"] == pytest.approx((2 / 3 + 1) / 2)
+    assert m["segmentation"]["dice_foramen_region"]["value"] == 1.0
+    md = format_tables(m)
+    assert "fitted rule on the masks" in md and "0.333" in md

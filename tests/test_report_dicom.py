@@ -59,14 +59,24 @@ def test_seg_reads_back_with_masks_boxes_and_provenance(analysis):
         got = np.asarray(arr)[0] > 0
         np.testing.assert_array_equal(got[..., 0], lv.sac_mask)
         np.testing.assert_array_equal(got[..., 1], lv.disc_mask)
-        r0, c0, r1, c1 = lv.boxes["foramen_left"]
-        box = got[..., list(numbers).index("foramen_left")]
-        assert box.sum() == (r1 - r0) * (c1 - c0) and box[r0:r1, c0:c1].all()
+        seg_mask = got[..., list(numbers).index("foramen_left")]
+        if lv.regions is not None:  # the image localiser: the segment is the region itself
+            np.testing.assert_array_equal(seg_mask, lv.regions == 5)
+            assert lv.boxes_source == "image"
+        else:  # a rule's box, filled
+            r0, c0, r1, c1 = lv.boxes["foramen_left"]
+            assert seg_mask.sum() == (r1 - r0) * (c1 - c0) and seg_mask[r0:r1, c0:c1].all()
 
 
 def _sr_groups(path):
     sr = hd.sr.srread(path)
     return {str(g.tracking_identifier): g for g in sr.content.get_planar_roi_measurement_groups()}
+
+
+def _what(rec: dict) -> str:
+    """'region' when the image localiser placed the level's boxes (its regions are the segments),
+    else 'box'."""
+    return "region" if rec.get("boxes_source") == "image" else "box"
 
 
 def test_sr_measurements_and_grades_equal_report(analysis):
@@ -90,21 +100,23 @@ def test_sr_measurements_and_grades_equal_report(analysis):
             for x in groups[f"{level} disc"].get_measurements()
         }
         assert disc[("42798000", "mm2")] == pytest.approx(m["disc_area_mm2"], rel=1e-9)
-        (q,) = sac.get_qualitative_evaluations()
+        q, review = sac.get_qualitative_evaluations()
         assert q.value.meaning.lower() == rec["central_canal"]["grade"]
+        assert review.name.value == "LG040"
+        assert review.value.meaning == ("Yes" if rec["needs_review"] else "No")
         # each group references its own segment's frame on this level's slice
         for kind in ("dural_sac", "foramen_left", "facet_right"):
             ident = (
                 f"{level} dural sac"
                 if kind == "dural_sac"
-                else f"{level} {kind.replace('_', ' ')} box"
+                else f"{level} {kind.replace('_', ' ')} {_what(rec)}"
             )
             ref = groups[ident].referenced_segmentation_frame
             assert ref.referenced_sop_instance_uid == seg_ds.SOPInstanceUID
             (frame,) = ref.referenced_frame_numbers
             assert frames[int(frame)] == (numbers[level][kind], rec["axial_sop_instance_uid"])
         for key in ("foramen_left", "facet_right"):
-            g = groups[f"{level} {key.replace('_', ' ')} box"]
+            g = groups[f"{level} {key.replace('_', ' ')} {_what(rec)}"]
             (q,) = g.get_qualitative_evaluations()
             expected = (
                 "Moderate to Severe" if rec[key]["label"] == "moderate/severe" else "Normal or mild"

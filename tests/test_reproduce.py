@@ -76,7 +76,7 @@ def test_tiny_reproduce_writes_everything_and_resumes(tmp_path):
     assert m["pipeline_failures"] == []
     for name in m["confusion"]:  # one-epoch models may grade nothing; whatever was graded is drawn
         assert (out / "evaluation" / f"confusion_{name}.png").is_file()
-    from lumbargrade.localization import BoxRuleConfig
+    from lumbargrade.boxes.rule import BoxRuleConfig
 
     BoxRuleConfig.from_dict(json.loads((out / "pack" / "box_rule.json").read_text()))  # what analyze reads
     pack = json.loads((out / "pack" / "pack.json").read_text())

@@ -206,6 +206,7 @@ TINY = [
     "progress=false",
     "lr=0.01",
     'model_kwargs={"channels": [8, 8, 16, 16, 32]}',
+    "regions=false",
 ]
 
 
@@ -320,13 +321,18 @@ def test_inference_maps_back_and_recentres():
     sac, disc = _threshold_segmenter().segment(img, spacing)
     assert sac.shape == shape and not disc.any()
     assert 2 * (sac & blob).sum() / (sac.sum() + blob.sum()) > 0.97  # recentred: whole blob found
-    cut, _ = _threshold_segmenter(recentre_mm=0).segment(img, spacing)
+    # a field centred on the image centre without recentring sees only part of the blob
+    centre = ((shape[0] - 1) / 2, (shape[1] - 1) / 2)
+    (cut, _), = _threshold_segmenter(recentre_mm=0).segment_batch([(img, spacing)], centres=[centre])
     assert cut.sum() < 0.9 * blob.sum() and not (cut & ~blob).sum() > 0.02 * blob.sum()
+    # without a given centre the sac is located by a search over the slice, even without recentring
+    found, _ = _threshold_segmenter(recentre_mm=0).segment(img, spacing)
+    assert 2 * (found & blob).sum() / (found.sum() + blob.sum()) > 0.97
     # largest component: a second, smaller blob is dropped unless asked to keep it
     two = blob | _ellipse(shape, spacing, (100, 90), (3, 3))
     s1, _ = _threshold_segmenter().segment(two.astype(np.float32), spacing)
-    s2, _ = _threshold_segmenter(largest_component=False, recentre_mm=0).segment(
-        two.astype(np.float32), spacing
+    (s2, _), = _threshold_segmenter(largest_component=False, recentre_mm=0).segment_batch(
+        [(two.astype(np.float32), spacing)], centres=[centre]
     )
     assert not s1[200, 180] and s2[200, 180]
 

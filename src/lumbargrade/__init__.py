@@ -2,7 +2,7 @@
 
 Data flow: study in (:mod:`lumbargrade.io`) -> levels (:mod:`lumbargrade.levels`) -> masks
 (:mod:`lumbargrade.segmentation`) -> measurements (:mod:`lumbargrade.measurements`) -> boxes
-(:mod:`lumbargrade.localization`) -> grades (:mod:`lumbargrade.grading`) -> report out
+(:mod:`lumbargrade.boxes`) -> grades (:mod:`lumbargrade.grading`) -> report out
 (:mod:`lumbargrade.report`). The synthetic study generator is :mod:`lumbargrade.phantom`.
 
 Importing this package is cheap: heavy libraries (torch, monai, timm) are imported lazily.

@@ -170,7 +170,7 @@ def run_analyze(args: argparse.Namespace) -> int:
 
         drawing_process.start()
     pack = load_pack(args.models, runtime=getattr(args, "runtime", None))
-    config = AnalysisConfig(slice_choice=args.slice_choice)
+    config = AnalysisConfig(slice_choice=args.slice_choice, boxes=getattr(args, "boxes", None) or "auto")
     out = Path(args.out)
     if len(studies) == 1 and not args.batch and not part:
         report = analyze_one(studies[0], out, pack, config, overwrite=args.overwrite, rules=rules, outputs=outputs)
@@ -265,7 +265,7 @@ def _run_processes(studies: list[Path], out: Path, processes: int, args: argpars
     shares = [studies[k::n] for k in range(n)]
     passthrough = ["--out", str(out), "--workers", str(args.workers), "--outputs", str(args.outputs),
                    "--slice-choice", str(args.slice_choice), "--_part"]
-    for opt in ("models", "rules", "runtime"):
+    for opt in ("models", "rules", "runtime", "boxes"):
         v = getattr(args, opt, None)
         if v is not None:
             passthrough += [f"--{opt}", str(v)]

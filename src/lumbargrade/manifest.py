@@ -16,6 +16,8 @@ from .errors import InputError
 
 __all__ = [
     "REQUIRED_COLUMNS",
+    "axial_view_of",
+    "load_axial_geometry",
     "SPLITS",
     "load_axial",
     "load_image_file",
@@ -40,8 +42,12 @@ def resolve_manifest(path: str | Path) -> Path:
     return p
 
 
-def read_manifest(path: str | Path, required: tuple[str, ...] = REQUIRED_COLUMNS) -> list[dict]:
+def read_manifest(path: str | Path, required: tuple[str, ...] = REQUIRED_COLUMNS,
+                  any_level: bool = False) -> list[dict]:
     """Rows of a manifest as dicts of strings (empty cells are ``""``).
+
+    ``any_level``: accept any level name (a slice bank's T11/T12, vertebra names...), not only
+    the graded ``L1/L2``..``L5/S1``.
 
     ``path`` is a ``manifest.csv`` or a folder holding one. Each row also gets ``_base_dir``
     (the manifest's folder, a string) and ``_line`` (its line number, for messages).
@@ -69,7 +75,7 @@ def read_manifest(path: str | Path, required: tuple[str, ...] = REQUIRED_COLUMNS
                         f"{p}:{i}", f"split {row.get('split')!r} is not one of {', '.join(SPLITS)}"
                     )
                 lvl = row.get("level", "").replace("-", "/")
-                if lvl not in LEVELS:
+                if lvl not in LEVELS and not (any_level and lvl):
                     raise InputError(
                         f"{p}:{i}", f"level {row.get('level')!r} is not one of {', '.join(LEVELS)}"
                     )
@@ -205,3 +211,39 @@ def load_label_map(row: dict, base_dir: str | Path | None = None) -> np.ndarray:
     if arr.min() < 0 or arr.max() > 255 or not np.all(arr == np.round(arr)):
         raise InputError(p, "label map must hold integer values 0-255")
     return arr.astype(np.uint8)
+
+
+def load_axial_geometry(row: dict, base_dir: str | Path | None = None):
+    """The :class:`~lumbargrade.geometry.SliceGeometry` of the row's axial slice when it is a DICOM
+    file (from ImageOrientationPatient, ImagePositionPatient, PixelSpacing); None for PNG/NPY."""
+    p = _path(row, "axial_image", base_dir)
+    if not _is_dicom(p):
+        return None
+    import pydicom
+
+    from .geometry import SliceGeometry
+
+    try:
+        ds = pydicom.dcmread(p, stop_before_pixels=True)
+        iop = [float(v) for v in ds.ImageOrientationPatient]
+        ipp = [float(v) for v in ds.ImagePositionPatient]
+        ps = [float(v) for v in ds.PixelSpacing]
+        return SliceGeometry(position=np.array(ipp), row_cosine=np.array(iop[:3]), col_cosine=np.array(iop[3:]),
+                             pixel_spacing=(ps[0], ps[1]), rows=int(ds.Rows), columns=int(ds.Columns),
+                             thickness=float(getattr(ds, "SliceThickness", 0) or 0) or None)
+    except (AttributeError, ValueError, TypeError, IndexError) as e:
+        raise InputError(p, f"no usable slice geometry ({type(e).__name__}: {e})") from None
+    except Exception as e:  # noqa: BLE001 - pydicom raises many kinds for damaged files
+        raise InputError(p, f"not a readable DICOM file ({type(e).__name__}: {e})") from None
+
+
+def axial_view_of(row: dict, base_dir: str | Path | None = None):
+    """The canonical view (:mod:`lumbargrade.io.orientation`) of the row's axial slice: from the
+    DICOM header, or the identity for PNG/NPY images (taken as stored in the radiological display)."""
+    from .io.orientation import axial_view
+
+    g = load_axial_geometry(row, base_dir)
+    try:
+        return axial_view(g)
+    except ValueError as e:
+        raise InputError(_path(row, "axial_image", base_dir), str(e)) from None

@@ -183,12 +183,15 @@ def build_pack(
     extra: dict[str, Any] | None = None,
     overwrite: bool = False,
     box_rule: str | Path | None = None,
+    box_source: str | None = None,
 ) -> Path:
     """Assemble a pack from run folders written by ``lumbargrade train`` (and the box rule fitted
     by ``lumbargrade train boxes``, copied to ``PACK/box_rule.json``).
 
     ``runs`` maps component names (see :data:`COMPONENTS`) to run folders. Only the files a pack
-    needs are copied (no optimizer checkpoints), so packs stay small.
+    needs are copied (no optimizer checkpoints), so packs stay small. ``box_source``: how
+    ``analyze`` places the facet/foramen boxes with this pack (``image``, ``fitted``, ``paper``;
+    default ``image`` when the segmenter has facet/foramen regions, else ``fitted``).
     """
     out = Path(out)
     if out.exists() and any(out.iterdir()) and not overwrite:
@@ -234,10 +237,17 @@ def build_pack(
                                          "metrics": json.loads(fit.read_text()) if fit.is_file() else {}}}
     else:
         components_extra = {}
+    if box_source is None:
+        seg_cfg = Path(runs["segmentation"]) / "config.json" if "segmentation" in runs else None
+        regions = bool(json.loads(seg_cfg.read_text()).get("regions")) if seg_cfg and seg_cfg.is_file() else False
+        box_source = "image" if regions else "fitted"
+    if box_source not in ("image", "fitted", "paper"):
+        raise InputError("--box-source", f"{box_source!r} is not image, fitted or paper")
     manifest = {
         "name": name,
         "version": version,
         "trained_on": trained_on,
+        "box_source": box_source,
         "components": components,
         **components_extra,
         **(extra or {}),

@@ -17,8 +17,8 @@ from .errors import InputError
 from .geometry import SliceGeometry
 from .levels.names import LEVELS
 
-__all__ = ["AnalysisConfig", "LevelResult", "StudyResult", "analyze_study", "grade_levels", "left_is_higher_col", "anterior_is_low_row",
-           "measure_and_localize"]
+__all__ = ["AnalysisConfig", "LevelResult", "StudyResult", "analyze_study", "grade_levels", "measure_and_localize",
+           "segment_levels"]
 
 
 @dataclass
@@ -29,6 +29,9 @@ class AnalysisConfig:
     central_grade_source: str = "tree"  # which model's grade is the reported central canal grade
     mid_sagittal_index: int | None = None  # override the automatic mid-sagittal slice choice
     max_landmark_distance_mm: float = 6.0  # warn when the chosen slice is farther from the disc centre
+    boxes: str = "auto"  # facet/foramen boxes: 'image' (the segmenter's regions), 'fitted' (rule on the
+    # masks, the pack's box_rule.json), 'paper' (36 mm squares from the dural sac), 'auto' (the pack's choice)
+    field_offset_mm: float = 20.0  # the segmenter's field is centred this far behind the disc-centre landmark
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -52,15 +55,48 @@ class LevelResult:
     findings: dict[str, Any] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     source: Any = None  # the lumbargrade.io SliceRef of the axial slice (its DICOM header for SEG/SR)
+    regions: np.ndarray | None = None  # uint8 [rows, cols] facet/foramen regions 3-6 (image localiser) or None
+    quality: dict[str, Any] = field(default_factory=dict)  # the segmenter's numbers (confidence, mirror Dice)
+    review_reasons: list[str] = field(default_factory=list)  # why the level needs a radiologist's look
+    boxes_source: str | None = None  # 'image', 'fitted' or 'paper'
+    box_candidates: dict[str, dict[str, list[int]]] = field(default_factory=dict)  # every source's boxes
+    view: Any = None  # lumbargrade.io.orientation.AxialView (canonical view of the slice)
+
+    def __post_init__(self) -> None:
+        if self.view is None:
+            from .io.orientation import axial_view
+
+            self.view = axial_view(self.geometry)
+
+    @property
+    def canonical_spacing(self) -> tuple[float, float]:
+        """(row_mm, col_mm) of the canonical view."""
+        return self.view.canonical_spacing(self.geometry.pixel_spacing)
+
+    def canonical(self, arr: np.ndarray | None) -> np.ndarray | None:
+        """A stored-grid array in the canonical view (anterior at the top, patient left on the right)."""
+        return None if arr is None else self.view.to_canonical(arr)
+
+    def canonical_boxes(self) -> dict[str, list[int]]:
+        shape = self.image.shape
+        return {k: self.view.box_to_canonical(b, shape) for k, b in (self.boxes or {}).items() if b}
+
+    @property
+    def needs_review(self) -> bool:
+        return bool(self.review_reasons)
 
     def label_map(self) -> np.ndarray:
-        """uint8 [rows, cols]: 1 dural sac, 2 disc, 3/4 facet left/right, 5/6 foramen left/right
-        (boxes filled, drawn under the masks)."""
+        """uint8 [rows, cols] (the stored grid): 1 dural sac, 2 disc, 3/4 facet left/right, 5/6
+        foramen left/right (the image localiser's regions; without them the boxes, filled), sac and
+        disc drawn over them."""
         lab = np.zeros(self.image.shape, dtype=np.uint8)
-        for name, value in (("facet_left", 3), ("facet_right", 4), ("foramen_left", 5), ("foramen_right", 6)):
-            b = self.boxes.get(name)
-            if b:
-                lab[b[0]:b[2], b[1]:b[3]] = value
+        if self.regions is not None:
+            lab[:] = np.where(np.isin(self.regions, (3, 4, 5, 6)), self.regions, 0)
+        else:
+            for name, value in (("facet_left", 3), ("facet_right", 4), ("foramen_left", 5), ("foramen_right", 6)):
+                b = self.boxes.get(name)
+                if b:
+                    lab[b[0]:b[2], b[1]:b[3]] = value
         if self.disc_mask is not None:
             lab[self.disc_mask] = 2
         if self.sac_mask is not None:
@@ -78,6 +114,14 @@ class LevelResult:
             "boxes": self.boxes,
             "measurements": self.measurements,
         }
+        rec["boxes_source"] = self.boxes_source
+        if self.box_candidates:
+            rec["boxes_by_source"] = self.box_candidates
+        rec["needs_review"] = self.needs_review
+        rec["review_reasons"] = list(self.review_reasons)
+        rec["orientation"] = self.view.to_dict()
+        if self.quality:
+            rec["segmentation_quality"] = dict(self.quality)
         rec.update(self.findings)
         if self.warnings:
             rec["warnings"] = list(self.warnings)
@@ -92,17 +136,6 @@ class StudyResult:
     sagittal: dict[str, Any] | None = None
     sagittal_slice: Any = None  # lumbargrade.io SliceRef of the mid-sagittal slice, when landmarks were used
     timings_s: dict[str, float] = field(default_factory=dict)
-
-
-def left_is_higher_col(geom: SliceGeometry) -> bool:
-    """True when the column index grows towards the patient's left (+x), as in the standard
-    radiological display of axial images."""
-    return bool(geom.row_cosine[0] >= 0)
-
-
-def anterior_is_low_row(geom: SliceGeometry) -> bool:
-    """True when the row index grows towards the patient's back (+y), i.e. anterior is at the top."""
-    return bool(geom.col_cosine[1] >= 0)
 
 
 def _choose_slices(study: Any, pack: Any, cfg: AnalysisConfig, warnings: list[str], timings: dict[str, float]):
@@ -185,6 +218,13 @@ def analyze_study(study: Any, pack: Any, config: AnalysisConfig | None = None) -
             continue
         b, k, rec = chosen[level]
         ref = axial.blocks[b].slices[k]  # only the chosen slice's pixels are read
+        from .io.orientation import axial_view
+
+        try:
+            view = axial_view(ref.geometry)
+        except ValueError as e:
+            warnings.append(f"{level}: not graded: {ref.display or ref.sop_instance_uid}: {e}")
+            continue
         levels.append(LevelResult(
             level=level,
             series_instance_uid=axial.series_instance_uid,
@@ -193,19 +233,23 @@ def analyze_study(study: Any, pack: Any, config: AnalysisConfig | None = None) -
             image=np.asarray(ref.pixels(), dtype=np.float32),
             slice_choice=rec,
             source=ref,
+            view=view,
         ))
     timings["reading"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    masks = segmenter.segment_batch([(lv.image, lv.geometry.pixel_spacing) for lv in levels]) if levels else []
-    for lv, (sac, disc) in zip(levels, masks):
-        lv.sac_mask, lv.disc_mask = np.asarray(sac, bool), np.asarray(disc, bool)
+    segment_levels(levels, segmenter, cfg)
     timings["segmentation"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
     for lv in levels:
-        measure_and_localize(lv, pack)
+        measure_and_localize(lv, pack, cfg.boxes)
     timings["measurements"] = time.perf_counter() - t0
+    flagged = bool((sag_record or {}).get("flagged")) if isinstance(sag_record, dict) else False
+    for lv in levels:
+        if flagged:
+            why = "; ".join((sag_record or {}).get("flag_reasons") or (sag_record or {}).get("warnings") or [])
+            lv.review_reasons.append("level identification flagged" + (f" ({why})" if why else ""))
 
     t0 = time.perf_counter()
     grade_levels(levels, pack, cfg)
@@ -221,7 +265,7 @@ from .grading.names import CENTRAL_GRADES as _GRADES
 
 def measurement_options(pack: Any) -> tuple[str, Any]:
     """(AP diameter method the pack's tree was fitted with, the pack's box rule config)."""
-    from .localization import BoxRuleConfig
+    from .boxes.rule import BoxRuleConfig
 
     tree = pack.get("tree") if pack is not None else None
     method = (getattr(tree, "training", None) or {}).get("diameter_method", "chord")
@@ -234,24 +278,85 @@ def measurement_options(pack: Any) -> tuple[str, Any]:
     return method, box_rule
 
 
-def measure_and_localize(lv: LevelResult, pack: Any) -> None:
-    """Measurements and facet/foramen boxes of one level from its masks (in place)."""
-    from .localization import boxes_from_masks
+def _landmark_centre(lv: LevelResult, offset_mm: float) -> tuple[float, float] | None:
+    """The segmenter's field centre on the level's canonical view: the disc-centre landmark
+    projected onto the slice, ``offset_mm`` towards the patient's back; None without a landmark."""
+    p = (lv.slice_choice or {}).get("landmark_patient_mm")
+    if p is None:
+        return None
+    rc = lv.geometry.patient_to_pixel(np.asarray(p, dtype=np.float64))
+    c = lv.view.point_to_canonical(np.asarray(rc[:2], dtype=np.float64), lv.image.shape)
+    row_mm = lv.canonical_spacing[0]
+    return float(c[0] + offset_mm / row_mm), float(c[1])
+
+
+def segment_levels(levels: list[LevelResult], segmenter: Any, cfg: AnalysisConfig | None = None) -> None:
+    """Segment each level's slice in its canonical view (in place): dural sac and disc masks, the
+    facet/foramen regions split by side (networks with regions), the segmenter's quality numbers
+    and the plausibility gate's reasons (:mod:`lumbargrade.quality`)."""
+    from .boxes.image import side_regions
+    from .quality import check_slice
+
+    cfg = cfg or AnalysisConfig()
+    if not levels:
+        return
+    items = [(lv.canonical(lv.image), lv.canonical_spacing) for lv in levels]
+    centres = [_landmark_centre(lv, cfg.field_offset_mm) for lv in levels]
+    outs = segmenter.predict(items, centres)
+    for lv, out, (_, sp) in zip(levels, outs, items):
+        lab = out.labels
+        sac_c, disc_c = lab == 1, lab == 2
+        lv.sac_mask = lv.view.from_canonical(sac_c)
+        lv.disc_mask = lv.view.from_canonical(disc_c)
+        lv.regions = None
+        if int(lab.max(initial=0)) > 2 or len(getattr(segmenter, "classes", ())) > 3:
+            lv.regions = lv.view.from_canonical(side_regions(lab == 3, lab == 4, sac_c))
+        lv.quality = dict(out.quality)
+        lv.review_reasons = check_slice(sac_c, disc_c, sp, out.quality, disc_expected=True)
+        if lv.view.residual_deg > 20.0:
+            lv.review_reasons.append(f"slice rotated {lv.view.residual_deg:.0f} degrees in-plane from the patient's axes")
+
+
+def resolve_box_source(requested: str, lv: LevelResult, pack: Any) -> str:
+    """'image', 'fitted' or 'paper' for a level: 'auto' is the pack's choice (``box_source`` in
+    pack.json; else 'image' when the level has regions, else 'fitted')."""
+    if requested in ("image", "fitted", "paper"):
+        return requested
+    if requested != "auto":
+        raise InputError("--boxes", f"{requested!r} is not image, fitted, paper or auto")
+    manifest = getattr(pack, "manifest", None) or {}
+    choice = manifest.get("box_source")
+    if choice in ("image", "fitted", "paper"):
+        return choice
+    return "image" if lv.regions is not None else "fitted"
+
+
+def measure_and_localize(lv: LevelResult, pack: Any, boxes: str = "auto") -> None:
+    """Measurements and facet/foramen boxes of one level from its masks (in place), computed in
+    the canonical view; boxes are stored on the slice's own pixel grid. Besides the boxes of the
+    chosen source, ``lv.box_candidates`` holds those of every source (for evaluation)."""
+    from .boxes.placement import BOX_SOURCES, place_boxes
     from .measurements import measure_level
 
     method, box_rule = measurement_options(pack)
-    spacing = lv.geometry.pixel_spacing
-    lv.measurements = measure_level(lv.sac_mask, lv.disc_mask, spacing, diameter_method=method).to_dict()
-    lv.boxes = {}
-    if not lv.sac_mask.any():
+    sac, disc = lv.canonical(lv.sac_mask), lv.canonical(lv.disc_mask)
+    spacing = lv.canonical_spacing
+    cshape = sac.shape
+    regions = lv.canonical(lv.regions)
+    lv.measurements = measure_level(sac, disc, spacing, diameter_method=method).to_dict()
+    if not sac.any():
         lv.warnings.append("no dural sac found on this slice")
-    if not lv.disc_mask.any():
+    if not disc.any():
         lv.warnings.append("no disc found on this slice")
-    if lv.sac_mask.any():
-        boxes = boxes_from_masks(lv.sac_mask, lv.disc_mask, spacing, config=box_rule,
-                                 left_is_higher_col=left_is_higher_col(lv.geometry),
-                                 anterior_is_low_row=anterior_is_low_row(lv.geometry))
-        lv.boxes = {k: [int(v) for v in box] for k, box in boxes.items() if box is not None}
+    to_stored = lambda bx: {k: [int(v) for v in lv.view.box_from_canonical(b, cshape)] for k, b in bx.items()}  # noqa: E731
+    source = resolve_box_source(boxes, lv, pack)
+    found, used, notes = place_boxes(source, sac, disc, spacing, regions, box_rule)
+    lv.boxes, lv.boxes_source = to_stored(found), used
+    lv.warnings.extend(notes)
+    lv.box_candidates = {used: lv.boxes}
+    for other in BOX_SOURCES:
+        if other not in lv.box_candidates and not (other == "image" and regions is None):
+            lv.box_candidates[other] = to_stored(place_boxes(other, sac, disc, spacing, regions, box_rule)[0])
 
 
 def grade_levels(levels: list[LevelResult], pack: Any, cfg: AnalysisConfig) -> None:
@@ -273,9 +378,8 @@ def grade_levels(levels: list[LevelResult], pack: Any, cfg: AnalysisConfig) -> N
                                    "ratio": round(float(value), 4), "rule": tree.rule_for(value)}
         lv.findings["central_canal"] = central
     if have_cnn:
-        cnn = grade_levels([(lv.image, lv.geometry.pixel_spacing, lv.sac_mask, lv.boxes,
-                             left_is_higher_col(lv.geometry), anterior_is_low_row(lv.geometry)) for lv in levels],
-                           classifiers)
+        cnn = grade_levels([(lv.canonical(lv.image), lv.canonical_spacing, lv.canonical(lv.sac_mask),
+                             lv.canonical_boxes()) for lv in levels], classifiers)
         for lv, out in zip(levels, cnn):
             central = lv.findings["central_canal"]
             if "central_canal_cnn" in out:

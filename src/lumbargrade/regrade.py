@@ -161,6 +161,11 @@ def rebuild_result(out: Path, study: Any, report: dict[str, Any]) -> Any:
                 findings={k: copy.deepcopy(rec[k]) for k in _FINDING_KEYS if k in rec},
                 warnings=list(rec.get("warnings") or []),
                 source=ref,
+                # the image localiser's regions are in the label map (values 3-6) when it placed the boxes
+                regions=(np.where(np.isin(lab, (3, 4, 5, 6)), lab, 0).astype(np.uint8)
+                         if rec.get("boxes_source") == "image" else None),
+                review_reasons=list(rec.get("review_reasons") or []),
+                boxes_source=rec.get("boxes_source"),
             )
         )
     res = StudyResult(
@@ -175,13 +180,14 @@ def rebuild_result(out: Path, study: Any, report: dict[str, Any]) -> Any:
 
 def recompute_level(lv: Any, sac: np.ndarray, disc: np.ndarray, pack: Any, config: Any) -> None:
     """Replace ``lv``'s masks and recompute its measurements, boxes and grades (as the pipeline
-    does: :func:`lumbargrade.measurements.measure_level`, :func:`lumbargrade.localization.boxes_from_masks`,
+    does: :func:`lumbargrade.measurements.measure_level`, :func:`lumbargrade.boxes.rule.boxes_from_masks`,
     the pack's tree and CNN classifiers)."""
     from .pipeline import grade_levels, measure_and_localize
 
     lv.sac_mask, lv.disc_mask = np.asarray(sac, bool), np.asarray(disc, bool)
     lv.warnings = []
-    measure_and_localize(lv, pack)
+    lv.review_reasons = []  # a reader's masks: the network's plausibility gate no longer applies
+    measure_and_localize(lv, pack, getattr(config, "boxes", "auto"))
     has_cnn = any(
         pack.get(f"classifier_{t}") is not None
         for t in ("central", "central_binary", "foramen", "facet")

@@ -11,7 +11,7 @@ Stages (in order; each writes under OUT):
                             (second look per disc; same data, the landmarks' real hold-out kept)
 ``box_rule``                ``OUT/runs/box_rule/box_rule.json``: facet/foramen box-rule offsets
                             fitted on the train split's truth masks and boxes
-                            (:func:`lumbargrade.localization.fit_box_rule`; a flat
+                            (:func:`lumbargrade.boxes.rule.fit_box_rule`; a flat
                             ``BoxRuleConfig`` dict, read by the pipeline from the pack) and
                             ``box_rule_fit.json`` (the fit's IoUs)
 ``tree``                    ``OUT/runs/tree``: ``lumbargrade train tree`` on masks predicted by
@@ -77,7 +77,8 @@ def base_budget() -> dict[str, int]:
 
 #: Settings of --tiny (tests and smoke runs): a few patients, one epoch, small inputs.
 TINY_SETS: dict[str, list[str]] = {
-    "segmentation": ["epochs=1", "size=96", "target_spacing=1.2", "batch_size=4", "progress=false"],
+    "segmentation": ["epochs=1", "size=96", "target_spacing=1.2", "batch_size=4", "progress=false",
+                     "samples_per_epoch=16", "val_synth_items=8", 'model_kwargs={"channels": [8, 8, 16, 16, 32]}'],
     "landmarks": ["steps=4", "eval_every=4", "batch_size=2"],
     "landmark_refiner": ["steps=4", "batch_size=2"],
     "classifier": ["epochs=1", "batch_size=8", "calibrate=false"],
@@ -147,7 +148,10 @@ def plan_commands(cfg: ReproduceConfig) -> dict[str, list[str]]:
         return [x for it in items for x in ("--set", it)]
 
     cmds: dict[str, list[str]] = {}
-    seg = ["train", "segmentation", "--data", cohort, "--out", str(runs / "segmentation"), *seed]
+    # the segmenter trains on the cohort's slice bank (every axial slice with its tissue map:
+    # domain randomisation); the other trainers on its manifest
+    seg = ["train", "segmentation", "--data", str(out / "cohort" / "slices.csv"), "--out",
+           str(runs / "segmentation"), *seed]
     if preset["segmentation_model"]:
         seg += ["--model", preset["segmentation_model"]]
     budget = base_budget()
@@ -176,6 +180,8 @@ def plan_commands(cfg: ReproduceConfig) -> dict[str, list[str]]:
                     "--overwrite", *seed] + sets("tree", [])
     for task in CLASSIFIER_TASKS:
         c = ["train", "classifier", "--task", task, "--data", cohort, "--out", str(runs / f"classifier_{task}"), *seed]
+        if not cfg.tiny:  # patches placed as analyze places them: the trained segmenter and box rule
+            c += ["--segmentation", str(runs / "segmentation"), "--box-rule", str(runs / "box_rule" / "box_rule.json")]
         if preset["classifier_model"]:
             c += ["--model", preset["classifier_model"]]
         if cfg.bit_checkpoint:
@@ -246,8 +252,8 @@ def _stage_cohort(cfg: ReproduceConfig, out: Path) -> dict:
 
 
 def _stage_box_rule(cfg: ReproduceConfig, out: Path) -> dict:
-    from .localization import BoxRuleConfig, evaluate_box_rule, example_from_label_map, fit_box_rule
-    from .manifest import load_label_map, read_manifest
+    from .boxes.rule import BoxRuleConfig, evaluate_box_rule, example_from_label_map, fit_box_rule
+    from .manifest import axial_view_of, load_label_map, read_manifest
 
     rows = read_manifest(out / "cohort")
 
@@ -257,7 +263,8 @@ def _stage_box_rule(cfg: ReproduceConfig, out: Path) -> dict:
             if r["split"] != split or not r.get("label_map"):
                 continue
             sp = (float(r["pixel_spacing_row_mm"]), float(r["pixel_spacing_col_mm"]))
-            ex.append(example_from_label_map(load_label_map(r), sp))  # phantom: standard axial display
+            view = axial_view_of(r)
+            ex.append(example_from_label_map(view.to_canonical(load_label_map(r)), view.canonical_spacing(sp)))
         return ex
 
     train, test = examples("train"), examples("test")

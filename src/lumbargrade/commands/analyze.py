@@ -36,6 +36,10 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                    "or none (default: seg,sr,html; 'none' is fastest for archive runs)")
     p.add_argument("--slice-choice", choices=["landmarks", "block"], default="landmarks",
                    help="how the axial slice of each level is chosen (default: landmarks, falling back to block)")
+    p.add_argument("--boxes", choices=["auto", "image", "fitted", "paper"], default="auto",
+                   help="how the facet/foramen boxes are placed: image (the segmenter's facet and foramen regions), "
+                   "fitted (a rule on the sac and disc masks), paper (the paper's 36 mm squares) or auto (the "
+                   "model pack's choice; default)")
     p.add_argument("--rules", help="JSON file overriding the series role rules")
     p.add_argument("--json", action="store_true", help="print the report as JSON instead of a table")
     return p

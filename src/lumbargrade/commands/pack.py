@@ -19,6 +19,9 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     b.add_argument("--overwrite", action="store_true")
     b.add_argument("--box-rule", metavar="FILE_OR_RUN_DIR", help="box_rule.json from `lumbargrade train boxes`")
     b.add_argument("--no-onnx", action="store_true", help="do not export the networks to ONNX (see `pack export-onnx`)")
+    b.add_argument("--box-source", choices=["image", "fitted", "paper"], default=None,
+                   help="how analyze places the facet/foramen boxes with this pack (default: image when the "
+                   "segmenter has facet/foramen regions, else fitted)")
     e = psub.add_parser("export-onnx", help="export a pack's networks to ONNX (model.onnx beside each model.safetensors) "
                         "for the fast, torch-free runtime; each export is checked against PyTorch")
     e.add_argument("path", help="pack folder")
@@ -40,7 +43,8 @@ def run(args: argparse.Namespace) -> int:
             if v:
                 runs[comp] = v
         out = build_pack(args.out, runs, name=args.name, version=args.version,
-                         trained_on=args.trained_on, overwrite=args.overwrite, box_rule=args.box_rule)
+                         trained_on=args.trained_on, overwrite=args.overwrite, box_rule=args.box_rule,
+                         box_source=args.box_source)
         print(f"model pack written to {out}")
         if not args.no_onnx:
             _export(out)

@@ -31,6 +31,14 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                    "(default 150,20,30)")
     p.add_argument("--config", metavar="FILE", help="JSON file of PhantomConfig overrides "
                    "(nested: pathology / readers / acquisition)")
+    p.add_argument("--axial-layout", default=None, metavar="LAYOUT",
+                   help="how the axial series is stored: standard (the radiological display), mixed (one of the "
+                   "8 rotations/flips at random per patient: prone, feet first, transposed...), or one of "
+                   "+x+y, -x+y, +x-y, -x-y, +y+x, -y+x, +y-x, -y-x (the patient axes the row and column "
+                   "cosines follow)")
+    p.add_argument("--no-slice-bank", action="store_true",
+                   help="do not write the slice bank (tissue and label maps of every slice: the segmenter's "
+                   "domain-randomised training data) nor OUT/slices.csv")
     p.add_argument("--preview", action="store_true", help="also write OUT/<patient>/preview.png montages")
     p.add_argument("--workers", type=int, default=1, metavar="K", help="worker processes (default 1)")
     p.add_argument("--overwrite", action="store_true",
@@ -56,6 +64,21 @@ def run(args: argparse.Namespace) -> int:
             raise InputError(path, "file not found") from None
         except (json.JSONDecodeError, ValueError, TypeError) as e:
             raise InputError(path, f"not a valid phantom config: {e}") from None
+    if args.axial_layout is not None or args.no_slice_bank:
+        import dataclasses
+
+        from ..phantom.acquisition import INPLANE_VARIANTS
+        from ..phantom.config import PhantomConfig
+
+        config = config or PhantomConfig()
+        if args.axial_layout is not None:
+            if args.axial_layout not in ("standard", "mixed", *INPLANE_VARIANTS):
+                raise InputError("--axial-layout", f"{args.axial_layout!r} is not standard, mixed or one of "
+                                 f"{', '.join(INPLANE_VARIANTS)}")
+            config = dataclasses.replace(config, acquisition=dataclasses.replace(config.acquisition,
+                                                                                 ax_inplane=args.axial_layout))
+        if args.no_slice_bank:
+            config = dataclasses.replace(config, slice_bank=False)
     res = generate_cohort(args.out, args.patients, args.seed, split=args.split, config=config,
                           preview=args.preview, workers=args.workers, overwrite=args.overwrite,
                           progress=not args.quiet)

@@ -17,7 +17,7 @@ _TRAINERS = {
     "landmark-refiner": "lumbargrade.levels.refine:run_cli",
     "tree": "lumbargrade.grading.tree_training:run_cli",
     "classifier": "lumbargrade.grading.classifier_training:run_cli",
-    "boxes": "lumbargrade.localization_training:run_cli",
+    "boxes": "lumbargrade.boxes.training:run_cli",
 }
 
 
@@ -61,6 +61,10 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                    choices=["central", "central_binary", "foramen", "facet"])
     c.add_argument("--model", help="architecture from the registry (default: config's)")
     c.add_argument("--checkpoint", help="local pretrained checkpoint file for the backbone (never downloaded)")
+    c.add_argument("--segmentation", help="segmentation run folder or model pack: the patches are placed as "
+                   "analyze places them (its masks and facet/foramen regions)")
+    c.add_argument("--box-rule", help="box_rule.json of the fitted rule (where a region is missing; default: the "
+                   "pack's, or the shipped coefficients)")
     return p
 
 

@@ -207,11 +207,9 @@ def grade_level(
     sac_mask: np.ndarray | None,
     boxes: Mapping[str, Sequence[float] | None] | None,
     classifiers: Mapping[str, Classifier | None],
-    *,
-    left_is_higher_col: bool = True,
-    anterior_is_low_row: bool = True,
 ) -> dict:
-    """CNN findings of one level, as report fields.
+    """CNN findings of one level, as report fields; image, mask and boxes in the slice's canonical
+    view (:mod:`lumbargrade.io.orientation`).
 
     ``classifiers`` maps task (``central``, ``central_binary``, ``foramen``, ``facet``) to a
     :class:`Classifier`; tasks without one (missing or None) are left out. Returns
@@ -225,41 +223,31 @@ def grade_level(
       ``{"probability": None, "label": None}``.
 
     The central fields need a non-empty ``sac_mask``; otherwise they are None as well.
-    ``left_is_higher_col`` (row_cosine[0] > 0) and ``anterior_is_low_row`` (col_cosine[1] > 0)
-    describe the slice's display; the defaults are the standard axial display.
     """
-    return grade_levels([(image, spacing, sac_mask, boxes, left_is_higher_col, anterior_is_low_row)],
-                        classifiers)[0]
+    return grade_levels([(image, spacing, sac_mask, boxes)], classifiers)[0]
 
 
 def grade_levels(levels: Sequence[Sequence], classifiers: Mapping[str, Classifier | None]) -> list[dict]:
     """:func:`grade_level` for several levels, one batched forward pass per classifier.
 
-    ``levels``: tuples ``(image, spacing, sac_mask, boxes)``, optionally followed by
-    ``left_is_higher_col`` and ``anterior_is_low_row`` (default True, True).
+    ``levels``: tuples ``(image, spacing, sac_mask, boxes)`` in the canonical view.
     """
     clfs = {k: v for k, v in classifiers.items() if v is not None}
-    items = []
-    for lv in levels:
-        image, spacing, sac_mask, boxes = lv[:4]
-        lhc = bool(lv[4]) if len(lv) > 4 else True
-        alr = bool(lv[5]) if len(lv) > 5 else True
-        items.append((image, spacing, sac_mask, boxes, lhc, alr))
+    items = [tuple(lv[:4]) for lv in levels]
 
     norm_cache: dict[tuple, np.ndarray] = {}
     patch_cache: dict[tuple, dict[str, np.ndarray]] = {}
 
     def patches_for(i: int, clf: Classifier, names: Sequence[str]) -> dict[str, np.ndarray]:
         """Patches of level i for clf's patch settings (shared by classifiers with equal settings)."""
-        image, spacing, sac_mask, boxes, lhc, alr = items[i]
+        image, spacing, sac_mask, boxes = items[i]
         pkey = (i, json.dumps(clf.patch.to_dict(), sort_keys=True), tuple(names))
         if pkey not in patch_cache:
             key = (i, *clf.patch.percentiles)
             if key not in norm_cache:
                 norm_cache[key] = normalise_slice(image, clf.patch.percentiles)
             patch_cache[pkey] = level_patches(
-                norm_cache[key], spacing, sac_mask, boxes, clf.patch, normalised=True,
-                left_is_higher_col=lhc, anterior_is_low_row=alr, which=names)
+                norm_cache[key], spacing, sac_mask, boxes, clf.patch, normalised=True, which=names)
         return patch_cache[pkey]
 
     def run(clf: Classifier, names: Sequence[str]) -> list[dict[str, np.ndarray]]:

@@ -7,10 +7,13 @@ Tasks (labels are reader 1's columns of the manifest):
 * ``foramen`` / ``facet``: ``foramen_left``/``foramen_right`` (``facet_...``) 0/1, one patch per
   side on its box, left patches mirrored (one network serves both sides).
 
-Patch location at training: the sac centroid from label 1 of the label map; lateral boxes from the
-geometric rule on the ground-truth sac and disc masks (``patch_boxes: rule``, via
-:func:`lumbargrade.localization.boxes_from_masks`) or the bounding boxes of labels 3-6
-(``patch_boxes: truth``). All patches are cut once and kept in memory.
+Patch location at training (each slice in its canonical view): ``patch_boxes: pipeline`` cuts them
+where ``analyze`` does - the sac and the facet/foramen regions predicted by the segmenter given with
+``--segmentation``, boxes placed by :func:`lumbargrade.boxes.placement.place_boxes`
+(``pipeline_boxes``, default the image localiser); ``rule`` - the sac from label 1 and boxes from
+the fitted rule on the truth masks; ``truth`` - the bounding boxes of labels 3-6. Domain
+randomisation: ``synth_copies`` synthetic copies of each slice with a tissue map. All patches are
+cut once and kept in memory.
 
 Training: AdamW, cosine schedule, class balance by a weighted sampler (``balance: sampler``) or a
 class-weighted loss (``loss``), batch augmentation (intensity scale, gamma, noise, small rotation and
@@ -68,7 +71,6 @@ __all__ = [
     "DEFAULT_CONFIG",
     "PatchSet",
     "build_patch_set",
-    "display_orientation",
     "resolve_config",
     "run_cli",
     "train_on_patches",
@@ -87,7 +89,10 @@ DEFAULT_CONFIG: dict[str, Any] = {
     "weight_decay": 1e-4,
     "warmup_epochs": 1,
     "balance": "sampler",  # sampler | loss | none
-    "patch_boxes": "rule",  # rule | truth
+    "patch_boxes": "auto",  # pipeline (needs --segmentation) | rule | truth | auto (pipeline with --segmentation, else rule)
+    "pipeline_boxes": "image",  # with patch_boxes=pipeline: image | fitted | paper (as analyze --boxes)
+    "synth_copies": 2,  # domain-randomised copies per slice with a tissue_map (0: none)
+    "synth": {"p_t2_prior": 1.0, "p_crop": 0.0, "p_flow": 0.0},  # SynthConfig overrides for them
     "patch": PatchConfig().to_dict(),
     "augment": {
         "enabled": True,
@@ -179,8 +184,10 @@ def _check_config(cfg: dict, where: str) -> None:
         raise InputError(where, "balance must be sampler, loss or none")
     if cfg["select"] not in ("metric", "loss", "last"):
         raise InputError(where, "select must be metric, loss or last")
-    if cfg["patch_boxes"] not in ("rule", "truth"):
-        raise InputError(where, "patch_boxes must be rule or truth")
+    if cfg["patch_boxes"] not in ("auto", "pipeline", "rule", "truth"):
+        raise InputError(where, "patch_boxes must be auto, pipeline, rule or truth")
+    if cfg["pipeline_boxes"] not in ("image", "fitted", "paper"):
+        raise InputError(where, "pipeline_boxes must be image, fitted or paper")
     t = cfg["threshold"]
     if not (t == "youden" or (isinstance(t, (int, float)) and 0 < float(t) < 1)):
         raise InputError(where, "threshold must be 'youden' or a number in (0, 1)")
@@ -208,50 +215,9 @@ class PatchSet:
 
 def truth_boxes(label_map: np.ndarray) -> dict[str, list[int] | None]:
     """Bounding boxes ``[r0, c0, r1, c1]`` (end-exclusive) of labels 3-6; None where absent."""
-    try:
-        from ..localization import boxes_from_label_map
-    except ImportError:
-        boxes_from_label_map = None
-    if boxes_from_label_map is not None:
-        return dict(boxes_from_label_map(label_map))
-    names = {3: "facet_left", 4: "facet_right", 5: "foramen_left", 6: "foramen_right"}
-    out: dict[str, list[int] | None] = {}
-    for value, name in names.items():
-        rows, cols = np.nonzero(label_map == value)
-        out[name] = None if not rows.size else [int(rows.min()), int(cols.min()), int(rows.max()) + 1, int(cols.max()) + 1]
-    return out
+    from ..boxes.rule import boxes_from_label_map
 
-
-def _rule_boxes_fn():
-    try:
-        from ..localization import boxes_from_masks
-    except ImportError:
-        return None
-    return boxes_from_masks
-
-
-def display_orientation(row: Mapping, base_dir=None) -> tuple[bool, bool]:
-    """``(left_is_higher_col, anterior_is_low_row)`` of a row's axial slice.
-
-    From ImageOrientationPatient when ``axial_image`` is DICOM (row_cosine[0] > 0, col_cosine[1] > 0);
-    the standard display ``(True, True)`` otherwise.
-    """
-    from pathlib import Path as _P
-
-    value = row.get("axial_image", "")
-    p = _P(value)
-    if not p.is_absolute():
-        p = _P(base_dir if base_dir is not None else row.get("_base_dir", ".")) / p
-    if p.suffix.lower() in (".png", ".npy", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp"):
-        return True, True
-    try:
-        import pydicom
-
-        ds = pydicom.dcmread(p, stop_before_pixels=True, specific_tags=["ImageOrientationPatient"])
-        iop = [float(v) for v in ds.ImageOrientationPatient]
-    except Exception:  # noqa: BLE001 - not DICOM or no orientation: assume the standard display
-        return True, True
-    return iop[0] >= 0, iop[4] >= 0
+    return dict(boxes_from_label_map(label_map))
 
 
 def _label(row: Mapping, column: str, task: str) -> int | None:
@@ -275,73 +241,123 @@ def _label(row: Mapping, column: str, task: str) -> int | None:
     return g
 
 
-def build_patch_set(rows: Sequence[Mapping], task: str, cfg: Mapping, log: logging.Logger | None = None) -> PatchSet:
-    """Cut the training patches of ``task`` from manifest ``rows`` (needs ``label_map``)."""
+def _slice_views(row: Mapping, cfg: Mapping, segmenter, box_rule, log) -> dict | None:
+    """The canonical view of a row's slice with its sac mask and boxes as the patches use them:
+    ``{"image", "spacing", "sac", "boxes", "tissues"}``."""
+    from .. import manifest as mf
+    from ..boxes.placement import place_boxes
+    from ..errors import InputError
+
+    if not row.get("label_map"):
+        raise InputError(f"manifest line {row.get('_line')}", "classifier training needs the label_map column")
+    image, spacing = mf.load_axial(row)
+    lm = mf.load_label_map(row)
+    if lm.shape != image.shape:
+        raise InputError(f"manifest line {row.get('_line')}",
+                         f"label map shape {lm.shape} differs from the image's {image.shape}")
+    view = mf.axial_view_of(row)
+    image, lm, spacing = view.to_canonical(image), view.to_canonical(lm), view.canonical_spacing(spacing)
+    tissues = None
+    if row.get("tissue_map") and int(cfg["synth_copies"]) > 0:
+        tissues = view.to_canonical(_load_png(row, "tissue_map"))
+    source = cfg["patch_boxes"]
+    if source == "truth":
+        return {"image": image, "spacing": spacing, "sac": lm == 1, "boxes": truth_boxes(lm), "tissues": tissues}
+    if source == "pipeline":
+        from ..boxes.image import side_regions
+
+        if segmenter is None:
+            raise InputError("patch_boxes", "pipeline boxes need --segmentation (a segmentation run or model pack)")
+        (o,) = segmenter.predict([(image, spacing)])
+        sac, disc = o.labels == 1, o.labels == 2
+        regions = side_regions(o.labels == 3, o.labels == 4, sac) if len(segmenter.classes) > 3 else None
+        boxes, _, _ = place_boxes(cfg["pipeline_boxes"], sac, disc, spacing, regions, box_rule)
+        if not sac.any():
+            sac = lm == 1  # a missed sac: the truth's, so the level still trains
+        return {"image": image, "spacing": spacing, "sac": sac, "boxes": boxes, "tissues": tissues}
+    sac = lm == 1
+    boxes = truth_boxes(lm)
+    ruled, _, _ = place_boxes("fitted", sac, lm == 2, spacing, None, box_rule)
+    boxes.update({k: b for k, b in ruled.items() if b[2] > b[0] and b[3] > b[1]})
+    return {"image": image, "spacing": spacing, "sac": sac, "boxes": boxes, "tissues": tissues}
+
+
+def _load_png(row: Mapping, column: str) -> np.ndarray:
     from .. import manifest as mf
     from ..errors import InputError
 
+    p = Path(row[column])
+    if not p.is_absolute():
+        p = Path(row.get("_base_dir", ".")) / p
+    if not p.is_file():
+        raise InputError(p, f"file not found (manifest line {row.get('_line')}, column {column})")
+    return mf.load_image_file(p).astype(np.uint8)
+
+
+def build_patch_set(rows: Sequence[Mapping], task: str, cfg: Mapping, log: logging.Logger | None = None,
+                    segmenter=None, box_rule=None, seed: int = 0) -> PatchSet:
+    """Cut the training patches of ``task`` from manifest ``rows`` (needs ``label_map``), each slice
+    in its canonical view (:func:`lumbargrade.manifest.axial_view_of`).
+
+    Where the patches sit (``patch_boxes``): ``pipeline`` - as ``analyze`` cuts them: ``segmenter``
+    predicts the sac and the facet/foramen regions and the boxes come from
+    :func:`lumbargrade.boxes.placement.place_boxes` (source ``pipeline_boxes``, rule ``box_rule``);
+    ``rule`` - the fitted rule on the truth masks; ``truth`` - labels 3-6.
+    With ``synth_copies`` > 0, rows with a ``tissue_map`` add that many domain-randomised copies
+    of the slice (:mod:`lumbargrade.segmentation.synth`, recipe ``synth``), cut at the same places.
+    """
     pcfg = PatchConfig.from_dict(cfg["patch"])
-    rule = _rule_boxes_fn() if cfg["patch_boxes"] == "rule" else None
-    if cfg["patch_boxes"] == "rule" and rule is None and log:
-        log.warning("lumbargrade.localization.boxes_from_masks is not available: using truth boxes")
-    # rule boxes are the paper's: the geometric rule on the ground-truth sac and disc masks, so the
-    # training patches sit where inference (rule on predicted masks) will cut them
     xs, ys, pats, srcs = [], [], [], []
     lateral = task in ("foramen", "facet")
-    n_rule_fail = 0
+    n_copies = int(cfg["synth_copies"])
+    synth = None
+    if n_copies > 0:
+        from ..segmentation.synth import SynthConfig
+
+        synth = SynthConfig.from_dict(dict(cfg.get("synth") or {}))
+    rng = np.random.default_rng(seed)
     for row in rows:
         labels = {c: _label(row, c, task) for c in _LABEL_COLUMNS[task]}
         if all(v is None for v in labels.values()):
             continue
-        if not row.get("label_map"):
-            raise InputError(f"manifest line {row.get('_line')}", "classifier training needs the label_map column")
-        image, spacing = mf.load_axial(row)
-        lm = mf.load_label_map(row)
-        if lm.shape != image.shape:
-            raise InputError(f"manifest line {row.get('_line')}",
-                             f"label map shape {lm.shape} differs from the image's {image.shape}")
-        sac = lm == 1
-        norm = normalise_slice(image, pcfg.percentiles)
-        lhc, alr = display_orientation(row)
-        orient = {"left_is_higher_col": lhc, "anterior_is_low_row": alr}
+        v = _slice_views(row, cfg, segmenter, box_rule, log)
+        images = [normalise_slice(v["image"], pcfg.percentiles)]
+        if synth is not None and v["tissues"] is not None:
+            images += [_synthetic_slice(v["tissues"], v["sac"], v["spacing"], rng, synth, pcfg)
+                       for _ in range(n_copies)]
         src = f"{row.get('patient_id')} {row.get('level')}"
-        if not lateral:
-            if not sac.any():
-                if log:
-                    log.warning("%s: empty dural sac in label map, skipped", src)
+        for k, norm in enumerate(images):
+            tag = src if k == 0 else f"{src} synth{k}"
+            if not lateral:
+                if not v["sac"].any():
+                    if log:
+                        log.warning("%s: empty dural sac, skipped", src)
+                    break
+                xs.append(central_patch(norm, v["spacing"], v["sac"], pcfg))
+                ys.append(labels["central_canal"])
+                pats.append(str(row.get("patient_id")))
+                srcs.append(tag)
                 continue
-            xs.append(central_patch(norm, spacing, sac, pcfg, **orient))
-            ys.append(labels["central_canal"])
-            pats.append(str(row.get("patient_id")))
-            srcs.append(src)
-            continue
-        truth = truth_boxes(lm)
-        boxes = dict(truth)
-        if rule is not None:
-            try:
-                ruled = rule(sac, lm == 2, spacing, left_is_higher_col=lhc, anterior_is_low_row=alr)
-            except Exception as e:  # noqa: BLE001 - a failed rule falls back to the truth boxes
-                ruled = {}
-                if log:
-                    log.warning("%s: box rule failed (%s), using truth boxes", src, e)
-            for name, b in (ruled or {}).items():
-                if b is not None and b[2] > b[0] and b[3] > b[1]:
-                    boxes[name] = b
-                else:
-                    n_rule_fail += 1
-        for col, y in labels.items():
-            box = boxes.get(col)
-            if y is None or box is None:
-                continue
-            xs.append(lateral_patch(norm, spacing, box, col, pcfg, **orient))
-            ys.append(y)
-            pats.append(str(row.get("patient_id")))
-            srcs.append(f"{src} {col}")
-    if n_rule_fail and log:
-        log.warning("box rule gave no box %d times: truth boxes used there", n_rule_fail)
+            for col, y in labels.items():
+                box = v["boxes"].get(col)
+                if y is None or box is None or box[2] <= box[0] or box[3] <= box[1]:
+                    continue
+                xs.append(lateral_patch(norm, v["spacing"], box, col, pcfg))
+                ys.append(y)
+                pats.append(str(row.get("patient_id")))
+                srcs.append(f"{tag} {col}")
     if not xs:
         return PatchSet(np.zeros((0, pcfg.patch_px, pcfg.patch_px), np.float32), np.zeros(0, np.int64))
     return PatchSet(np.stack(xs).astype(np.float32), np.asarray(ys, np.int64), pats, srcs)
+
+
+def _synthetic_slice(tissues: np.ndarray, sac: np.ndarray, spacing, rng, synth, pcfg: PatchConfig) -> np.ndarray:
+    """A domain-randomised copy of a slice (same geometry: no spatial warp), normalised like the
+    real one."""
+    from ..segmentation.synth import synthesize
+
+    img = synthesize(tissues, sac, float(np.mean(spacing)), rng, synth)
+    return normalise_slice(img, pcfg.percentiles)
 
 
 # --------------------------------------------------------------------------- training
@@ -665,6 +681,36 @@ def train_on_patches(
 # --------------------------------------------------------------------------- CLI
 
 
+def _segmenter_and_rule(path: str | None, rule_path: str | None, cfg: dict):
+    """The segmenter (and the fitted box rule: ``rule_path``, else the pack's box_rule.json when
+    ``path`` is a model pack) that place the patches with ``patch_boxes=pipeline``; resolves
+    ``patch_boxes=auto`` in ``cfg``. (None, rule) without ``path``."""
+    from ..boxes.rule import BoxRuleConfig
+    from ..errors import InputError
+
+    if cfg["patch_boxes"] == "auto":
+        cfg["patch_boxes"] = "pipeline" if path else "rule"
+    rule = None
+    if rule_path:
+        try:
+            rule = BoxRuleConfig.from_dict(json.loads(Path(rule_path).read_text()))
+        except (OSError, ValueError) as e:
+            raise InputError(rule_path, f"not a box rule file ({e})") from None
+    if not path:
+        if cfg["patch_boxes"] == "pipeline":
+            raise InputError("--segmentation", "patch_boxes=pipeline needs --segmentation (a segmentation run "
+                             "folder or a model pack)")
+        return None, rule
+    from ..segmentation.inference import load_segmenter
+
+    p = Path(path)
+    if (p / "pack.json").is_file():
+        if rule is None and (p / "box_rule.json").is_file():
+            rule = BoxRuleConfig.from_dict(json.loads((p / "box_rule.json").read_text()))
+        p = p / "segmentation"
+    return load_segmenter(p), rule
+
+
 def run_cli(args) -> int:
     """Entry point of ``lumbargrade train classifier`` (parser in lumbargrade.commands.train)."""
     import sys
@@ -701,12 +747,17 @@ def run_cli(args) -> int:
     log.addHandler(stream)
     try:
         t0 = time.perf_counter()
-        train = build_patch_set(mf.rows_for_split(rows, "train"), task, cfg, log)
-        val = build_patch_set(mf.rows_for_split(rows, "val"), task, cfg, log)
+        segmenter, box_rule = _segmenter_and_rule(getattr(args, "segmentation", None),
+                                                  getattr(args, "box_rule", None), cfg)
+        seed = int(args.seed)
+        train = build_patch_set(mf.rows_for_split(rows, "train"), task, cfg, log, segmenter, box_rule, seed)
+        val = build_patch_set(mf.rows_for_split(rows, "val"), task, dict(cfg, synth_copies=0), log, segmenter,
+                              box_rule, seed)
         log.info("cut %d train + %d val patches in %.1f s", len(train), len(val), time.perf_counter() - t0)
         if len(train) == 0:
             raise InputError(args.data, f"no train rows with labels for task {task}")
-        extra = {"data": str(mf.resolve_manifest(args.data).resolve())}
+        extra = {"data": str(mf.resolve_manifest(args.data).resolve()),
+                 "segmentation": getattr(args, "segmentation", None), "box_rule": getattr(args, "box_rule", None)}
         metrics = train_on_patches(train, val, task, out, cfg, seed=int(args.seed), checkpoint_path=ckpt,
                                    overwrite=False, extra_config=extra, log=log)
     finally:

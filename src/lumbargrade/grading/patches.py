@@ -4,9 +4,10 @@ Pure numpy / scipy. Conventions (see ``docs/architecture.md``):
 
 * images are ``[row, col]``; ``spacing = (row_spacing, col_spacing)`` in mm;
 * boxes are ``[row0, col0, row1, col1]`` pixel bounds, end-exclusive;
-* axial slices are displayed radiologically: the patient's **left** is the image's **right**
-  (larger column index). A *left* patch is mirrored left-right, so that every lateral patch looks
-  like a right-side patch and one network serves both sides.
+* slices come in their canonical view (:mod:`lumbargrade.io.orientation`: the radiological
+  display, the patient's **left** at larger column indices, anterior at the top). A *left* patch
+  is mirrored left-right, so that every lateral patch looks like a right-side patch and one
+  network serves both sides.
 
 A patch of ``out_px`` pixels spans ``size_mm``; its output pixel spacing is ``size_mm / out_px``.
 Output pixel ``i`` has its centre at ``(i + 0.5 - out_px / 2) * out_spacing`` mm from the patch
@@ -187,43 +188,21 @@ def sac_centroid(sac_mask: np.ndarray) -> tuple[float, float]:
     return float(rows.mean()), float(cols.mean())
 
 
-def _orient(patch: np.ndarray, flip_cols: bool, flip_rows: bool) -> np.ndarray:
-    if flip_cols:
-        patch = patch[:, ::-1]
-    if flip_rows:
-        patch = patch[::-1, :]
-    return np.ascontiguousarray(patch)
+def central_patch(norm_image: np.ndarray, spacing, sac_mask: np.ndarray, cfg: PatchConfig) -> np.ndarray:
+    """Central canal patch: ``central_mm`` square on the dural sac centroid (normalised canonical
+    slice in)."""
+    return extract_patch(norm_image, spacing, sac_centroid(sac_mask), cfg.central_mm, cfg.patch_px)
 
 
-def central_patch(
-    norm_image: np.ndarray, spacing, sac_mask: np.ndarray, cfg: PatchConfig,
-    left_is_higher_col: bool = True, anterior_is_low_row: bool = True,
-) -> np.ndarray:
-    """Central canal patch: ``central_mm`` square on the dural sac centroid (normalised slice in).
-
-    The patch is flipped into the standard display (patient's left on the right, anterior up)
-    when the slice is displayed otherwise.
-    """
-    p = extract_patch(norm_image, spacing, sac_centroid(sac_mask), cfg.central_mm, cfg.patch_px)
-    return _orient(p, not left_is_higher_col, not anterior_is_low_row)
-
-
-def lateral_patch(
-    norm_image: np.ndarray, spacing, box, name: str, cfg: PatchConfig,
-    left_is_higher_col: bool = True, anterior_is_low_row: bool = True,
-) -> np.ndarray:
-    """Foramen / facet patch centred on ``box``, shown as a right-side patch in standard display.
-
-    In the standard display (``left_is_higher_col``) a patient-left patch (``name`` ending in
-    ``_left``) is mirrored left-right; with the opposite display the right one is. Rows are
-    flipped when anterior is not at the top.
-    """
+def lateral_patch(norm_image: np.ndarray, spacing, box, name: str, cfg: PatchConfig) -> np.ndarray:
+    """Foramen / facet patch centred on ``box``, shown as a right-side patch: a patient-left patch
+    (``name`` ending in ``_left``) is mirrored left-right."""
     if cfg.lateral_mm is not None:
         size = float(cfg.lateral_mm)
     else:
         size = max(box_size_mm(box, spacing)) + 2.0 * float(cfg.lateral_margin_mm)
     p = extract_patch(norm_image, spacing, box_centre(box), size, cfg.patch_px)
-    return _orient(p, name.endswith("_left") == bool(left_is_higher_col), not anterior_is_low_row)
+    return np.ascontiguousarray(p[:, ::-1]) if name.endswith("_left") else p
 
 
 def level_patches(
@@ -234,25 +213,21 @@ def level_patches(
     cfg: PatchConfig | None = None,
     *,
     normalised: bool = False,
-    left_is_higher_col: bool = True,
-    anterior_is_low_row: bool = True,
     which: Sequence[str] | None = None,
 ) -> dict[str, np.ndarray]:
-    """All patches of one level: ``"central"`` plus each lateral finding that has a box.
+    """All patches of one level (canonical view): ``"central"`` plus each lateral finding that has
+    a box.
 
     The slice is normalised once (robust percentiles of the whole slice) before cutting, unless
-    ``normalised`` says it already is. Left patches come back mirrored (standard display:
-    ``left_is_higher_col`` = row_cosine[0] > 0, ``anterior_is_low_row`` = col_cosine[1] > 0);
-    every patch is returned as seen in the standard display. ``which`` limits the patches cut
-    (names among ``"central"`` and :data:`LATERAL_FINDINGS`).
+    ``normalised`` says it already is. Left patches come back mirrored. ``which`` limits the
+    patches cut (names among ``"central"`` and :data:`LATERAL_FINDINGS`).
     """
-    orient = {"left_is_higher_col": left_is_higher_col, "anterior_is_low_row": anterior_is_low_row}
     cfg = cfg or PatchConfig()
     norm = np.asarray(image, np.float32) if normalised else normalise_slice(image, cfg.percentiles)
     out: dict[str, np.ndarray] = {}
     wanted = set(which) if which is not None else {"central", *LATERAL_FINDINGS}
     if "central" in wanted and sac_mask is not None and np.any(sac_mask):
-        out["central"] = central_patch(norm, spacing, sac_mask, cfg, **orient)
+        out["central"] = central_patch(norm, spacing, sac_mask, cfg)
     for name in LATERAL_FINDINGS:
         box = (boxes or {}).get(name) if name in wanted else None
         if box is None:
@@ -260,5 +235,5 @@ def level_patches(
         r0, c0, r1, c1 = box
         if r1 <= r0 or c1 <= c0:
             continue
-        out[name] = lateral_patch(norm, spacing, box, name, cfg, **orient)
+        out[name] = lateral_patch(norm, spacing, box, name, cfg)
     return out

@@ -20,7 +20,7 @@ from ..errors import InputError
 from ..geometry import SliceGeometry, nifti_to_volume_affine, plane_of
 from .model import Block, Series, SliceRef, Study
 
-__all__ = ["choose_slice_axis", "read_nifti", "reorient_for_display"]
+__all__ = ["choose_slice_axis", "most_axial_axis", "read_nifti", "reorient_for_display"]
 
 _DISPLAY = {  # plane -> (row_cosine, col_cosine): direction of growing column index, row index
     "axial": (np.array([1.0, 0, 0]), np.array([0, 1.0, 0])),
@@ -77,8 +77,19 @@ def _apply(aff: np.ndarray, shape: tuple[int, int, int], order, flips) -> np.nda
     return out
 
 
-def read_nifti(path: Path, rules: Any = None) -> Study:
-    """One NIfTI file -> :class:`Study` with one series and one block (pixels loaded lazily)."""
+def most_axial_axis(affine: np.ndarray) -> int:
+    """The NIfTI array axis (0, 1, 2) whose direction is closest to the patient's z axis."""
+    d = np.asarray(affine, dtype=np.float64)[:3, :3]
+    d = d / np.linalg.norm(d, axis=0)
+    return int(np.argmax(np.abs(d[2])))
+
+
+def read_nifti(path: Path, rules: Any = None, slice_axis: int | str | None = None) -> Study:
+    """One NIfTI file -> :class:`Study` with one series and one block (pixels loaded lazily).
+
+    ``slice_axis``: the array axis the slices are taken along (0, 1, 2), ``"axial"`` for the axis
+    closest to the patient's z axis, or None for the rule of the module doc (the acquisition's
+    through-plane axis)."""
     import nibabel as nib
 
     from .roles import assign_roles, load_rules
@@ -106,7 +117,12 @@ def read_nifti(path: Path, rules: Any = None) -> Study:
     if np.max(np.abs(d.T @ d - np.eye(3))) > 1e-3:
         warns.append(f"{where}: affine has shear; slice geometry assumes orthogonal axes")
 
-    sax = choose_slice_axis(aff_ras, shape3)
+    if slice_axis is None:
+        sax = choose_slice_axis(aff_ras, shape3)
+    elif slice_axis == "axial":
+        sax = most_axial_axis(aff_ras)
+    else:
+        sax = int(slice_axis)
     aff0, order0 = nifti_to_volume_affine(aff_ras, sax)
     shape0 = tuple(shape3[a] for a in order0)
     order1, flips = reorient_for_display(aff0)

@@ -31,6 +31,7 @@ __all__ = [
     "LandmarkSet",
     "check_landmarks",
     "create_model",
+    "naming_consistency",
     "default_model_dir",
     "landmarks_for_image",
     "landmarks_for_series",
@@ -282,6 +283,7 @@ def predict_landmarks(
     pixel_spacing: Sequence[float] | None = None,
     flip_tta: bool = True,
     refine: bool = True,
+    check_views: bool = True,
 ) -> LandmarkResult:
     """Predict the five disc centres on one 2D sagittal slice ``(rows, cols)``.
 
@@ -289,7 +291,9 @@ def predict_landmarks(
     coarse landmark is refined on a local patch (:mod:`lumbargrade.levels.refine`).
 
     ``pixel_spacing`` (row, col) mm, when known, is used to keep the aspect ratio and for the
-    anatomical spacing check; ``flip_tta`` averages with the left-right mirrored image.
+    anatomical spacing check; ``flip_tta`` averages with the left-right mirrored image;
+    ``check_views`` flags a result whose level naming changes with the field of view
+    (:func:`naming_consistency`).
     """
     from ..runtime import run_net
     from .heatmaps import decode_heatmaps, normalized_to_pixel
@@ -324,10 +328,64 @@ def predict_landmarks(
     res = LandmarkResult(rows=rc[:, 0], cols=rc[:, 1], confidence=np.asarray(conf_m, dtype=float))
     min_conf = float(model.config.get("min_confidence", 0.25))
     res.warnings = check_landmarks(rc, pixel_spacing, res.confidence, min_confidence=min_conf)
+    if check_views:
+        res.warnings += naming_consistency(model, img, pixel_spacing, rc)
     res.flagged = bool(res.warnings)
     res.warnings = res.warnings + repairs  # reported, not flagged: the repaired set passed the checks
     res.refined = refined
     return res
+
+
+def naming_consistency(
+    model: LoadedLandmarkModel,
+    image: np.ndarray,
+    pixel_spacing: Sequence[float] | None,
+    rc: np.ndarray,
+    crop_frac: float = 0.15,
+    max_shift: float = 0.75,
+) -> list[str]:
+    """Warnings when the level names depend on the field of view.
+
+    The coarse network looks again at the slice with its top cut off (``crop_frac`` of the
+    height, never past L1/L2) and with its bottom cut off (never past L5/S1); a network that
+    names the discs from the anatomy (the sacrum, the disc shapes) puts every level on the same
+    disc, one that counts from an edge of the image does not. A level that moves by more than
+    ``max_shift`` times the median disc spacing in either view is reported: its name (and so
+    every level's) is not reliable.
+    """
+    from ..runtime import run_net
+    from .heatmaps import decode_heatmaps, normalized_to_pixel
+
+    pre = dict(PREPROCESS_DEFAULTS, **model.config.get("preprocess", {}))
+    size = int(pre["size"])
+    img = np.asarray(image, dtype=np.float32)
+    h = img.shape[0]
+    rc = np.asarray(rc, dtype=float)
+    gap = float(np.median(np.hypot(*np.diff(rc, axis=0).T)))
+    if not gap > 0:
+        return []
+    crops = []
+    top = min(crop_frac * h, rc[0, 0] - 0.7 * gap)
+    if top > 0.03 * h:
+        crops.append(("top", (top, float(h))))
+    bottom = max(h - crop_frac * h, rc[-1, 0] + 0.7 * gap)
+    if bottom < 0.97 * h:
+        crops.append(("bottom", (0.0, bottom)))
+    if not crops:
+        return []
+    norm = normalise_intensity(img, pre["percentiles"], pre["clip"])
+    mats = [preprocess_transform(img.shape, pixel_spacing, size, c) for _, c in crops]
+    x = np.stack([resample(norm, m, size, pre.get("antialias_sigma_per_scale", 0.4)) for m in mats])[:, None]
+    xy, _ = decode_heatmaps(run_net(model.net, x))
+    out = []
+    for (name, _), m, v in zip(crops, mats, xy):
+        back = (np.c_[normalized_to_pixel(v, size, size), np.ones(len(v))] @ np.linalg.inv(m).T)[:, :2]
+        shift = np.hypot(*(back - rc).T) / gap
+        moved = [lv for lv, d in zip(LEVELS, shift) if d > max_shift]
+        if moved:
+            out.append(f"level naming unstable: with the image's {name} cut off, {', '.join(moved)} "
+                       f"move{'s' if len(moved) == 1 else ''} to another place (up to {shift.max():.1f} disc spacings)")
+    return out
 
 
 def check_landmarks(

@@ -70,6 +70,8 @@ TRAIN_DEFAULTS: dict[str, Any] = {
     "noise": [0.0, 0.06],
     "threads": 1,
     "seed": 0,
+    "synth_copies": 2,  # domain-randomised copies of each phantom image (as the coarse trainer's)
+    "synth": {},
 }
 
 
@@ -384,7 +386,7 @@ def run_cli(args) -> int:
 
     from ..errors import InputError
     from .landmarks import PREPROCESS_DEFAULTS, load_model
-    from .training import _parse_sets, evaluate, load_manifest, load_real, predict_samples, run_logger
+    from .training import _parse_sets, add_synthetic_copies, evaluate, load_manifest, load_real, predict_samples, run_logger
 
     out = Path(args.out)
     if (out / "model.safetensors").exists() and not args.overwrite:
@@ -422,6 +424,11 @@ def run_cli(args) -> int:
         real = load_real(real_root, pre) if real_root else []
         real_train = [s for s in real if s.group not in hold]
         real_test = [s for s in real if s.group in hold]
+        n0 = len(ph["train"])
+        ph["train"] = add_synthetic_copies(ph["train"], int(cfg["synth_copies"]), cfg.get("synth"), pre,
+                                           int(cfg["seed"]))
+        if len(ph["train"]) > n0:
+            log(f"domain randomisation: {len(ph['train']) - n0} phantom images synthesised from tissue maps")
         if not ph["train"] and not real_train:
             raise InputError(manifest or real_root or "--data", "no training images (give --data and/or --real)")
         log(f"refiner: {len(ph['train'])} phantom + {len(real_train)} real training images; "

@@ -29,7 +29,8 @@ import numpy as np
 
 from .names import LEVELS
 
-__all__ = ["DEFAULT_CONFIG", "Sample", "augment", "evaluate", "load_manifest", "load_real", "run_cli", "train"]
+__all__ = ["DEFAULT_CONFIG", "Sample", "add_synthetic_copies", "augment", "evaluate", "load_manifest", "load_real",
+           "run_cli", "train"]
 
 DEFAULT_CONFIG: dict[str, Any] = {
     "steps": 1000,  # the shipped model: 1000 steps (7 min on 1 CPU thread)
@@ -42,6 +43,12 @@ DEFAULT_CONFIG: dict[str, Any] = {
     "real_holdout": None,       # list of SPIDER study ids never trained on; None -> chosen by seed
     "n_real_holdout": 5,
     "study11_all_slices": True,  # SPIDER study 11's off-centre slices as extra training views
+    # domain randomisation: this many copies of each phantom training image synthesised from its
+    # tissue map (manifest column sagittal_tissue_map; lumbargrade.segmentation.synth), drawn like
+    # the rendered images; 0 = none. ``synth``: SynthConfig overrides (its intensity and acquisition
+    # part applies; the spatial augmentation is the trainer's own)
+    "synth_copies": 2,
+    "synth": {},
     "threads": 1,
     "eval_every": 500,
     "aug": {
@@ -63,6 +70,7 @@ class Sample:
     group: str
     source: str
     name: str
+    tissues: np.ndarray | None = None  # tissue codes of the slice (phantom), for domain randomisation
 
 
 # --------------------------------------------------------------------------- data
@@ -116,7 +124,8 @@ def load_manifest(path: str | Path, pre: dict[str, Any]) -> dict[str, list[Sampl
         if not r.get("sagittal_image") or r.get("landmark_row", "") == "" or r.get("landmark_col", "") == "":
             continue
         key = (r["_base_dir"], r["sagittal_image"])
-        g = groups.setdefault(key, {"split": r["split"], "patient": r["patient_id"], "lm": {}})
+        g = groups.setdefault(key, {"split": r["split"], "patient": r["patient_id"], "lm": {},
+                                    "tissues": r.get("sagittal_tissue_map", "")})
         try:
             g["lm"][r["level"]] = (float(r["landmark_row"]), float(r["landmark_col"]))
         except ValueError as e:
@@ -130,7 +139,18 @@ def load_manifest(path: str | Path, pre: dict[str, Any]) -> dict[str, list[Sampl
             raise InputError(p, "sagittal_image not found")
         img, sp = _load_sagittal_file(p)
         tg = np.array([g["lm"][lv] for lv in LEVELS], dtype=float)
-        out.setdefault(g["split"], []).append(Sample(_prep_image(img, pre), tg, sp, g["patient"], "phantom", p.name))
+        tis = None
+        if g.get("tissues"):
+            from ..manifest import load_image_file
+
+            tp = Path(g["tissues"]) if Path(g["tissues"]).is_absolute() else Path(base) / g["tissues"]
+            if not tp.is_file():
+                raise InputError(tp, "sagittal_tissue_map not found")
+            tis = load_image_file(tp).astype(np.uint8)
+            if tis.shape != img.shape:
+                raise InputError(tp, f"tissue map shape {tis.shape} differs from the image's {img.shape}")
+        out.setdefault(g["split"], []).append(Sample(_prep_image(img, pre), tg, sp, g["patient"], "phantom", p.name,
+                                                     tis))
     if not any(out.values()):
         raise InputError(path, "no rows with sagittal_image, landmark_row and landmark_col for all five levels")
     return out
@@ -196,6 +216,30 @@ def augment(sample: Sample, rng: np.random.Generator, pre: dict[str, Any], aug: 
     x = np.sign(x) * np.abs(x) ** g
     x = x + rng.normal(0.0, rng.uniform(*aug["noise"]), x.shape)
     return x.astype(np.float32), tt
+
+
+def add_synthetic_copies(samples: Sequence[Sample], n: int, synth: dict | None, pre: dict[str, Any],
+                         seed: int = 0) -> list[Sample]:
+    """``samples`` plus ``n`` domain-randomised copies of each sample that has a tissue map: the
+    image drawn anew from its tissue codes (:func:`lumbargrade.segmentation.synth.synthesize`,
+    recipe ``synth``), same geometry and targets, source ``"phantom-synth"``."""
+    from dataclasses import replace
+
+    out = list(samples)
+    todo = [s for s in samples if s.tissues is not None]
+    if n <= 0 or not todo:
+        return out
+    from ..phantom.tissues import Tissue
+    from ..segmentation.synth import SynthConfig, synthesize
+
+    cfg = SynthConfig.from_dict(dict(synth or {}))
+    rng = np.random.default_rng([seed, 7])
+    for s in todo:
+        sp = float(np.mean(s.spacing)) if s.spacing else 1.0
+        for _ in range(n):
+            img = synthesize(s.tissues, s.tissues == int(Tissue.CSF), sp, rng, cfg)
+            out.append(replace(s, image=_prep_image(img, pre), source="phantom-synth", tissues=None))
+    return out
 
 
 def _input_for_eval(sample: Sample, pre: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
@@ -349,6 +393,12 @@ def train(config: dict[str, Any], out: Path, real_root: str | None, manifest: st
         by_study.setdefault(s.group, []).append(s)
     studies = sorted(by_study)
     p_ph = float(config["phantom_fraction"]) if ph["train"] and real_train else (1.0 if ph["train"] else 0.0)
+
+    n_before = len(ph["train"])
+    ph["train"] = add_synthetic_copies(ph["train"], int(config.get("synth_copies", 0)), config.get("synth"),
+                                       pre, seed)
+    if len(ph["train"]) > n_before:
+        log(f"domain randomisation: {len(ph['train']) - n_before} phantom images synthesised from tissue maps")
 
     def draw() -> Sample:
         if rng.random() < p_ph:

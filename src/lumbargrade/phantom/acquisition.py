@@ -32,7 +32,12 @@ from ..geometry import SliceGeometry
 from ..levels.names import LEVELS
 from .config import AcquisitionConfig
 
-__all__ = ["SeriesPlan", "block_normal", "disc_frames", "plan_axial", "plan_sagittal", "sample_fov_matrix"]
+__all__ = ["INPLANE_VARIANTS", "SeriesPlan", "block_normal", "disc_frames", "inplane_variant", "plan_axial",
+           "plan_sagittal", "sample_fov_matrix"]
+
+#: the 8 ways an axial slice can be stored: the patient axes (in-plane projections) that the row
+#: cosine and the col cosine follow; '+x+y' is the standard radiological display
+INPLANE_VARIANTS = ("+x+y", "-x+y", "+x-y", "-x-y", "+y+x", "-y+x", "+y-x", "-y-x")
 
 
 @dataclass
@@ -53,6 +58,7 @@ class SeriesPlan:
     spacing: float
     level_of: list[str | None] = field(default_factory=list)
     truth_index: dict[str, int] = field(default_factory=dict)
+    inplane: str = "+x+y"  # storage variant of the slices (see INPLANE_VARIANTS)
 
 
 def _unit(v) -> np.ndarray:
@@ -153,9 +159,43 @@ def block_normal(disc_normal: np.ndarray, max_tilt_deg: float) -> np.ndarray:
     return _unit(np.cos(t) * np.array([0.0, 0.0, 1.0]) + np.sin(t) * h)
 
 
+def inplane_variant(r: np.ndarray, c: np.ndarray, variant: str) -> tuple[np.ndarray, np.ndarray]:
+    """Row and col cosines of a storage variant (:data:`INPLANE_VARIANTS`) from the standard ones
+    ``r`` (about +x) and ``c`` (about +y)."""
+    if variant not in INPLANE_VARIANTS:
+        raise ValueError(f"unknown in-plane variant {variant!r}; known: {', '.join(INPLANE_VARIANTS)}")
+    axes = {"x": r, "y": c}
+    sign = {"+": 1.0, "-": -1.0}
+    return sign[variant[0]] * axes[variant[1]], sign[variant[2]] * axes[variant[3]]
+
+
+def _choose_variant(rng: np.random.Generator, cfg: AcquisitionConfig) -> str:
+    v = getattr(cfg, "ax_inplane", "standard")
+    if v == "standard":
+        return "+x+y"
+    if v == "mixed":
+        return INPLANE_VARIANTS[int(rng.integers(len(INPLANE_VARIANTS)))]
+    if v not in INPLANE_VARIANTS:
+        raise ValueError(f"ax_inplane must be standard, mixed or one of {', '.join(INPLANE_VARIANTS)}; got {v!r}")
+    return v
+
+
 def plan_axial(rng: np.random.Generator, anat, cfg: AcquisitionConfig | None = None) -> SeriesPlan:
-    """Axial T2 plan: one tilted block per disc (default) or one contiguous stack."""
+    """Axial T2 plan: one tilted block per disc (default) or one contiguous stack, stored as
+    ``cfg.ax_inplane`` says (:func:`inplane_variant`)."""
     cfg = cfg or AcquisitionConfig()
+    variant = _choose_variant(rng, cfg)
+    plan = _plan_axial(rng, anat, cfg)
+    if variant != "+x+y":
+        for k, g in enumerate(plan.slices):
+            r, c = inplane_variant(g.row_cosine, g.col_cosine, variant)
+            centre = g.pixel_to_patient(np.array([(g.rows - 1) / 2, (g.columns - 1) / 2]))
+            plan.slices[k] = _geometry(centre, r, c, g.pixel_spacing[0] * g.rows, g.rows, g.thickness)
+    plan.inplane = variant
+    return plan
+
+
+def _plan_axial(rng: np.random.Generator, anat, cfg: AcquisitionConfig) -> SeriesPlan:
     frames = disc_frames(anat)
     t = round(float(rng.uniform(*cfg.ax_thickness_range)), 1)
     fov, m = sample_fov_matrix(rng, cfg.ax_fov_range, cfg.ax_matrix_choices, cfg.ax_spacing_range)

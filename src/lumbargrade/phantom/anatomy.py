@@ -148,7 +148,10 @@ class AnatomyConfig:
     n_rootlets: int = 28
     rootlet_radius_mm: float = 0.65  # 1-1.5 mm dots (3a)
     cord_radius_mm: tuple = (4.3, 3.4)  # transverse, AP semi-axes
-    conus_offset_mm: float = 6.0  # conus tip this far below the L1/L2 disc centre ... [E]
+    # conus tip: mean at the lower third of L1, range mid T12 to L2 (Saifuddin 1998, Br J Radiol
+    # 71:1151, 504 adults) [S]; offset below the L1/L2 disc centre (negative: above) and its SD
+    conus_offset_mm: float = -8.0
+    conus_sd_mm: float = 12.0
     sac_end_below_s1_mm: float = 42.0  # thecal sac ends at S2 [E]
     # --- epidural fat and ligamentum flavum (spec 1f) ---
     posterior_fat_mm: float = 4.5  # 1f: dorsal triangle 3-7 mm
@@ -515,7 +518,7 @@ def sample_anatomy(
         "npf": np.array([cfg.nucleus_ap_frac[max(0, k - _LUMBAR0)] for k in range(nl)]),
         "body_w": body_w, "body_ap": body_ap, "subcut": subcut, "back": back, "muscle_fat": muscle_fat,
         "s_bot": s_bot, "s_top": s_top, "conus": s_c[ALL_LEVELS.index("L1/L2")] - cfg.conus_offset_mm
-        + g.normal(0, 8.0), "bounds": np.concatenate([[np.inf], (s_c[:-1] + s_c[1:]) / 2, [-np.inf]]),
+        + g.normal(0, cfg.conus_sd_mm), "bounds": np.concatenate([[np.inf], (s_c[:-1] + s_c[1:]) / 2, [-np.inf]]),
         "texture_seed": int(g.integers(2 ** 31)),
     }
     # smooth random fields (5 mm grid): bowel loops, fatty streaks in muscle

@@ -35,6 +35,7 @@ import numpy as np
 from ..errors import InputError
 from ..levels.names import LEVELS, level_dirname
 from .config import PhantomConfig
+from .slice_bank import BANK_COLUMNS
 
 __all__ = [
     "FINDING_COLUMNS",
@@ -53,7 +54,7 @@ MANIFEST_COLUMNS = (
      "axial_sop_instance_uid", "label_map", "pixel_spacing_row_mm", "pixel_spacing_col_mm"]
     + list(FINDING_COLUMNS)
     + [f"{f}_{s}" for f in FINDING_COLUMNS for s in ("r2", "r3", "truth")]
-    + ["sagittal_image", "landmark_row", "landmark_col",
+    + ["tissue_map", "sagittal_image", "sagittal_tissue_map", "landmark_row", "landmark_col",
        "dural_sac_area_mm2", "disc_area_mm2", "dural_sac_ap_mm", "disc_ap_mm",
        "central_severity", "pfirrmann", "age", "sex"]
 )
@@ -211,6 +212,7 @@ def generate_patient(
         accession=f"PH{int(seed) % 100000:05d}{index:05d}",
     )
     series_out: dict[str, dict] = {}
+    bank_rows: list[dict] = []
     truth_labels: dict[str, np.ndarray] = {}
     images_for_preview: dict[str, np.ndarray] = {}
     truth_slices = {v: k for k, v in ax.truth_index.items()}
@@ -229,9 +231,31 @@ def generate_patient(
             if plan is ax and k in truth_slices:
                 truth_labels[truth_slices[k]] = np.asarray(rs.labels, dtype=np.uint8)
                 images_for_preview[truth_slices[k]] = np.asarray(rs.image, dtype=np.float32)
+            if plan is ax and cfg.slice_bank:
+                lv_k = plan.level_of[k] if k < len(plan.level_of) and plan.level_of[k] else None
+                if lv_k is None:  # contiguous stack: the nearest disc
+                    lv_k = min(LEVELS, key=lambda n: abs(float(geom.signed_distance(
+                        np.asarray(anat.levels[n].centre_lps, dtype=np.float64)))))
+                off = float(geom.signed_distance(np.asarray(anat.levels[lv_k].centre_lps, dtype=np.float64)))
+                bank_rows.append(_bank_row(pdir, pid, split, lv_k, "disc_centre" if truth_slices.get(k) else
+                                           "disc_block", off, rel.as_posix(), f"ax_{k + 1:04d}", rs, geom))
             if plan is sag and k == sag.truth_index["mid"]:
                 images_for_preview["sagittal"] = np.asarray(rs.image, dtype=np.float32)
+            if plan is sag and cfg.slice_bank and abs(k - sag.truth_index["mid"]) <= 1:
+                # the mid-sagittal tissue map and its neighbours': domain randomisation of the landmark networks
+                _save_png(rs.tissues, pdir / "bank" / f"sag_{k + 1:04d}_tissues.png")
         series_out[plan.name] = {"uid": s_uid, "sops": sops, "paths": paths}
+
+    if cfg.slice_bank:
+        from .slice_bank import extra_slice_plan, save_u16_png
+
+        for lv_x, kind, geom in extra_slice_plan(anat, ax.slices[0], cfg.acquisition.ax_max_tilt_deg,
+                                                 cfg.acquisition.ax_posterior_shift_mm):
+            rs = be.render_slice(anat, geom, mr, r_render, supersample=cfg.acquisition.supersample)
+            name = f"{kind}_{lv_x.replace('/', '-')}"
+            img_rel = Path(pid) / "bank" / f"{name}_image.png"
+            save_u16_png(to_stored_pixels(rs.image, csf_value), out_dir / img_rel)
+            bank_rows.append(_bank_row(pdir, pid, split, lv_x, kind, 0.0, img_rel.as_posix(), name, rs, geom))
 
     mid = sag.truth_index["mid"]
     mid_geom = sag.slices[mid]
@@ -274,6 +298,8 @@ def generate_patient(
             "patient_id": pid, "split": split, "level": lv, "study_dir": f"{pid}/dicom",
             "study_instance_uid": study_uid, "axial_image": series_out["ax_t2"]["paths"][k],
             "axial_sop_instance_uid": series_out["ax_t2"]["sops"][k], "label_map": f"{pid}/{lm_rel}",
+            "tissue_map": f"{pid}/bank/ax_{k + 1:04d}_tissues.png" if cfg.slice_bank else "",
+            "sagittal_tissue_map": f"{pid}/bank/sag_{mid + 1:04d}_tissues.png" if cfg.slice_bank else "",
             "pixel_spacing_row_mm": g.pixel_spacing[0], "pixel_spacing_col_mm": g.pixel_spacing[1],
             "sagittal_image": series_out["sag_t2"]["paths"][mid],
             "landmark_row": landmarks_px[lv][0], "landmark_col": landmarks_px[lv][1],
@@ -297,6 +323,7 @@ def generate_patient(
         "field_strength_t": field_t,
         "echo_train_length": etl,
         "csf_stored_value": csf_value,
+        "axial_inplane": ax.inplane,
         "acquisition": {
             plan.name: {"description": plan.description, "n_slices": len(plan.slices),
                         "thickness_mm": plan.thickness, "spacing_mm": plan.spacing,
@@ -319,7 +346,22 @@ def generate_patient(
         from .preview import write_preview
 
         write_preview(pdir / "preview.png", truth, images_for_preview, truth_labels)
+    if cfg.slice_bank:
+        _write_csv(bank_rows, pdir / "bank" / "slices.csv", BANK_COLUMNS)
     return rows
+
+
+def _bank_row(pdir: Path, pid: str, split: str, level: str, kind: str, offset_mm: float, image_rel: str,
+              name: str, rs: Any, geom: Any) -> dict:
+    """Write one bank slice's label and tissue maps; its slices.csv row (paths relative to the
+    cohort folder)."""
+    _save_png(rs.labels, pdir / "bank" / f"{name}_labels.png")
+    _save_png(rs.tissues, pdir / "bank" / f"{name}_tissues.png")
+    return {"patient_id": pid, "split": split, "level": level, "kind": kind, "offset_mm": round(offset_mm, 3),
+            "axial_image": image_rel, "label_map": f"{pid}/bank/{name}_labels.png",
+            "tissue_map": f"{pid}/bank/{name}_tissues.png",
+            "pixel_spacing_row_mm": geom.pixel_spacing[0], "pixel_spacing_col_mm": geom.pixel_spacing[1],
+            "slice_thickness_mm": geom.thickness}
 
 
 def _job(args: tuple) -> tuple[int, list[dict], float, float]:
@@ -335,12 +377,31 @@ def _fmt(v: Any) -> str:
     return "" if v is None else str(v)
 
 
-def write_manifest(rows: list[dict], path: Path) -> None:
+def _write_csv(rows: list[dict], path: Path, columns: Sequence[str]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=MANIFEST_COLUMNS, lineterminator="\n")
+        w = csv.DictWriter(fh, fieldnames=list(columns), lineterminator="\n")
         w.writeheader()
         for r in rows:
-            w.writerow({k: _fmt(r.get(k)) for k in MANIFEST_COLUMNS})
+            w.writerow({k: _fmt(r.get(k)) for k in columns})
+
+
+def write_manifest(rows: list[dict], path: Path) -> None:
+    _write_csv(rows, path, MANIFEST_COLUMNS)
+
+
+def _gather_bank(out: Path, n_patients: int) -> Path | None:
+    """Concatenate the patients' ``bank/slices.csv`` into ``out/slices.csv``."""
+    rows: list[dict] = []
+    for i in range(n_patients):
+        p = out / patient_id_for(i) / "bank" / "slices.csv"
+        if p.is_file():
+            with open(p, newline="") as fh:
+                rows.extend(csv.DictReader(fh))
+    if not rows:
+        return None
+    _write_csv(rows, out / "slices.csv", BANK_COLUMNS)
+    return out / "slices.csv"
 
 
 def _prepare_out(out: Path, overwrite: bool) -> None:
@@ -352,7 +413,7 @@ def _prepare_out(out: Path, overwrite: bool) -> None:
         for p in out.iterdir():
             if p.is_dir() and _PID_RE.match(p.name):
                 shutil.rmtree(p)
-            elif p.name in ("manifest.csv", "phantom_config.json"):
+            elif p.name in ("manifest.csv", "phantom_config.json", "slices.csv"):
                 p.unlink()
     out.mkdir(parents=True, exist_ok=True)
 
@@ -431,6 +492,7 @@ def generate_cohort(
     all_rows = [r for i in range(n_patients) for r in results[i]]
     manifest = out / "manifest.csv"
     write_manifest(all_rows, manifest)
+    _gather_bank(out, n_patients)
     dt = time.perf_counter() - t0
     return {
         "manifest": str(manifest),

@@ -107,6 +107,11 @@ class AcquisitionConfig:
     contiguous_axial: bool = False  # one stack from L1/L2 to L5/S1 instead of one block per disc
     contiguous_spacing_mm: float = 4.0
     supersample: int = 3  # passed to render_slice (partial volume along the slice normal)
+    # how the axial series is stored in its pixel grid: 'standard' (row cosine +x, col cosine +y:
+    # patient left on the image's right, anterior at the top), one fixed variant given as the
+    # axes of the row and col cosines ('-x+y', '+y+x', '+x-y', ...: any of the 8 rotations and
+    # flips), or 'mixed' (one of the 8 at random per patient)
+    ax_inplane: str = "standard"
 
 
 @dataclass(frozen=True)
@@ -119,6 +124,10 @@ class PhantomConfig:
     field_strengths: tuple[float, ...] = (1.5, 3.0)
     csf_value_range: tuple[float, float] = (1500.0, 3000.0)  # stored value of CSF (12-bit)
     anatomy: dict | None = None  # passed to sample_anatomy(config=...) when given
+    # write each patient's slice bank (every axial slice with its label and tissue maps, plus
+    # T11/T12, T12/L1 and mid-vertebral slices) and DIR/slices.csv: the training data of the
+    # segmenter's domain randomisation (lumbargrade.phantom.slice_bank)
+    slice_bank: bool = True
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -42,6 +42,7 @@ PRIVATE_CODES: dict[str, str] = {
     "LG023": "Intervertebral foramen",
     "LG024": "Facet joint of lumbar spine",
     "LG030": "Normal or mild",
+    "LG040": "Result needs review",
 }
 
 #: Report finding key -> (evaluation code value, box segment kind, laterality).

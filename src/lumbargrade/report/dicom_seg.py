@@ -42,9 +42,17 @@ _COLORS = {  # CIELab display colours (approximate sRGB in comments)
 }
 
 
+_REGION_VALUES = {"facet_left": 3, "facet_right": 4, "foramen_left": 5, "foramen_right": 6}
+
+
+def _has_regions(lv: Any) -> bool:
+    return getattr(lv, "regions", None) is not None
+
+
 def segment_masks(lv: Any) -> dict[str, np.ndarray]:
-    """The six binary masks ``[rows, cols]`` of one :class:`~lumbargrade.pipeline.LevelResult`
-    (boxes filled; a missing box or mask is all False)."""
+    """The six binary masks ``[rows, cols]`` of one :class:`~lumbargrade.pipeline.LevelResult`:
+    dural sac, disc and, per side, the facet and foramen regions of the image localiser when the
+    level has them, else the boxes filled (a missing box or mask is all False)."""
     shape = lv.image.shape
     out: dict[str, np.ndarray] = {}
     out["dural_sac"] = (
@@ -52,12 +60,24 @@ def segment_masks(lv: Any) -> dict[str, np.ndarray]:
     )
     out["disc"] = np.zeros(shape, bool) if lv.disc_mask is None else np.asarray(lv.disc_mask, bool)
     for name in SEGMENTS[2:]:
+        if _has_regions(lv):
+            out[name] = np.asarray(lv.regions) == _REGION_VALUES[name]
+            continue
         m = np.zeros(shape, bool)
         b = (lv.boxes or {}).get(name)
         if b:
             m[b[0] : b[2], b[1] : b[3]] = True
         out[name] = m
     return out
+
+
+def segment_label(lv: Any, kind: str) -> str:
+    """``"<level> dural sac"``, ``"<level> facet left region"`` (image localiser) or ``"<level>
+    facet left box"`` (a rule's box)."""
+    name = _LABELS[kind]
+    if kind in _REGION_VALUES and _has_regions(lv):
+        name = name.replace(" box", " region")
+    return f"{lv.level} {name}"
 
 
 def person_name(name: str) -> str:
@@ -165,6 +185,9 @@ def _descriptions(
                 cat, typ = codes.SCT.AnatomicalStructure, lc.code("LG001")
             elif kind == "disc":
                 cat, typ = codes.SCT.AnatomicalStructure, lc.level_disc_structure(lv.level)
+            elif _has_regions(lv):  # the image localiser's anatomical regions
+                cat = codes.SCT.AnatomicalStructure
+                typ = lc.code("LG024" if kind.startswith("facet") else "LG023")
             else:
                 cat = codes.SCT.SpatialAndRelationalConcept
                 typ = lc.code("LG003" if kind.startswith("facet") else "LG002")
@@ -176,12 +199,12 @@ def _descriptions(
             descs.append(
                 hd.seg.SegmentDescription(
                     segment_number=n,
-                    segment_label=f"{lv.level} {_LABELS[kind]}",
+                    segment_label=segment_label(lv, kind),
                     segmented_property_category=cat,
                     segmented_property_type=typ,
                     algorithm_type=atype,
                     algorithm_identification=algo,
-                    tracking_id=f"{lv.level} {_LABELS[kind]}",
+                    tracking_id=segment_label(lv, kind),
                     tracking_uid=hd.UID(),
                     anatomic_regions=[lc.level_disc_site(lv.level)],
                     display_color=hd.color.CIELabColor(*_COLORS[kind]),

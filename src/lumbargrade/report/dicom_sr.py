@@ -6,8 +6,10 @@ written by :mod:`lumbargrade.report.dicom_seg` (Referenced Segmentation Frame):
 * ``"<level> dural sac"``: dural sac area (mm2), AP diameter (mm), the ratios (unitless) and the
   central canal grade (qualitative evaluation);
 * ``"<level> disc"``: disc area (mm2) and AP diameter (mm);
-* ``"<level> foramen left/right box"``: foraminal stenosis (qualitative) and its CNN probability;
-* ``"<level> facet left/right box"``: facet arthropathy (qualitative) and its CNN probability.
+* ``"<level> foramen left/right region"`` (``... box`` when the boxes come from a rule): foraminal
+  stenosis (qualitative) and its CNN probability;
+* ``"<level> facet left/right region"`` (or ``... box``): facet arthropathy (qualitative) and its
+  CNN probability.
 
 A segment without a frame (an empty mask) gives a TID 1501 group with no image reference. Codes
 are listed in :mod:`lumbargrade.report.codes` and ``docs/dicom-outputs.md``.
@@ -83,7 +85,7 @@ def _write_sr(
     from .. import __version__
     from ..io.dicom_write import save_dataset
     from . import codes as lc
-    from .dicom_seg import _source_dataset, person_name
+    from .dicom_seg import _source_dataset, person_name, segment_label
 
     folder = Path(folder)
     uids = uids or {}
@@ -184,6 +186,12 @@ def _write_sr(
                     lc.code("LG020"), lc.central_grade_code(central["grade"])
                 )
             )
+        # the plausibility gate's verdict (the reasons are in report.json and report.html)
+        evals.append(
+            hd.sr.QualitativeEvaluation(
+                lc.code("LG040"), lc.code("SCT.Yes" if getattr(lv, "review_reasons", None) else "SCT.No")
+            )
+        )
         groups.append(
             group(
                 lv,
@@ -229,8 +237,9 @@ def _write_sr(
                 group(
                     lv,
                     key,
-                    f"{lv.level} {box} {side} box",
-                    lc.code("LG002" if box == "foramen" else "LG003"),
+                    segment_label(lv, key),
+                    (lc.code("LG023" if box == "foramen" else "LG024") if getattr(lv, "regions", None) is not None
+                     else lc.code("LG002" if box == "foramen" else "LG003")),
                     [hd.sr.FindingSite(site, laterality=lat), level_site],
                     meas,
                     evals,

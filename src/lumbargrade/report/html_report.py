@@ -182,8 +182,11 @@ def _summary(report: dict[str, Any]) -> str:
         g = c.get("grade")
         tree = c.get("tree") or {}
         anchor = "level-" + rec["level"].replace("/", "-")
+        review = rec.get("needs_review")
         cells = [
-            f'<td><a href="#{anchor}">{_e(rec["level"])}</a></td>',
+            f'<td><a href="#{anchor}">{_e(rec["level"])}</a>'
+            + ('<br><small class="warn" title="' + _e("; ".join(rec.get("review_reasons") or [])) + '">needs review</small>'
+               if review else "") + "</td>",
             f'<td class="{_GRADE_CLASS.get(g or "", "")}">{_e(g or "-")}'
             f"<br><small>{_e(c.get('grade_source') or '')}</small></td>",
             f"<td>{_num(tree.get('ratio'))}<br><small>{_e(tree.get('ratio_name') or '')}</small></td>",
@@ -358,6 +361,13 @@ def render_html(
                 f'<p class="warn">Masks edited by {_e(r.get("by"))} on {_e(r.get("when"))}; measurements, boxes '
                 "and grades recomputed from the edited masks.</p>"
             )
+        if rec.get("needs_review"):
+            parts.append(
+                '<h3 class="warn">Needs review</h3><p>The plausibility check failed; do not use these grades '
+                "without looking at the masks:</p><ul>"
+                + "".join(f'<li class="warn">{_e(w)}</li>' for w in rec.get("review_reasons") or [])
+                + "</ul>"
+            )
         if rec.get("warnings"):
             parts.append(
                 "<h3>Warnings</h3><ul>"
@@ -394,15 +404,16 @@ def draw_pictures(
 ) -> dict[str, tuple[bytes, bytes | None]]:
     """PNG bytes of each level's pictures: ``{level: (axial, sagittal or None)}``.
 
-    ``levels``: ``(level, image, sac_mask, disc_mask, boxes, geometry)`` per level; the sagittal
-    picture (``sag_img`` with its ``sag_geom``) highlights the level's line. Pure and picklable:
-    runs in the drawing process (:mod:`lumbargrade.report.drawing_process`)."""
+    ``levels``: ``(level, image, sac_mask, disc_mask, boxes, geometry, regions)`` per level, the
+    arrays and boxes in the slice's canonical view (radiological display, whatever the stored
+    layout); the sagittal picture (``sag_img`` with its ``sag_geom``) highlights the level's line.
+    Pure and picklable: runs in the drawing process (:mod:`lumbargrade.report.drawing_process`)."""
     from .overlays import axial_overlay, png_bytes, sagittal_overlay
 
     axial_geoms = {lv[0]: lv[5] for lv in levels}
     out = {}
-    for level, image, sac, disc, boxes, geom in levels:
-        pic = axial_overlay(image, sac, disc, boxes, left_is_higher_col=bool(geom.row_cosine[0] >= 0), title=level)
+    for level, image, sac, disc, boxes, geom, regions in levels:
+        pic = axial_overlay(image, sac, disc, boxes, title=level, regions=regions)
         spng = None
         if sag_img is not None:
             spng = png_bytes(sagittal_overlay(sag_img, sag_geom, landmarks, axial_geoms, highlight=level))
@@ -422,8 +433,8 @@ def prepare_html(result: Any, folder: str | Path, report: dict[str, Any]) -> tup
     ov = folder / "overlays"
     ov.mkdir(parents=True, exist_ok=True)
     sag_img, sag_geom, sag_note = sagittal_source(result, folder, report)
-    levels = [(lv.level, lv.image, lv.sac_mask, lv.disc_mask, dict(lv.boxes or {}), lv.geometry)
-              for lv in result.levels]
+    levels = [(lv.level, lv.canonical(lv.image), lv.canonical(lv.sac_mask), lv.canonical(lv.disc_mask),
+               lv.canonical_boxes(), lv.geometry, lv.canonical(lv.regions)) for lv in result.levels]
     pngs = drawing_process.call(draw_pictures, levels, sag_img, sag_geom, _landmark_points(report))
     pictures: dict[str, dict[str, Any]] = {}
     notes: dict[str, str] = {}

@@ -4,6 +4,7 @@ into place, so a half-written result is never taken for a finished one."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -124,6 +125,31 @@ def write_outputs(result: Any, out: str | Path, pack: Any, config: dict[str, Any
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return out
+
+
+@contextlib.contextmanager
+def atomic_output(out: str | Path, overwrite: bool = False):
+    """A temporary sibling folder to write into; renamed to ``out`` when the block ends without an
+    error (an earlier ``out`` replaced only with ``overwrite``), removed otherwise."""
+    out = Path(out)
+    check_output_folder(out, overwrite)
+    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    try:
+        yield tmp
+        if out.exists():
+            old = out.parent / f".{out.name}.old-{os.getpid()}"
+            out.rename(old)
+            tmp.rename(out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            tmp.rename(out)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _json_default(o: Any) -> Any:

@@ -139,23 +139,24 @@ def axial_overlay(
     sac_mask: np.ndarray | None,
     disc_mask: np.ndarray | None,
     boxes: Mapping[str, Sequence[int] | None] | None,
-    left_is_higher_col: bool = True,
     target_px: int = 512,
     title: str | None = None,
     zoom: bool = True,
+    regions: np.ndarray | None = None,
 ) -> Any:
-    """The axial slice with mask outlines and boxes.
+    """The axial slice, in its canonical view (radiological display: the patient's left on the
+    image's right, marked ``L``), with mask outlines and boxes (and the facet / foramen regions'
+    outlines).
 
     Parameters
     ----------
     image: float ``[rows, cols]`` slice.
     sac_mask, disc_mask: boolean ``[rows, cols]`` (None: not drawn).
     boxes: ``{"facet_left": [row0, col0, row1, col1], ...}`` end-exclusive pixel bounds.
-    left_is_higher_col: the column index grows towards the patient's left (standard display):
-        places the ``R`` / ``L`` side markers.
     target_px: approximate size of the longer side of the picture.
     zoom: show only a window around the masks and boxes (:func:`crop_window`); the window is
         windowed (grey levels) on its own pixels.
+    regions: uint8 ``[rows, cols]`` facet / foramen regions (3-6) drawn as thin outlines.
     """
     from PIL import Image, ImageDraw
 
@@ -170,6 +171,12 @@ def axial_overlay(
     disc = None if disc_mask is None else np.asarray(disc_mask)[r0:r1, c0:c1]
     k = _scale_for(img.shape, target_px)
     rgb = np.asarray(_enlarge(window(img), k)).copy()
+    if regions is not None:
+        reg = np.asarray(regions)[r0:r1, c0:c1]
+        for values, color in (((3, 4), COLORS["facet"]), ((5, 6), COLORS["foramen"])):
+            for v in values:
+                if (reg == v).any():
+                    _paint_outline(rgb, reg == v, k, tuple(int(0.6 * c) for c in color))
     _paint_outline(rgb, disc, k, COLORS["disc"])
     _paint_outline(rgb, sac, k, COLORS["dural_sac"])
     pic = Image.fromarray(rgb)
@@ -190,7 +197,7 @@ def axial_overlay(
         # foramen labels above their box, facet labels below (they sit one above the other)
         y = br0 * k - fs - 3 if kind == "foramen" else br1 * k + 2
         _text(draw, (bc0 * k + 2, min(max(y, 0), pic.height - fs - 2)), label, color, fs)
-    left_x, right_x = (pic.width - fs - 4, 4) if left_is_higher_col else (4, pic.width - fs - 4)
+    left_x, right_x = pic.width - fs - 4, 4
     _text(draw, (left_x, pic.height / 2 - fs / 2), "L", (255, 255, 255), fs + 2)
     _text(draw, (right_x, pic.height / 2 - fs / 2), "R", (255, 255, 255), fs + 2)
     if title:

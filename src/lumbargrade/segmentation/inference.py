@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import InputError
 
-__all__ = ["Segmenter", "evaluate_rows", "largest_component", "load_segmenter"]
+__all__ = ["SegOutput", "Segmenter", "evaluate_rows", "largest_component", "load_segmenter", "predict_rows"]
 
 
 def largest_component(mask: np.ndarray) -> np.ndarray:
@@ -43,11 +44,42 @@ def torch_device_type(device: str) -> str:
     return str(device).split(":", 1)[0]
 
 
+@dataclass
+class SegOutput:
+    """One slice's segmentation on its own pixel grid.
+
+    labels: uint8 ``[rows, cols]`` network classes (0 background, 1 dural sac, 2 disc and, for a
+    network with regions, 3 facet, 4 foramen: sides not yet told apart).
+    probs: float32 ``[K, rows, cols]`` structure probabilities (the mean of the two looks).
+    quality: numbers the plausibility gate reads: ``sac_confidence`` and ``disc_confidence``
+    (mean probability of the winning class inside each predicted structure), ``mirror_dice_sac``
+    and ``mirror_dice_disc`` (agreement of the direct and the left-right mirrored look; None
+    without the mirrored look), ``centre`` (the field centre used, pixel coordinates) and
+    ``located`` (True when the field was placed by a search over the slice).
+    """
+
+    labels: np.ndarray
+    probs: np.ndarray
+    quality: dict
+
+    @property
+    def sac(self) -> np.ndarray:
+        return self.labels == 1
+
+    @property
+    def disc(self) -> np.ndarray:
+        return self.labels == 2
+
+
 class Segmenter:
     """A loaded segmentation network plus its preprocessing config (see :class:`SegConfig`).
 
     ``model``: a torch module (run on ``device``; channels-last and, per ``cfg.bf16``, bf16
-    autocast on the CPU) or a :class:`lumbargrade.runtime.OnnxNet` (fp32)."""
+    autocast on the CPU) or a :class:`lumbargrade.runtime.OnnxNet` (fp32).
+
+    Images are expected in the canonical axial view (:mod:`lumbargrade.io.orientation`: anterior
+    at the top, patient left on the right), as the network was trained.
+    """
 
     def __init__(self, model, cfg, device: str = "cpu", batch_size: int = 8) -> None:
         from ..runtime import OnnxNet
@@ -75,6 +107,10 @@ class Segmenter:
     def runtime(self) -> str:
         return self.net.runtime
 
+    @property
+    def classes(self) -> tuple[str, ...]:
+        return self.cfg.classes
+
     def _probs_fields(self, fields: list[np.ndarray]) -> list[np.ndarray]:
         from .losses import structure_probs_np
 
@@ -99,21 +135,87 @@ class Segmenter:
         grid = make_grid(img.shape, spacing, c.target_spacing, (c.size, c.size), centre)
         return np.ascontiguousarray(centre_crop(field, (c.size, c.size))), grid
 
-    def predict_probs_batch(
-        self, items: Sequence[tuple[np.ndarray, tuple[float, float]]]
-    ) -> list[np.ndarray]:
-        """``[(image, spacing), ...]`` -> per item ``[2, rows, cols]`` float32 (sac, disc) probabilities
-        on the original pixel grid."""
+    def _window_centres(self, shape, spacing) -> list[tuple[float, float]]:
+        """Field centres (pixel coordinates) that tile the slice with half-field overlap; one
+        (the centre) when the slice is not much larger than the field."""
+        side_mm = self.cfg.size * self.cfg.target_spacing
+        centres_1d = []
+        for n, sp in zip(shape, spacing):
+            extent = n * sp
+            if extent <= 1.25 * side_mm:
+                centres_1d.append([(n - 1) / 2.0])
+                continue
+            k = int(np.ceil((extent - side_mm) / (side_mm / 2))) + 1
+            lo, hi = side_mm / 2 / sp - 0.5, n - 0.5 - side_mm / 2 / sp
+            centres_1d.append(list(np.linspace(lo, hi, k)))
+        return [(float(a), float(b)) for a in centres_1d[0] for b in centres_1d[1]]
+
+    def locate(self, image: np.ndarray, spacing: tuple[float, float]) -> tuple[float, float] | None:
+        """Where the dural sac is on a slice larger than the network's field: the centroid (pixel
+        coordinates) of the most confident sac over windows that tile the slice; None when the
+        slice fits one field or no window finds a sac."""
+        from .losses import probs_to_labels
+
+        centres = self._window_centres(np.shape(image), spacing)
+        if len(centres) == 1:
+            return None
+        prepared = [self._prepare(image, spacing, c) for c in centres]
+        probs = self._probs_fields([f for f, _ in prepared])
+        best, best_score = None, 0.0
+        for p, (_, g) in zip(probs, prepared):
+            lab = probs_to_labels(p, self.cfg.per_structure)
+            sac = lab == 1
+            if self.cfg.largest_component:
+                sac = largest_component(sac)
+            if not sac.any():
+                continue
+            # a sac next to a disc, confidently predicted, wins
+            score = float(p[0][sac].sum()) * (1.5 if (lab == 2).any() else 1.0)
+            if score > best_score:
+                ii, jj = np.nonzero(sac)
+                best_score = score
+                best = tuple(float(v) for v in g.field_to_image(ii.mean(), jj.mean()))
+        return best
+
+    def _looks(self, fields: list[np.ndarray]) -> tuple[list[np.ndarray], list[np.ndarray | None]]:
+        """Probabilities of each field, averaged with the left-right mirrored look when
+        ``mirror_tta``; also the mirrored look alone (None without it)."""
+        if not self.cfg.mirror_tta:
+            return self._probs_fields(fields), [None] * len(fields)
+        both = self._probs_fields(fields + [np.ascontiguousarray(f[:, ::-1]) for f in fields])
+        n = len(fields)
+        direct, mirrored = both[:n], [p[..., ::-1] for p in both[n:]]
+        return [0.5 * (a + b) for a, b in zip(direct, mirrored)], list(zip(direct, mirrored))
+
+    def predict(
+        self,
+        items: Sequence[tuple[np.ndarray, tuple[float, float]]],
+        centres: Sequence[tuple[float, float] | None] | None = None,
+    ) -> list[SegOutput]:
+        """``[(image [rows, cols], (row_mm, col_mm)), ...]`` -> one :class:`SegOutput` per item.
+
+        ``centres``: per item, where to centre the network's field (pixel coordinates, e.g. the
+        disc-centre landmark projected onto the slice); None: the sac is located by a search over
+        the slice when it is larger than the field, else the image centre is used.
+        """
         from .losses import probs_to_labels
         from .preprocessing import from_field
 
-        prepared = [self._prepare(im, sp) for im, sp in items]
-        probs = self._probs_fields([f for f, _ in prepared])
+        items = list(items)
+        centres = list(centres) if centres is not None else [None] * len(items)
+        located = [False] * len(items)
+        for k, (im, sp) in enumerate(items):
+            if centres[k] is None:
+                c = self.locate(im, sp)
+                if c is not None:
+                    centres[k], located[k] = c, True
+        prepared = [self._prepare(im, sp, c) for (im, sp), c in zip(items, centres)]
+        probs, looks = self._looks([f for f, _ in prepared])
         grids = [g for _, g in prepared]
         if self.cfg.recentre_mm > 0:
             redo = []
             for k, (p, g) in enumerate(zip(probs, grids)):
-                lab = probs_to_labels(p, self.cfg.per_structure)
+                lab = probs_to_labels(p[:2], self.cfg.per_structure)
                 if not lab.any():
                     continue
                 ii, jj = np.nonzero(lab)
@@ -126,26 +228,51 @@ class Segmenter:
                     redo.append((k, (float(r), float(c))))
             if redo:
                 again = [self._prepare(items[k][0], items[k][1], centre) for k, centre in redo]
-                new = self._probs_fields([f for f, _ in again])
-                for (k, _), p, (_, g) in zip(redo, new, again):
-                    probs[k], grids[k] = p, g
-        return [from_field(p, g, order=1, cval=0.0) for p, g in zip(probs, grids)]
+                new, new_looks = self._looks([f for f, _ in again])
+                for (k, centre), p, lk, (_, g) in zip(redo, new, new_looks, again):
+                    probs[k], looks[k], grids[k], centres[k] = p, lk, g, centre
+        out = []
+        for p, lk, g, c, loc in zip(probs, looks, grids, centres, located):
+            full = from_field(p, g, order=1, cval=0.0)
+            lab = probs_to_labels(full, self.cfg.per_structure)
+            if self.cfg.largest_component:
+                for k in (1, 2):
+                    m = lab == k
+                    if m.any():
+                        lab[m & ~largest_component(m)] = 0
+            out.append(SegOutput(lab, full, self._quality(full, lab, lk, g, c, loc)))
+        return out
+
+    def _quality(self, probs, lab, looks, grid, centre, located) -> dict:
+        from .losses import dice_score, probs_to_labels
+
+        q: dict = {"centre": None if centre is None else [round(float(v), 2) for v in centre],
+                   "located": bool(located)}
+        for k, name in ((1, "sac"), (2, "disc")):
+            m = lab == k
+            q[f"{name}_confidence"] = round(float(probs[k - 1][m].mean()), 4) if m.any() else None
+        if looks is not None:
+            a = probs_to_labels(looks[0], self.cfg.per_structure)
+            b = probs_to_labels(looks[1], self.cfg.per_structure)
+            q["mirror_dice_sac"] = round(dice_score(a == 1, b == 1), 4)
+            q["mirror_dice_disc"] = round(dice_score(a == 2, b == 2), 4)
+        else:
+            q["mirror_dice_sac"] = q["mirror_dice_disc"] = None
+        return q
+
+    def predict_probs_batch(
+        self, items: Sequence[tuple[np.ndarray, tuple[float, float]]]
+    ) -> list[np.ndarray]:
+        """``[(image, spacing), ...]`` -> per item ``[K, rows, cols]`` float32 structure
+        probabilities on the original pixel grid."""
+        return [o.probs for o in self.predict(items)]
 
     def segment_batch(
-        self, items: Sequence[tuple[np.ndarray, tuple[float, float]]]
+        self, items: Sequence[tuple[np.ndarray, tuple[float, float]]], centres=None
     ) -> list[tuple[np.ndarray, np.ndarray]]:
         """``[(image [rows, cols], (row_mm, col_mm)), ...]`` -> ``[(sac_mask, disc_mask), ...]``
         (boolean, each the shape of its image)."""
-        from .losses import probs_to_labels
-
-        out = []
-        for p in self.predict_probs_batch(items):
-            lab = probs_to_labels(p, self.cfg.per_structure)
-            sac, disc = lab == 1, lab == 2
-            if self.cfg.largest_component:
-                sac, disc = largest_component(sac), largest_component(disc)
-            out.append((sac, disc))
-        return out
+        return [(o.sac, o.disc) for o in self.predict(items, centres)]
 
     def segment(
         self, image: np.ndarray, spacing: tuple[float, float]
@@ -181,7 +308,11 @@ def load_segmenter(
     except json.JSONDecodeError as e:
         raise InputError(cfg_path, f"not valid JSON ({e})") from e
     known = set(SegConfig.__dataclass_fields__)
-    cfg = SegConfig.from_dict({k: v for k, v in d.items() if k in known}, str(cfg_path))
+    d = {k: v for k, v in d.items() if k in known}
+    d.setdefault("regions", False)  # networks trained before regions existed: sac and disc only
+    d.setdefault("mirror_tta", False)
+    d.setdefault("model_kwargs", {})
+    cfg = SegConfig.from_dict(d, str(cfg_path))
     cfg.update(overrides, "load_segmenter")
     if threads:
         from ..runtime import set_num_threads
@@ -193,7 +324,7 @@ def load_segmenter(
     from .models import create_model, load_weights
 
     try:
-        model = create_model(cfg.model, per_structure=cfg.per_structure, **cfg.model_kwargs)
+        model = create_model(cfg.model, **cfg.model_args())
     except KeyError as e:
         raise InputError(cfg_path, str(e)) from e
     load_weights(model, w_path)
@@ -204,12 +335,13 @@ def load_segmenter(
 def evaluate_rows(
     segmenter: Segmenter, rows: Sequence[dict], batch_size: int = 8, progress: bool = False
 ) -> list[dict]:
-    """Dice of the segmenter against each manifest row's label map, on the original pixel grid.
+    """Dice of the segmenter against each manifest row's label map (both in the slice's canonical
+    view; Dice does not depend on the pixel layout).
 
     Returns one dict per row: ``patient_id``, ``level``, ``dural_sac``, ``disc`` (Dice; 1.0 where
     truth and prediction are both empty).
     """
-    from ..manifest import load_axial, load_label_map
+    from ..manifest import axial_view_of, load_label_map
     from .losses import dice_score
 
     out = []
@@ -220,9 +352,9 @@ def evaluate_rows(
         chunks = tqdm(chunks, desc="segment", leave=False)
     for s in chunks:
         part = rows[s : s + batch_size]
-        items = [load_axial(r) for r in part]
-        for r, (sac, disc) in zip(part, segmenter.segment_batch(items)):
-            lab = load_label_map(r)
+        for r, o in zip(part, predict_rows(segmenter, part, batch_size)):
+            lab = axial_view_of(r).to_canonical(load_label_map(r))
+            sac, disc = o.labels == 1, o.labels == 2
             out.append(
                 {
                     "patient_id": r.get("patient_id"),
@@ -231,4 +363,20 @@ def evaluate_rows(
                     "disc": dice_score(disc, lab == 2),
                 }
             )
+    return out
+
+
+def predict_rows(segmenter: Segmenter, rows: Sequence[dict], batch_size: int = 16) -> list[SegOutput]:
+    """The segmenter on manifest rows' axial slices, each in its canonical view
+    (:func:`lumbargrade.manifest.axial_view_of`); outputs are canonical too."""
+    from ..manifest import axial_view_of, load_axial
+
+    out: list[SegOutput] = []
+    for s in range(0, len(rows), batch_size):
+        items = []
+        for r in rows[s : s + batch_size]:
+            img, sp = load_axial(r)
+            v = axial_view_of(r)
+            items.append((v.to_canonical(img), v.canonical_spacing(sp)))
+        out.extend(segmenter.predict(items))
     return out

@@ -1,8 +1,9 @@
 """Dice + cross-entropy losses and the rule that turns network outputs into structure masks.
 
-Two output modes share one convention: :func:`structure_probs` gives ``[B, 2, H, W]``
-probabilities of (dural sac, disc). ``multiclass``: softmax over (background, sac, disc);
-``per_structure``: one sigmoid logit per structure.
+Two output modes share one convention: :func:`structure_probs` gives ``[B, K, H, W]``
+probabilities of the K structures (dural sac, disc and, with regions, facet, foramen).
+``multiclass``: softmax over (background, structures...); ``per_structure``: one sigmoid logit per
+structure.
 """
 
 from __future__ import annotations
@@ -30,9 +31,9 @@ def seg_loss(
     ce_weight: float = 1.0,
     dice_per_image: bool = True,
 ):
-    """Dice + cross-entropy. ``logits [B, C, H, W]``, ``target [B, H, W]`` int64 (0, 1, 2).
+    """Dice + cross-entropy. ``logits [B, C, H, W]``, ``target [B, H, W]`` int64 (0 .. C-1).
 
-    Multi-class: CE over 3 classes + mean soft Dice over sac and disc. Per structure: BCE per
+    Multi-class: CE over C classes + mean soft Dice over the structures. Per structure: BCE per
     structure logit + mean soft Dice of the sigmoids. Dice per image (default) or pooled over
     the batch.
     """
@@ -54,40 +55,43 @@ def seg_loss(
 
 
 def structure_probs(logits, per_structure: bool = False):
-    """Logits -> ``[B, 2, H, W]`` probabilities of (dural sac, disc) (torch)."""
+    """Logits ``[B, C, H, W]`` -> ``[B, C-1, H, W]`` probabilities of the structures (dural sac,
+    disc and, in a network with regions, facet, foramen) (torch); per structure: ``[B, C, H, W]``
+    sigmoids."""
     import torch
 
     logits = logits.float()
     if per_structure:
         return torch.sigmoid(logits)
-    return torch.softmax(logits, dim=1)[:, 1:3]
+    return torch.softmax(logits, dim=1)[:, 1:]
 
 
 def structure_probs_np(logits: np.ndarray, per_structure: bool = False) -> np.ndarray:
-    """Logits ``[B, C, H, W]`` -> ``[B, 2, H, W]`` float32 probabilities of (dural sac, disc)
-    (numpy; the same as :func:`structure_probs`)."""
+    """Logits ``[B, C, H, W]`` -> float32 structure probabilities (numpy; the same as
+    :func:`structure_probs`)."""
     z = np.asarray(logits, dtype=np.float32)
     if per_structure:
         return (1.0 / (1.0 + np.exp(-z))).astype(np.float32)
     e = np.exp(z - z.max(axis=1, keepdims=True))
-    return (e[:, 1:3] / e.sum(axis=1, keepdims=True)).astype(np.float32)
+    return (e[:, 1:] / e.sum(axis=1, keepdims=True)).astype(np.float32)
 
 
 def probs_to_labels(probs: np.ndarray, per_structure: bool = False) -> np.ndarray:
-    """``[..., 2, H, W]`` (sac, disc) probabilities -> labels ``[..., H, W]`` uint8 (0, 1, 2).
+    """``[..., K, H, W]`` structure probabilities (sac, disc, ...) -> labels ``[..., H, W]`` uint8
+    (0 background, k + 1 for structure k).
 
-    Multi-class: argmax of (1 - sac - disc, sac, disc). Per structure: each thresholded at 0.5,
-    the dural sac taking precedence where both are set.
+    Multi-class: argmax of (1 - sum, p_1, ..., p_K). Per structure: each thresholded at 0.5, the
+    earlier structure taking precedence where several are set (dural sac over disc).
     """
     p = np.asarray(probs, dtype=np.float32)
-    sac, disc = p[..., 0, :, :], p[..., 1, :, :]
+    k = p.shape[-3]
     if per_structure:
-        out = np.zeros(sac.shape, np.uint8)
-        out[disc > 0.5] = 2
-        out[sac > 0.5] = 1
+        out = np.zeros(p.shape[:-3] + p.shape[-2:], np.uint8)
+        for c in range(k - 1, -1, -1):
+            out[p[..., c, :, :] > 0.5] = c + 1
         return out
-    bg = 1.0 - sac - disc
-    return np.argmax(np.stack([bg, sac, disc], axis=-3), axis=-3).astype(np.uint8)
+    bg = 1.0 - p.sum(axis=-3, keepdims=True)
+    return np.argmax(np.concatenate([bg, p], axis=-3), axis=-3).astype(np.uint8)
 
 
 def dice_score(pred: np.ndarray, truth: np.ndarray) -> float:

@@ -26,7 +26,8 @@ from ..errors import InputError
 __all__ = ["RUN_FILES", "SegConfig", "resolve_config", "run_cli", "train_segmentation"]
 
 # config keys that may differ when a run is resumed (run-time or inference-only settings)
-_RESUME_FREE = ("epochs", "progress", "num_threads", "device", "largest_component", "recentre_mm")
+_RESUME_FREE = ("epochs", "progress", "num_threads", "device", "largest_component", "recentre_mm",
+                "mirror_tta")
 
 RUN_FILES = ("config.json", "model.safetensors", "checkpoint.pt", "metrics.json", "train.log")
 
@@ -35,13 +36,23 @@ RUN_FILES = ("config.json", "model.safetensors", "checkpoint.pt", "metrics.json"
 class SegConfig:
     """Segmentation training and inference settings (sizes in field pixels, spacing in mm)."""
 
-    model: str = "unet_small"
+    model: str = "unet_medium"
     model_kwargs: dict = field(default_factory=dict)
     per_structure: bool = False  # True: one binary network per structure (as in the paper)
+    # classes: background, dural sac, disc and, with regions, facet and foramen (sides merged;
+    # left and right are decided from the patient geometry at inference)
+    regions: bool = True
     target_spacing: float = 0.7  # mm per field pixel (a stenotic dural sac is ~8 mm AP: ~11 px)
     size: int = 160  # field side in pixels (160 x 0.7 mm = 112 mm round the image centre)
-    margin: int = 16  # extra cached pixels round the field, for spatial augmentation
-    epochs: int = 28  # the shipped model: 28 epochs x 750 phantom slices, 30-45 s per epoch on 1 CPU thread
+    margin: int = 24  # extra cached pixels round the field, for spatial augmentation
+    epochs: int = 20  # the shipped model: 20 epochs x 1600 slices drawn from a 150-patient slice bank
+    samples_per_epoch: int = 1600  # slices drawn per epoch (with replacement); 0 = one pass over the train rows
+    # domain randomisation (lumbargrade.segmentation.synth): share of training samples drawn from
+    # tissue maps (rows with a tissue_map column) instead of the rendered image, and the recipe
+    # (SynthConfig fields; the resolved recipe is saved in config.json). 0 disables it.
+    p_synth: float = 0.7
+    synth: dict = field(default_factory=dict)
+    val_synth_items: int = 200  # domain-randomised validation images (drawn once, fixed seed) scored beside the rendered val slices
     batch_size: int = 8
     lr: float = (
         1e-2  # AdamW, cosine decay to 0 over `epochs` (1e-3 barely learned the sac in 100 steps)
@@ -62,6 +73,19 @@ class SegConfig:
     progress: bool = True  # tqdm bar on stderr
     largest_component: bool = True  # inference: keep each structure's largest connected component
     recentre_mm: float = 25.0  # inference: re-run centred on the structures if they lie further off
+    mirror_tta: bool = True  # inference: also look at the left-right mirrored slice; average (and compare) the two
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        from .dataset import CLASSES
+
+        return CLASSES[bool(self.regions)]
+
+    def model_args(self) -> dict:
+        """Keyword arguments of :func:`.models.create_model` for this config."""
+        n = len(self.classes)
+        return {"out_channels": n, "n_structures": n - 1, "per_structure": self.per_structure,
+                **self.model_kwargs}
 
     @classmethod
     def from_dict(cls, d: dict, where: str = "config") -> SegConfig:
@@ -93,6 +117,13 @@ class SegConfig:
                 elif isinstance(cur, dict):
                     if not isinstance(v, dict):
                         raise ValueError(v)
+                    if k == "synth":
+                        from .synth import SynthConfig
+
+                        try:
+                            SynthConfig.from_dict(v)
+                        except (KeyError, TypeError) as e:
+                            raise ValueError(str(e)) from e
                 else:
                     v = str(v)
             except (TypeError, ValueError) as e:
@@ -101,6 +132,12 @@ class SegConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    def synth_config(self):
+        """The resolved :class:`~.synth.SynthConfig` (defaults <- ``synth``)."""
+        from .synth import SynthConfig
+
+        return SynthConfig.from_dict(self.synth)
 
 
 def _parse_set(items: list[str]) -> dict:
@@ -157,6 +194,9 @@ def resolve_config(
             raise InputError(f"config {k}", "must be at least 1")
     if cfg.target_spacing <= 0 or cfg.lr <= 0:
         raise InputError("config", "target_spacing and lr must be positive")
+    if not 0.0 <= cfg.p_synth <= 1.0:
+        raise InputError("config p_synth", f"{cfg.p_synth} is not a probability")
+    cfg.synth = cfg.synth_config().to_dict()  # the resolved recipe goes into config.json
     if cfg.device not in ("auto", "cpu", "cuda"):
         raise InputError("config device", f"{cfg.device!r} is not auto, cpu or cuda")
     return cfg
@@ -221,13 +261,15 @@ def _seed_all(seed: int) -> None:
 
 
 def evaluate_fields(model, ds, cfg: SegConfig, device, batch_size: int | None = None) -> dict:
-    """Mean per-image Dice of (dural sac, disc) on a non-augmented dataset, field grid."""
+    """Mean per-image Dice of each structure (dural sac, disc, and facet, foramen with regions) on a
+    non-augmented dataset, field grid."""
     import torch
 
     from .losses import dice_score, probs_to_labels, structure_probs
 
     model.eval()
-    dsac, ddisc = [], []
+    names = cfg.classes[1:]
+    scores: dict[str, list[float]] = {n: [] for n in names}
     with torch.inference_mode():
         for x, y in ds.batches(batch_size or cfg.batch_size, shuffle=False):
             xt = torch.from_numpy(x).to(device)
@@ -236,12 +278,38 @@ def evaluate_fields(model, ds, cfg: SegConfig, device, batch_size: int | None = 
             probs = structure_probs(logits, cfg.per_structure).cpu().numpy()
             pred = probs_to_labels(probs, cfg.per_structure)
             for p, t in zip(pred, y):
-                dsac.append(dice_score(p == 1, t == 1))
-                ddisc.append(dice_score(p == 2, t == 2))
-    return {
-        "dural_sac": float(np.mean(dsac)) if dsac else float("nan"),
-        "disc": float(np.mean(ddisc)) if ddisc else float("nan"),
-    }
+                for k, n in enumerate(names, start=1):
+                    scores[n].append(dice_score(p == k, t == k))
+    return {n: float(np.mean(v)) if v else float("nan") for n, v in scores.items()}
+
+
+def _synthetic_val(val_ds, cfg: SegConfig):
+    """``cfg.val_synth_items`` domain-randomised images drawn once (seed 12345) from the val rows
+    that have tissue maps: the same images are scored every epoch."""
+    from .dataset import FixedSet
+
+    idx = [i for i, t in enumerate(val_ds.tissues) if t is not None]
+    if not idx or cfg.val_synth_items <= 0:
+        return None
+    state = val_ds.rng.bit_generator.state
+    val_ds.rng = np.random.default_rng(12345)
+    pick = val_ds.rng.choice(idx, size=int(cfg.val_synth_items), replace=len(idx) < cfg.val_synth_items)
+    items = []
+    for i in pick:
+        x, y = val_ds._synthetic(int(i))
+        items.append((np.ascontiguousarray(x[None], dtype=np.float32), np.ascontiguousarray(y, dtype=np.int64)))
+    val_ds.rng.bit_generator.state = state
+    return FixedSet(items)
+
+
+def _score(dice: dict | None) -> float:
+    """Model-choice score: mean Dice of the dural sac and disc (the graded structures) and, at
+    half weight, of the regions."""
+    if not dice:
+        return float("nan")
+    main = [dice[k] for k in ("dural_sac", "disc") if k in dice]
+    extra = [dice[k] for k in ("facet", "foramen") if k in dice]
+    return float((sum(main) + 0.5 * sum(extra)) / (len(main) + 0.5 * len(extra)))
 
 
 def _prepare_run_dir(out: Path, cfg: SegConfig, overwrite: bool) -> bool:
@@ -263,7 +331,7 @@ def _prepare_run_dir(out: Path, cfg: SegConfig, overwrite: bool) -> bool:
             raise InputError(
                 saved_cfg, "corrupt config.json; use --overwrite to start afresh"
             ) from e
-        new = cfg.to_dict()
+        new = json.loads(json.dumps(cfg.to_dict()))  # tuples -> lists, as saved
         diff = sorted(
             k for k in set(old) | set(new) if k not in _RESUME_FREE and old.get(k) != new.get(k)
         )
@@ -304,10 +372,12 @@ def train_segmentation(
 
     out = Path(out)
     rows = read_manifest(
-        manifest, required=("patient_id", "split", "level", "axial_image", "label_map")
+        manifest, required=("patient_id", "split", "level", "axial_image", "label_map"), any_level=True
     )
     train_rows = rows_for_split(rows, "train")
     val_rows = rows_for_split(rows, "val")
+    if any(r.get("kind") for r in val_rows):  # a slice bank: score the disc-centre slices
+        val_rows = [r for r in val_rows if r.get("kind") == "disc_centre"] or val_rows
     if cfg.max_train_items > 0:
         train_rows = train_rows[: cfg.max_train_items]
     if cfg.max_val_items > 0:
@@ -335,6 +405,7 @@ def train_segmentation(
         else (lambda it, desc: it)
     )
     t0 = time.time()
+    synth = cfg.synth_config() if cfg.p_synth > 0 and cfg.augment else None
     train_ds = SegmentationDataset(
         train_rows,
         cfg.target_spacing,
@@ -343,7 +414,13 @@ def train_segmentation(
         augment=_augment_config(cfg) if cfg.augment else None,
         seed=cfg.seed,
         progress=lambda it: bar(it, "load train"),
+        regions=cfg.regions,
+        synth=synth,
+        p_synth=cfg.p_synth,
     )
+    n_synth = sum(t is not None for t in train_ds.tissues)
+    if synth is not None and not n_synth:
+        log("note: no train row has a tissue_map; domain randomisation is off (rendered images only)")
     val_ds = (
         SegmentationDataset(
             val_rows,
@@ -352,19 +429,23 @@ def train_segmentation(
             cfg.margin,
             augment=None,
             progress=lambda it: bar(it, "load val"),
+            regions=cfg.regions,
+            synth=synth,
         )
         if val_rows
         else None
     )
+    val_synth = _synthetic_val(val_ds, cfg) if val_ds is not None and synth is not None else None
     log(
-        f"{'resume' if resume else 'start'}: {len(train_ds)} train, {len(val_ds) if val_ds else 0} val "
-        f"slices from {manifest}; loaded in {time.time() - t0:.1f} s; device {device}"
+        f"{'resume' if resume else 'start'}: {len(train_ds)} train slices ({n_synth} with tissue maps), "
+        f"{len(val_ds) if val_ds else 0} val, {len(val_synth) if val_synth else 0} domain-randomised val "
+        f"from {manifest}; loaded in {time.time() - t0:.1f} s; device {device}"
     )
     if val_ds is None:
         log("warning: no val rows; the last epoch's weights are kept")
 
     draw_weights = train_ds.sampling_weights(cfg.small_sac_power)
-    model = create_model(cfg.model, per_structure=cfg.per_structure, **cfg.model_kwargs).to(device)
+    model = create_model(cfg.model, **cfg.model_args()).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     start_epoch, best, best_epoch, best_dice, history = 0, -1.0, -1, None, []
     elapsed_prev = 0.0
@@ -398,8 +479,9 @@ def train_segmentation(
             g["lr"] = lr
         model.train()
         losses = []
-        n_batches = math.ceil(len(train_ds) / cfg.batch_size)
-        it = train_ds.batches(cfg.batch_size, shuffle=True, weights=draw_weights)
+        n_items = cfg.samples_per_epoch or len(train_ds)
+        n_batches = math.ceil(n_items / cfg.batch_size)
+        it = train_ds.batches(cfg.batch_size, shuffle=True, weights=draw_weights, n_items=n_items)
         pbar = tqdm(
             it,
             total=n_batches,
@@ -420,9 +502,13 @@ def train_segmentation(
             losses.append(float(loss.detach()))
             pbar.set_postfix(loss=f"{losses[-1]:.4f}")
         train_loss = float(np.mean(losses))
+        dice_synth = None
         if val_ds is not None:
             dice = evaluate_fields(model, val_ds, cfg, device)
-            score = 0.5 * (dice["dural_sac"] + dice["disc"])
+            score = _score(dice)
+            if val_synth is not None:
+                dice_synth = evaluate_fields(model, val_synth, cfg, device)
+                score = 0.5 * (score + _score(dice_synth))
         else:
             dice, score = None, float(epoch)
         improved = score > best
@@ -440,11 +526,15 @@ def train_segmentation(
             "train_loss": train_loss,
             "time_s": round(dt, 2),
             "val_dice": dice,
+            "val_dice_synth": dice_synth,
+            "score": score,
         }
         history.append(rec)
         msg = f"epoch {epoch + 1}/{cfg.epochs} loss {train_loss:.4f} lr {lr:.2e} {dt:.1f} s"
         if dice is not None:
-            msg += f" val dice sac {dice['dural_sac']:.4f} disc {dice['disc']:.4f}"
+            msg += " val dice " + " ".join(f"{k} {v:.4f}" for k, v in dice.items())
+        if dice_synth is not None:
+            msg += " | synth " + " ".join(f"{k} {v:.4f}" for k, v in dice_synth.items())
         log(msg + (" *best" if improved else ""))
         elapsed = elapsed_prev + time.time() - t_start
         ck = {
@@ -510,6 +600,8 @@ def _write_metrics(
         "per_structure": cfg.per_structure,
         "best_epoch": best_epoch + 1,
         "val_dice": best_dice,
+        "val_dice_synth": next((h.get("val_dice_synth") for h in history
+                                if h["epoch"] == best_epoch + 1), None),
         "val_dice_mean": (
             None if best_dice is None else 0.5 * (best_dice["dural_sac"] + best_dice["disc"])
         ),

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from lumbargrade.localization import (
+from lumbargrade.boxes.rule import (
     BOX_NAMES,
     FEATURES,
     BoxExample,
@@ -90,9 +90,6 @@ def test_mirror_gives_mirrored_boxes_sides_swapped(spacing, cfg):
     for kind in ("facet", "foramen"):
         assert m[f"{kind}_left"] == mirror_box(b[f"{kind}_right"], n)
         assert m[f"{kind}_right"] == mirror_box(b[f"{kind}_left"], n)
-    # swapping the display convention swaps the names
-    s = boxes_from_masks(sac, disc, spacing, cfg, left_is_higher_col=False)
-    assert s["facet_left"] == b["facet_right"] and s["foramen_right"] == b["foramen_left"]
 
 
 @pytest.mark.parametrize("cfg", [BoxRuleConfig(), BoxRuleConfig.paper(10.0)], ids=["fitted", "paper"])
@@ -105,18 +102,6 @@ def test_mirror_exact_for_symmetric_mask_with_ties(cfg):
     b = boxes_from_masks(sac, disc, sp, cfg)
     assert b["facet_left"] == mirror_box(b["facet_right"], 61)
     assert b["foramen_left"] == mirror_box(b["foramen_right"], 61)
-
-
-@pytest.mark.parametrize("cfg", [BoxRuleConfig(), BoxRuleConfig.paper()], ids=["fitted", "paper"])
-def test_anterior_at_bottom(cfg):
-    sp = (0.8, 0.8)
-    sac, disc = scene(sp)
-    b = boxes_from_masks(sac, disc, sp, cfg)
-    f = boxes_from_masks(sac[::-1], disc[::-1], sp, cfg, anterior_is_low_row=False)
-    rows = sac.shape[0]
-    for name in BOX_NAMES:
-        r0, c0, r1, c1 = b[name]
-        assert f[name] == [rows - r1, c0, rows - r0, c1]
 
 
 def test_clipping_and_empty():
@@ -166,10 +151,10 @@ def test_fit_box_rule_recovers_offsets():
         sac_c = (85 + rng.uniform(-5, 5), 80 + rng.uniform(-5, 5))
         sac = ellipse(sp, sac_c, rng.uniform(4, 7), rng.uniform(7, 10))
         disc = ellipse(sp, (sac_c[0] - 20, sac_c[1]), 16.0, 24.0) & ~sac
-        truth = boxes_from_masks(sac, disc, sp, true_cfg, left_is_higher_col=bool(k % 2))
+        truth = boxes_from_masks(sac, disc, sp, true_cfg)
         # annotation jitter of about one pixel
         truth = {n: [v + int(rng.integers(-1, 2)) for v in b] for n, b in truth.items()}
-        examples.append(BoxExample(sac, disc, sp, truth, left_is_higher_col=bool(k % 2)))
+        examples.append(BoxExample(sac, disc, sp, truth))
     before = evaluate_box_rule(examples, BoxRuleConfig.paper())
     cfg = fit_box_rule(examples, base=BoxRuleConfig.paper())
     assert cfg.mode == "paper"
@@ -219,9 +204,7 @@ def test_fit_box_rule_recovers_known_linear_rule():
         sac = ellipse(sp, sac_c, rng.uniform(4, 8), rng.uniform(6, 11))
         disc = ellipse(sp, (sac_c[0] - rng.uniform(22, 30), 80 + rng.uniform(-3, 3)), rng.uniform(12, 18),
                        rng.uniform(18, 28)) & ~sac
-        lhc = bool(k % 2)
-        examples.append(BoxExample(sac, disc, sp, boxes_from_masks(sac, disc, sp, true_cfg, left_is_higher_col=lhc),
-                                   left_is_higher_col=lhc))
+        examples.append(BoxExample(sac, disc, sp, boxes_from_masks(sac, disc, sp, true_cfg)))
     paper = evaluate_box_rule(examples, BoxRuleConfig.paper())
     cfg = fit_box_rule(examples, feature_sets=sets, ridge=1e-6)
     res = evaluate_box_rule(examples, cfg)
@@ -300,8 +283,9 @@ def _write_manifest(tmp_path, rule, n=6, seed=0):
         lm[sac] = 1
         (tmp_path / f"P{k}").mkdir()
         Image.fromarray(lm).save(tmp_path / f"P{k}" / "L4-L5.png")
+        Image.fromarray((lm * 30).astype(np.uint8)).save(tmp_path / f"P{k}" / "axial.png")  # a stand-in image
         split = "train" if k < n - 2 else "test"
-        rows.append(f"P{k},{split},L4/L5,P{k}/missing.dcm,P{k}/L4-L5.png,{sp[0]},{sp[1]}")
+        rows.append(f"P{k},{split},L4/L5,P{k}/axial.png,P{k}/L4-L5.png,{sp[0]},{sp[1]}")
     (tmp_path / "manifest.csv").write_text("\n".join(rows) + "\n")
     return tmp_path / "manifest.csv"
 
@@ -311,7 +295,7 @@ def test_run_cli_writes_box_rule(tmp_path):
     import json
 
     from lumbargrade.errors import InputError
-    from lumbargrade.localization_training import fit_box_rule_from_manifest, run_cli
+    from lumbargrade.boxes.training import fit_box_rule_from_manifest, run_cli
 
     # truth drawn as small paper-mode offset boxes; the label map's boxes are the truth here
     truth_rule = BoxRuleConfig(mode="paper", facet_size_mm=(14, 12), facet_top_offset_mm=8,

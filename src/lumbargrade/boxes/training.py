@@ -1,6 +1,6 @@
 """Fitting the facet/foramen box rule on a manifest (``lumbargrade train boxes``).
 
-I/O around :func:`lumbargrade.localization.fit_box_rule`: reads a manifest's truth label maps
+I/O around :func:`lumbargrade.boxes.rule.fit_box_rule`: reads a manifest's truth label maps
 (masks: 1 dural sac, 2 disc) and ground-truth boxes, fits the rule on one split, evaluates it and
 the paper's 36 mm rule on every split (truth masks: the best each rule can do), and writes
 ``RUN_DIR/box_rule.json`` (what a model pack holds; ``BoxRuleConfig.from_dict``),
@@ -8,8 +8,8 @@ the paper's 36 mm rule on every split (truth masks: the best each rule can do), 
 
 Truth boxes: the phantom's ``<patient>/truth.json`` ``levels[i].boxes`` when present (the
 anatomy's boxes), else the bounding boxes of labels 3-6 of the label map (which the sac and disc
-labels may partly hide). Sides: the axial DICOM's row cosine when ``axial_image`` is a DICOM file
-(``left_is_higher_col = row_cosine[0] > 0``), else the standard display (left at high columns).
+labels may partly hide). Every slice is put into its canonical view first
+(:func:`lumbargrade.manifest.axial_view_of`: from the DICOM header; PNG/NPY taken as canonical).
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ def _truth_boxes(row: dict, cache: dict) -> dict | None:
     for p in cands:
         if p.is_file():
             if p not in cache:
-                from .errors import InputError
+                from ..errors import InputError
 
                 try:
                     cache[p] = json.loads(p.read_text())
@@ -43,24 +43,10 @@ def _truth_boxes(row: dict, cache: dict) -> dict | None:
     return None
 
 
-def _left_is_higher_col(row: dict) -> bool:
-    p = Path(row.get("_base_dir", ".")) / row.get("axial_image", "")
-    if not row.get("axial_image") or not p.is_file() or p.suffix.lower() not in ("", ".dcm", ".dicom"):
-        return True
-    import pydicom
-    from pydicom.errors import InvalidDicomError
-
-    try:
-        ds = pydicom.dcmread(p, stop_before_pixels=True, specific_tags=["ImageOrientationPatient"])
-        return float(ds.ImageOrientationPatient[0]) > 0
-    except (OSError, ValueError, TypeError, AttributeError, IndexError, InvalidDicomError):
-        return True  # not a readable orientation: assume the standard display
-
-
 def _examples_and_rows(manifest_path, split: str | None) -> tuple[list, list[str], list[dict]]:
-    from .errors import InputError
-    from .localization import example_from_label_map
-    from .manifest import load_label_map, read_manifest
+    from ..errors import InputError
+    from ..manifest import axial_view_of, load_label_map, read_manifest
+    from .rule import example_from_label_map
 
     rows = read_manifest(manifest_path)
     cache: dict = {}
@@ -73,28 +59,31 @@ def _examples_and_rows(manifest_path, split: str | None) -> tuple[list, list[str
         except (KeyError, ValueError):
             raise InputError(f"{manifest_path} line {r.get('_line')}",
                              "pixel_spacing_row_mm / pixel_spacing_col_mm missing or not numbers") from None
-        ex.append(example_from_label_map(load_label_map(r), sp, _left_is_higher_col(r), truth=_truth_boxes(r, cache)))
+        view = axial_view_of(r)
+        lm = load_label_map(r)
+        truth = _truth_boxes(r, cache)
+        if truth is not None:
+            truth = {k: view.box_to_canonical(b, lm.shape) for k, b in truth.items()}
+        ex.append(example_from_label_map(view.to_canonical(lm), view.canonical_spacing(sp), truth=truth))
         pids.append(r["patient_id"])
         used.append(r)
     return ex, pids, used
 
 
 def _with_predicted_masks(examples: list, rows: list[dict], segmenter) -> list:
-    """Copies of ``examples`` whose masks are the ones ``segmenter`` predicts on the rows' images."""
+    """Copies of ``examples`` whose masks are the ones ``segmenter`` predicts on the rows' images
+    (each in its canonical view, as the pipeline segments it)."""
     from dataclasses import replace
 
-    from .manifest import load_axial
+    from ..segmentation.inference import predict_rows
 
-    masks = []
-    for s in range(0, len(rows), 16):
-        masks.extend(segmenter.segment_batch([load_axial(r) for r in rows[s : s + 16]]))
-    return [replace(e, sac_mask=np.asarray(sac, bool), disc_mask=np.asarray(disc, bool))
-            for e, (sac, disc) in zip(examples, masks)]
+    outs = predict_rows(segmenter, rows)
+    return [replace(e, sac_mask=o.labels == 1, disc_mask=o.labels == 2) for e, o in zip(examples, outs)]
 
 
 def examples_from_manifest(manifest_path, split: str | None = "train",
                            segmenter=None) -> tuple[list, list[str]]:
-    """``(examples, patient_ids)``: one :class:`~lumbargrade.localization.BoxExample` per row of
+    """``(examples, patient_ids)``: one :class:`~lumbargrade.boxes.rule.BoxExample` per row of
     ``split`` (all rows if None) with a label map; ``patient_ids`` parallel to the examples.
 
     With ``segmenter`` (a :class:`lumbargrade.segmentation.inference.Segmenter`) the masks are
@@ -106,7 +95,7 @@ def examples_from_manifest(manifest_path, split: str | None = "train",
 
 
 def _iou_summary(examples, rule) -> dict:
-    from .localization import evaluate_box_rule
+    from .rule import evaluate_box_rule
 
     if not examples:
         return None
@@ -121,8 +110,8 @@ def fit_box_rule_from_manifest(manifest_path, split: str = "train", segmenter=No
     split of the manifest, on truth masks (the best each rule can do) and, with ``segmenter``, on
     its predicted masks, which the rule is then fitted on (as the pipeline will apply it).
     """
-    from .errors import InputError
-    from .localization import BoxRuleConfig, fit_box_rule
+    from ..errors import InputError
+    from .rule import BoxRuleConfig, fit_box_rule
 
     by_split, by_split_pred = {}, {}
     for s in ("train", "val", "test"):
@@ -160,15 +149,15 @@ def run_cli(args) -> int:
     the train split; writes RUN_DIR/box_rule.json, metrics.json, config.json."""
     import logging
 
-    from . import __version__
-    from .errors import InputError
+    from .. import __version__
+    from ..errors import InputError
 
     out = Path(args.out)
     if (out / "box_rule.json").exists() and not getattr(args, "overwrite", False):
         raise InputError(out, "already holds box_rule.json (give --overwrite to replace it)")
     segmenter = None
     if getattr(args, "segmentation", None):
-        from .segmentation.inference import load_segmenter
+        from ..segmentation.inference import load_segmenter
 
         seg_dir = Path(args.segmentation)
         if (seg_dir / "pack.json").is_file():

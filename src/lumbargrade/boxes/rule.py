@@ -12,7 +12,7 @@ measured relative to the dural sac's centroid (:data:`FEATURES`). Each box's cen
 and size (height along AP, width) in mm is ``intercept + sum(coef * landmark)`` over a few named
 landmarks; the coefficients (``BoxRuleConfig.coefficients``) are fitted by least squares on
 training examples (truth masks -> truth boxes) by :func:`fit_box_rule`. The default coefficients
-were fitted that way on the phantom (see ``DEFAULT_COEFFICIENTS``).
+were fitted that way on the phantom; they are data (``fitted_rule.json``), not code.
 
 ``mode="paper"`` (:meth:`BoxRuleConfig.paper`): Bharadwaj et al. 2023, "36 mm x 36 mm bounding
 boxes originating from the top-most point of the predicted dural sac, with the centroid
@@ -28,14 +28,14 @@ partitioning the image into left and right" (facets); "a similar approach" for t
 Boxes are ``[row0, col0, row1, col1]`` pixel bounds, end-exclusive, each edge rounded to the
 nearest pixel edge and clipped to the image.
 
-Sides are the **patient's**: with ``left_is_higher_col=True`` (standard axial display, row_cosine =
-+x: the column index grows towards the patient's left) the higher-column boxes are ``*_left``.
-The pipeline derives it from the slice: ``left_is_higher_col = row_cosine[0] > 0``. The rules
-assume anterior at low rows (col_cosine = +y); pass ``anterior_is_low_row=False`` otherwise.
+Masks are in the slice's canonical view (:mod:`lumbargrade.io.orientation`: anterior at the
+top, the patient's left at higher columns), so the higher-column boxes are the patient's
+``*_left``; the caller puts a slice stored any other way into that view first.
 """
 
 from __future__ import annotations
 
+import functools
 import itertools
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
@@ -45,7 +45,8 @@ import numpy as np
 __all__ = [
     "BOX_LABELS",
     "BOX_NAMES",
-    "DEFAULT_COEFFICIENTS",
+    "default_coefficients",
+    "default_feature_means",
     "DEFAULT_FEATURE_SETS",
     "FEATURES",
     "BoxExample",
@@ -91,134 +92,28 @@ DEFAULT_FEATURE_SETS = {q: tuple(FEATURES) for q in ("centre_ap", "centre_lat", 
 Box = list[int]
 
 
-# Fitted by fit_box_rule_from_manifest on a phantom cohort generated at 13:10 on 2026-11-27
-# (lumbargrade phantom --patients 40 --seed 99; split == train: 150 levels of 30 patients, both
-# sides pooled; truth label-map masks -> truth.json boxes; ridge 1e-3). Mean IoU on truth masks,
-# that cohort's held-out test split (6 patients): facet 0.848, foramen 0.817 (docs/measurements.md).
-# Data, not design: refit (train boxes / the reproduce pipeline) for a new phantom version or data.
-DEFAULT_COEFFICIENTS: dict = {
-    "facet": {
-        "centre_ap": {
-            "intercept": 6.9667,
-            "sac_top": 0.0891,
-            "sac_bottom": 0.0252,
-            "sac_half_width": -0.1811,
-            "sac_corner_ap": 0.3042,
-            "sac_corner_lat": -0.0342,
-            "disc_post": -0.0816,
-            "disc_ant": -0.0913,
-            "disc_half_width": -0.1289,
-            "corner_ap": 0.0347,
-            "corner_lat": 0.1371,
-        },
-        "centre_lat": {
-            "intercept": 10.3509,
-            "sac_top": 0.4413,
-            "sac_bottom": 0.1738,
-            "sac_half_width": 0.4205,
-            "sac_corner_ap": -0.3532,
-            "sac_corner_lat": -0.2188,
-            "disc_post": -0.0090,
-            "disc_ant": -0.0131,
-            "disc_half_width": -0.0155,
-            "corner_ap": -0.2638,
-            "corner_lat": 0.1370,
-        },
-        "height": {
-            "intercept": 20.6141,
-            "sac_top": 0.0848,
-            "sac_bottom": 0.4653,
-            "sac_half_width": -0.3043,
-            "sac_corner_ap": -0.7608,
-            "sac_corner_lat": 0.0470,
-            "disc_post": 0.1300,
-            "disc_ant": -0.0782,
-            "disc_half_width": 0.1947,
-            "corner_ap": 0.2462,
-            "corner_lat": -0.0848,
-        },
-        "width": {
-            "intercept": 22.5559,
-            "sac_top": -0.6189,
-            "sac_bottom": 1.1002,
-            "sac_half_width": -0.9356,
-            "sac_corner_ap": -1.2800,
-            "sac_corner_lat": 0.5052,
-            "disc_post": -0.0755,
-            "disc_ant": -0.0452,
-            "disc_half_width": 0.1330,
-            "corner_ap": 0.4158,
-            "corner_lat": -0.1394,
-        },
-    },
-    "foramen": {
-        "centre_ap": {
-            "intercept": 6.8140,
-            "sac_top": 0.1084,
-            "sac_bottom": -0.0798,
-            "sac_half_width": 0.1985,
-            "sac_corner_ap": 0.3850,
-            "sac_corner_lat": 0.1373,
-            "disc_post": 0.0616,
-            "disc_ant": -0.0218,
-            "disc_half_width": -0.4541,
-            "corner_ap": 0.8424,
-            "corner_lat": 0.4398,
-        },
-        "centre_lat": {
-            "intercept": 26.4941,
-            "sac_top": 0.2120,
-            "sac_bottom": 0.4037,
-            "sac_half_width": 0.1459,
-            "sac_corner_ap": -0.6307,
-            "sac_corner_lat": 0.3882,
-            "disc_post": 0.1749,
-            "disc_ant": -0.0099,
-            "disc_half_width": -0.1866,
-            "corner_ap": 0.4825,
-            "corner_lat": 0.2605,
-        },
-        "height": {
-            "intercept": 9.9020,
-            "sac_top": -0.1880,
-            "sac_bottom": -0.0703,
-            "sac_half_width": 0.0881,
-            "sac_corner_ap": -0.1610,
-            "sac_corner_lat": 0.0005,
-            "disc_post": -0.0232,
-            "disc_ant": -0.0014,
-            "disc_half_width": -0.5429,
-            "corner_ap": -0.1215,
-            "corner_lat": 0.5725,
-        },
-        "width": {
-            "intercept": 6.0964,
-            "sac_top": -0.5626,
-            "sac_bottom": -0.5177,
-            "sac_half_width": -0.3465,
-            "sac_corner_ap": 0.3951,
-            "sac_corner_lat": 0.0542,
-            "disc_post": -0.2816,
-            "disc_ant": -0.0442,
-            "disc_half_width": -0.3184,
-            "corner_ap": -1.3575,
-            "corner_lat": 0.2852,
-        },
-    },
-}
-#: training means of the landmarks, used for the disc landmarks when the disc mask is empty
-DEFAULT_FEATURE_MEANS: dict = {
-    "sac_top": -4.830,
-    "sac_bottom": 5.096,
-    "sac_half_width": 7.626,
-    "sac_corner_ap": 2.345,
-    "sac_corner_lat": 5.680,
-    "disc_post": -3.839,
-    "disc_ant": -36.386,
-    "disc_half_width": 24.937,
-    "corner_ap": -7.357,
-    "corner_lat": 22.074,
-}
+#: The default coefficients of the fitted rule and the landmark means: data, not design, in
+#: ``fitted_rule.json`` beside this module (how they were fitted is recorded there); refit with
+#: ``lumbargrade train boxes`` for a new phantom version or your own data.
+_DEFAULT_FILE = "fitted_rule.json"
+
+
+@functools.lru_cache(maxsize=1)
+def _default_fitted() -> dict:
+    import json
+    from importlib import resources
+
+    return json.loads(resources.files(__package__).joinpath(_DEFAULT_FILE).read_text())
+
+
+def default_coefficients() -> dict:
+    """A copy of the shipped fitted-rule coefficients (``fitted_rule.json``)."""
+    return _copy_coefs(_default_fitted()["coefficients"])
+
+
+def default_feature_means() -> dict:
+    """A copy of the landmark means that stand in for an empty disc mask (``fitted_rule.json``)."""
+    return {k: float(v) for k, v in _default_fitted()["feature_means"].items()}
 
 
 @dataclass(frozen=True)
@@ -232,8 +127,8 @@ class BoxRuleConfig:
     """
 
     mode: str = "fitted"
-    coefficients: Mapping = field(default_factory=lambda: _copy_coefs(DEFAULT_COEFFICIENTS))
-    feature_means: Mapping = field(default_factory=lambda: dict(DEFAULT_FEATURE_MEANS))
+    coefficients: Mapping = field(default_factory=default_coefficients)
+    feature_means: Mapping = field(default_factory=default_feature_means)
     facet_size_mm: tuple[float, float] = (36.0, 36.0)
     facet_top_offset_mm: float = 0.0
     facet_medial_offset_mm: float = 0.0
@@ -319,7 +214,7 @@ def _check_coefs(c: Mapping) -> None:
 
 def box_iou(a: Sequence[float] | None, b: Sequence[float] | None) -> float:
     """IoU of two ``[row0, col0, row1, col1]`` boxes (end-exclusive); both empty -> 1, one -> 0."""
-    from .metrics import iou_boxes
+    from ..metrics import iou_boxes
 
     return iou_boxes(a, b)
 
@@ -330,16 +225,11 @@ def mirror_box(box: Sequence[int], n_cols: int) -> Box:
     return [r0, n_cols - c1, r1, n_cols - c0]
 
 
-def _flip_rows(box: Sequence[int], n_rows: int) -> Box:
-    r0, c0, r1, c1 = (int(v) for v in box)
-    return [n_rows - r1, c0, n_rows - r0, c1]
-
-
 
 # --------------------------------------------------------------------------- paper rule
 def _anchors(sac: np.ndarray, disc: np.ndarray, spacing) -> np.ndarray | None:
     """``[top, cen_r, cen_c, disc_post]`` in edge mm (image top-left corner = 0), or None."""
-    from .measurements import largest_component
+    from ..measurements import largest_component
 
     s = largest_component(sac)
     if not s.any():
@@ -440,7 +330,7 @@ def _side_landmarks(s: np.ndarray, d: np.ndarray, spacing, means: Mapping) -> tu
 def box_landmarks(sac_mask: np.ndarray, disc_mask: np.ndarray | None, spacing: Sequence[float]) -> dict:
     """The fitted rule's landmarks (mm, :data:`FEATURES`) per side of the image, ``{"high_col":
     {...}, "low_col": {...}}`` (None when the sac is empty); for inspection."""
-    from .measurements import largest_component
+    from ..measurements import largest_component
 
     s, d = _check_masks(sac_mask, disc_mask, spacing)
     s, d = largest_component(s), largest_component(d)
@@ -503,30 +393,25 @@ def _high_side_boxes(s: np.ndarray, d: np.ndarray, spacing, cfg: BoxRuleConfig) 
 
 
 def boxes_from_masks(sac_mask: np.ndarray, disc_mask: np.ndarray | None, spacing: Sequence[float],
-                     config: BoxRuleConfig | None = None, left_is_higher_col: bool = True,
-                     anterior_is_low_row: bool = True) -> dict[str, Box | None]:
+                     config: BoxRuleConfig | None = None) -> dict[str, Box | None]:
     """Facet and foramen boxes (patient's left/right) from the masks by the geometric rule.
 
     Parameters
     ----------
-    sac_mask, disc_mask: 2D ``[row, col]`` masks of one shape (``disc_mask`` may be None).
+    sac_mask, disc_mask: 2D ``[row, col]`` masks of one shape in the canonical view (``disc_mask``
+        may be None).
     spacing: ``(row_mm, col_mm)``.
     config: the rule (default :class:`BoxRuleConfig`: the fitted landmark rule;
         :meth:`BoxRuleConfig.paper` for the paper's 36 mm boxes).
-    left_is_higher_col: the column index grows towards the patient's left (row_cosine = +x).
-    anterior_is_low_row: anterior is at the top (col_cosine = +y).
 
     Returns ``{"facet_left", "facet_right", "foramen_left", "foramen_right": [row0, col0, row1,
     col1]}`` (end-exclusive, clipped; a box clipped away entirely has zero area). All values are
     None when the sac mask is empty.
     """
-    from .measurements import largest_component
+    from ..measurements import largest_component
 
     cfg = config or BoxRuleConfig()
     s, d = _check_masks(sac_mask, disc_mask, spacing)
-    if not anterior_is_low_row:
-        out = boxes_from_masks(s[::-1], d[::-1], spacing, cfg, left_is_higher_col, True)
-        return {k: (_flip_rows(v, s.shape[0]) if v is not None else None) for k, v in out.items()}
     s, d = largest_component(s), largest_component(d)
     hi_b = _high_side_boxes(s, d, spacing, cfg)
     if hi_b is None:
@@ -535,9 +420,8 @@ def boxes_from_masks(sac_mask: np.ndarray, disc_mask: np.ndarray | None, spacing
     n = s.shape[1]
     hi = {"facet": hi_b[0], "foramen": hi_b[1]}
     lo = {"facet": mirror_box(lo_b[0], n), "foramen": mirror_box(lo_b[1], n)}
-    left, right = (hi, lo) if left_is_higher_col else (lo, hi)
-    return {"facet_left": left["facet"], "facet_right": right["facet"],
-            "foramen_left": left["foramen"], "foramen_right": right["foramen"]}
+    return {"facet_left": hi["facet"], "facet_right": lo["facet"],
+            "foramen_left": hi["foramen"], "foramen_right": lo["foramen"]}
 
 
 def boxes_from_label_map(label_map: np.ndarray) -> dict[str, Box | None]:
@@ -557,14 +441,13 @@ def boxes_from_label_map(label_map: np.ndarray) -> dict[str, Box | None]:
 # --------------------------------------------------------------------------- fitting
 @dataclass
 class BoxExample:
-    """One training example for :func:`fit_box_rule`: masks, spacing and ground-truth boxes
-    (``truth[name] = [row0, col0, row1, col1]`` or None)."""
+    """One training example for :func:`fit_box_rule`: masks in the canonical view, spacing and
+    ground-truth boxes (``truth[name] = [row0, col0, row1, col1]`` or None)."""
 
     sac_mask: np.ndarray
     disc_mask: np.ndarray
     spacing: tuple[float, float]
     truth: Mapping[str, Sequence[int] | None]
-    left_is_higher_col: bool = True
 
 
 @dataclass
@@ -580,16 +463,16 @@ class _Cases:
 
 
 def example_from_label_map(label_map: np.ndarray, spacing: Sequence[float],
-                           left_is_higher_col: bool = True,
                            truth: Mapping[str, Sequence[int] | None] | None = None) -> BoxExample:
-    """A :class:`BoxExample` from a truth label map (1 sac, 2 disc, 3-6 boxes): its masks and, as
+    """A :class:`BoxExample` from a truth label map in the canonical view (1 sac, 2 disc, 3-6
+    boxes): its masks and, as
     truth, ``truth`` if given (e.g. the phantom's truth.json boxes) else the bounding boxes of
     labels 3-6 (which the sac and disc may partly hide). Running the rule on such examples measures
     how well the rule can do at best (with perfect masks)."""
     lm = np.asarray(label_map)
     t = boxes_from_label_map(lm) if truth is None else {k: (list(truth[k]) if truth.get(k) is not None else None)
                                                          for k in BOX_NAMES}
-    return BoxExample(lm == 1, lm == 2, (float(spacing[0]), float(spacing[1])), t, left_is_higher_col)
+    return BoxExample(lm == 1, lm == 2, (float(spacing[0]), float(spacing[1])), t)
 
 
 def _as_example(e) -> BoxExample:
@@ -601,7 +484,7 @@ def _as_example(e) -> BoxExample:
 
 
 def _cases(examples: Iterable) -> _Cases:
-    from .measurements import largest_component
+    from ..measurements import largest_component
 
     A, C, F, S, SH, TF, TO, names = [], [], [], [], [], [], [], []
     nan4 = [np.nan] * 4
@@ -615,7 +498,7 @@ def _cases(examples: Iterable) -> _Cases:
             if a is None:
                 continue
             cr, cc, f = _side_landmarks(ss, dd, e.spacing, {k: np.nan for k in _DISC_FEATURES})
-            side = "left" if side_hi == e.left_is_higher_col else "right"
+            side = "left" if side_hi else "right"
             tf, to = e.truth.get(f"facet_{side}"), e.truth.get(f"foramen_{side}")
             if not side_hi:  # truth into the flipped frame
                 tf = mirror_box(tf, n) if tf is not None else None
