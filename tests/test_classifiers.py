@@ -380,3 +380,37 @@ def test_bit_r50x1_trains_with_a_local_checkpoint(tmp_path):
     assert len(m["history"]) == 2
     clf = load_classifier(tmp_path / "bit")
     assert clf.in_chans == 3 and clf.predict(_synthetic(4, rng).x).shape == (4, 2)
+
+
+def test_patches_placed_by_the_pipeline_and_domain_randomised_copies(tmp_path):
+    """--segmentation: the patches sit where analyze puts them (the segmenter's masks, the pack's
+    box placement); rows with a tissue map add synth_copies domain-randomised copies each."""
+    from PIL import Image
+
+    from lumbargrade.cli import main
+    from lumbargrade.modelpack import default_pack_path
+
+    man = _write_cohort(tmp_path / "cohort")
+    lines = man.read_text().splitlines()
+    out_lines = [lines[0] + ",tissue_map"]
+    for line in lines[1:]:
+        lm_rel = line.split(",")[6]
+        lm = np.asarray(Image.open(man.parent / lm_rel))
+        tis = np.full(lm.shape, 9, np.uint8)  # muscle
+        tis[lm == 1], tis[lm == 2] = 1, 4  # CSF in the sac, annulus in the disc
+        tis[np.isin(lm, (5, 6))] = 7  # foraminal fat
+        Image.fromarray(tis).save(man.parent / lm_rel.replace("_lm", "_tis"))
+        out_lines.append(line + "," + lm_rel.replace("_lm", "_tis"))
+    man.write_text("\n".join(out_lines) + "\n")
+    out = tmp_path / "run"
+    rc = main(["train", "classifier", "--task", "central", "--data", str(man), "--out", str(out),
+               "--segmentation", str(default_pack_path()), "--set", "epochs=1", "--set", "patch.patch_px=32",
+               "--set", "batch_size=8", "--set", "synth_copies=2"])
+    assert rc == 0
+    cfg = json.loads((out / "config.json").read_text())
+    met = json.loads((out / "metrics.json").read_text())
+    assert cfg["patch_boxes"] == "pipeline" and cfg["synth_copies"] == 2
+    assert met["n_train"] == 8 * 3 and met["n_val"] == 4  # val: no synthetic copies
+    # patch_boxes=pipeline without a segmenter is a one-line error
+    assert main(["train", "classifier", "--task", "central", "--data", str(man), "--out", str(tmp_path / "r2"),
+                 "--set", "patch_boxes=pipeline"]) == 2

@@ -14,8 +14,13 @@ from lumbargrade.reproduce import STAGES, ReproduceConfig, plan_commands, run_re
 def test_plan_presets_and_scaling(tmp_path):
     fast = plan_commands(ReproduceConfig(out=str(tmp_path), real=None))
     paper = plan_commands(ReproduceConfig(out=str(tmp_path), preset="paper", real=None, epochs_scale=0.5))
-    assert set(fast) == {"segmentation", "landmarks", "landmark_refiner", "tree", *(f"classifier_{t}" for t in
-                                                                   ("central", "central_binary", "foramen", "facet"))}
+    assert set(fast) == {"segmentation", "segmentation_ft1", "segmentation_ft2", "segmentation_ft3", "landmarks",
+                         "landmark_refiner",
+                         "tree", *(f"classifier_{t}" for t in ("central", "central_binary", "foramen", "facet"))}
+    # the fine-tuning phases start from the previous phase's weights, with the same architecture
+    ft2 = paper["segmentation_ft2"]
+    assert "init_from=" + str(tmp_path / "runs" / "segmentation_ft1") in ft2 and ft2[ft2.index("--model") + 1] == "vnet"
+    assert "epochs=3" in ft2  # 6 epochs x --epochs-scale 0.5
     assert "--model" not in fast["segmentation"] and "--model" not in fast["classifier_facet"]
     seg = paper["segmentation"]
     assert seg[seg.index("--model") + 1] == "vnet"
@@ -26,7 +31,9 @@ def test_plan_presets_and_scaling(tmp_path):
     assert f"epochs={max(1, round(SegConfig().epochs * 0.5))}" in seg
     # the tree is fitted on the trained segmenter's masks
     tree = fast["tree"]
-    assert tree[tree.index("--segmentation") + 1].endswith("runs/segmentation")
+    assert tree[tree.index("--segmentation") + 1].endswith("runs/segmentation_ft3")
+    clf = fast["classifier_foramen"]  # patches placed by the trained segmenter, as analyze places them
+    assert clf[clf.index("--segmentation") + 1].endswith("runs/segmentation_ft3") and "--box-rule" in clf
     assert STAGES[0] == "cohort" and STAGES[-2:] == ("pack", "evaluate")
 
 

@@ -219,9 +219,14 @@ def test_train_tree_cli_on_predicted_masks(tmp_path, monkeypatch):
     calls = []
 
     class FakeSegmenter:
-        def segment(self, image, spacing):
-            calls.append(spacing)
-            return image == 1, image == 2
+        def predict(self, items, centres=None):
+            from lumbargrade.segmentation.inference import SegOutput
+
+            out = []
+            for image, spacing in items:
+                calls.append(spacing)
+                out.append(SegOutput(np.where(np.isin(image, (1, 2)), image, 0).astype(np.uint8), None, {}))
+            return out
 
     seg_dir = tmp_path / "segrun"
     seg_dir.mkdir()

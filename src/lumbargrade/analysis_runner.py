@@ -118,7 +118,11 @@ def format_table(report: dict[str, Any]) -> str:
             f"{lv['level']:7s} {c.get('grade') or '-'!s:9s} "
             f"{(f'{ratio:.3f}' if ratio is not None else '-'):>7s} "
             f"{(f'{sac:.0f}' if sac is not None else '-'):>8s} " + " ".join(f"{x:>14s}" for x in cells)
+            + ("  NEEDS REVIEW" if lv.get("needs_review") else "")
         )
+    flagged = [lv for lv in report.get("levels", []) if lv.get("needs_review")]
+    for lv in flagged:
+        lines.append(f"{lv['level']}: needs review: " + "; ".join(lv.get("review_reasons") or []))
     return "\n".join(lines)
 
 

@@ -53,7 +53,16 @@ from .errors import InputError
 __all__ = ["CLASSIFIER_TASKS", "STAGES", "ReproduceConfig", "default_real_data", "plan_commands", "run_reproduce"]
 
 CLASSIFIER_TASKS = ("central", "central_binary", "foramen", "facet")
-STAGES = ("cohort", "segmentation", "landmarks", "landmark_refiner", "box_rule", "tree",
+#: the segmenter's recipe after its first 20 epochs: two fine-tuning phases on more rendered and
+#: fewer domain-randomised images (each starts from the previous phase's best weights)
+SEGMENTATION_FINETUNE = (
+    ("segmentation_ft1", ["p_synth=0.35", "epochs=6", "lr=0.002"], 1),
+    ("segmentation_ft2", ["p_synth=0.2", "epochs=6", "lr=0.001"], 2),
+    ("segmentation_ft3", ["p_synth=0.1", "epochs=6", "lr=0.0005"], 3),
+)
+SEGMENTER_RUN = SEGMENTATION_FINETUNE[-1][0]  # the run the pack, the tree and the classifiers use
+STAGES = ("cohort", "segmentation", *(name for name, _, _ in SEGMENTATION_FINETUNE),
+          "landmarks", "landmark_refiner", "box_rule", "tree",
           *(f"classifier_{t}" for t in CLASSIFIER_TASKS), "pack", "evaluate")
 
 #: Per-preset trainer settings (``--set`` items / options); epoch-like counts are scaled by
@@ -157,6 +166,18 @@ def plan_commands(cfg: ReproduceConfig) -> dict[str, list[str]]:
     budget = base_budget()
     scale = [] if cfg.epochs_scale == 1.0 else [f"epochs={_scaled(budget['segmentation.epochs'], cfg.epochs_scale)}"]
     cmds["segmentation"] = seg + sets("segmentation", scale + [f"num_threads={cfg.threads}", "progress=false"])
+    prev = runs / "segmentation"
+    for name, items, seed_offset in SEGMENTATION_FINETUNE:
+        ft = ["train", "segmentation", "--data", str(out / "cohort" / "slices.csv"), "--out", str(runs / name),
+              "--seed", str(cfg.seed + seed_offset)]
+        if preset["segmentation_model"]:
+            ft += ["--model", preset["segmentation_model"]]
+        ft_items = [f"init_from={prev}", *items]
+        if cfg.epochs_scale != 1.0:
+            n = int(next(i for i in items if i.startswith("epochs=")).split("=")[1])
+            ft_items = [i for i in ft_items if not i.startswith("epochs=")] + [f"epochs={_scaled(n, cfg.epochs_scale)}"]
+        cmds[name] = ft + sets("segmentation", ft_items + [f"num_threads={cfg.threads}", "progress=false"])
+        prev = runs / name
     steps = _scaled(budget["landmarks.steps"], cfg.epochs_scale)
     lm = ["train", "landmarks", "--data", cohort, "--out", str(runs / "landmarks"), *seed]
     real = cfg.real
@@ -175,13 +196,13 @@ def plan_commands(cfg: ReproduceConfig) -> dict[str, list[str]]:
     cmds["landmark_refiner"] = rf + sets("landmark_refiner", scale + [f"threads={cfg.threads}"])
     # the paper fits the tree on the trained segmenter's masks; --tiny's one-epoch segmenter finds
     # nothing, so there the tree is fitted on the truth masks
-    masks = ["--truth-masks"] if cfg.tiny else ["--segmentation", str(runs / "segmentation")]
+    masks = ["--truth-masks"] if cfg.tiny else ["--segmentation", str(runs / SEGMENTER_RUN)]
     cmds["tree"] = ["train", "tree", "--data", cohort, "--out", str(runs / "tree"), *masks,
                     "--overwrite", *seed] + sets("tree", [])
     for task in CLASSIFIER_TASKS:
         c = ["train", "classifier", "--task", task, "--data", cohort, "--out", str(runs / f"classifier_{task}"), *seed]
         if not cfg.tiny:  # patches placed as analyze places them: the trained segmenter and box rule
-            c += ["--segmentation", str(runs / "segmentation"), "--box-rule", str(runs / "box_rule" / "box_rule.json")]
+            c += ["--segmentation", str(runs / SEGMENTER_RUN), "--box-rule", str(runs / "box_rule" / "box_rule.json")]
         if preset["classifier_model"]:
             c += ["--model", preset["classifier_model"]]
         if cfg.bit_checkpoint:
@@ -288,8 +309,9 @@ def _stage_pack(cfg: ReproduceConfig, out: Path) -> dict:
     from .modelpack import build_pack
 
     runs = out / "runs"
-    comps = {c: runs / c for c in ("segmentation", "landmarks", "landmark_refiner", "tree",
+    comps = {c: runs / c for c in ("landmarks", "landmark_refiner", "tree",
                                    *(f"classifier_{t}" for t in CLASSIFIER_TASKS))}
+    comps["segmentation"] = runs / SEGMENTER_RUN
     fit = json.loads((runs / "box_rule" / "box_rule_fit.json").read_text())
     pack = build_pack(out / "pack", comps, name=f"lumbargrade-reproduce-{cfg.preset}", version="0",
                       trained_on=f"phantom cohort, {cfg.patients} patients, seed {cfg.seed}, split "

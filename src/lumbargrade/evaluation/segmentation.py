@@ -30,7 +30,8 @@ def _dice_by_side(p: np.ndarray, t: np.ndarray, values) -> float:
 
 def segmentation_metrics(pairs: Sequence[LevelPair], n_boot: int, seed: int) -> dict[str, Any]:
     """``{"dice_dural_sac", "dice_disc", "dice_facet_region", "dice_foramen_region"}`` with CIs; the
-    region Dice (mean of left and right) only where both label maps hold regions."""
+    region Dice (mean of left and right) only where the image localiser placed the boxes (the
+    report's labels 3-6 are its regions) and the truth has regions."""
     vals: dict[str, tuple[list, list]] = {k: ([], []) for k in STRUCTURES}
     for pair in pairs:
         if pair.pred is None or not slice_matches(pair):
@@ -39,8 +40,9 @@ def segmentation_metrics(pairs: Sequence[LevelPair], n_boot: int, seed: int) -> 
         if t is None or p is None or np.shape(t) != np.shape(p):
             continue
         t, p = np.asarray(t), np.asarray(p)
+        regions = pair.pred.get("boxes_source") == "image"  # else labels 3-6 are filled boxes, not regions
         for name, values in STRUCTURES.items():
-            if name.endswith("region") and not (np.isin(t, values).any() and np.isin(p, values).any()):
+            if name.endswith("region") and not (regions and np.isin(t, values).any() and np.isin(p, values).any()):
                 continue
             vals[name][0].append(_dice_by_side(p, t, values))
             vals[name][1].append(pair.patient_id)

@@ -268,7 +268,11 @@ def _slice_views(row: Mapping, cfg: Mapping, segmenter, box_rule, log) -> dict |
 
         if segmenter is None:
             raise InputError("patch_boxes", "pipeline boxes need --segmentation (a segmentation run or model pack)")
-        (o,) = segmenter.predict([(image, spacing)])
+        centre = None
+        if (lm == 1).any():  # centred near the sac, as analyze centres it near the disc landmark
+            ii, jj = np.nonzero(lm == 1)
+            centre = (float(ii.mean()), float(jj.mean()))
+        (o,) = segmenter.predict([(image, spacing)], [centre])
         sac, disc = o.labels == 1, o.labels == 2
         regions = side_regions(o.labels == 3, o.labels == 4, sac) if len(segmenter.classes) > 3 else None
         boxes, _, _ = place_boxes(cfg["pipeline_boxes"], sac, disc, spacing, regions, box_rule)

@@ -106,19 +106,22 @@ def measure_rows(rows: list[dict], segmenter=None, largest_component: bool = Tru
                  diameter_method: str = "chord") -> list[dict]:
     """Measurements for each manifest row: a dict of the row's identity, grade and features
     (NaN where a mask is empty). Truth masks from ``label_map`` when ``segmenter`` is None."""
-    from ..manifest import load_axial, load_label_map
+    from ..manifest import axial_view_of, load_label_map
     from ..measurements import measure_level
 
     out = []
     n_empty = 0
     for i, row in enumerate(rows):
+        view = axial_view_of(row)  # every slice in its canonical view (AP along the rows)
+        sp = view.canonical_spacing(_spacing(row, None))
         if segmenter is None:
-            lm = load_label_map(row)
+            lm = view.to_canonical(load_label_map(row))
             sac, disc = lm == 1, lm == 2
-            sp = _spacing(row, None)
         else:
-            img, sp = load_axial(row)
-            sac, disc = segmenter.segment(img, sp)
+            from ..segmentation.inference import predict_rows
+
+            (o,) = predict_rows(segmenter, [row])
+            sac, disc = o.labels == 1, o.labels == 2
         m = measure_level(sac, disc, sp, largest_component=largest_component, diameter_method=diameter_method)
         if not m.valid:
             n_empty += 1

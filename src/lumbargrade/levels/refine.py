@@ -70,7 +70,7 @@ TRAIN_DEFAULTS: dict[str, Any] = {
     "noise": [0.0, 0.06],
     "threads": 1,
     "seed": 0,
-    "synth_copies": 2,  # domain-randomised copies of each phantom image (as the coarse trainer's)
+    "synth_copies": 0,  # domain-randomised copies of each phantom image (as the coarse trainer's)
     "synth": {},
 }
 

@@ -47,7 +47,7 @@ DEFAULT_CONFIG: dict[str, Any] = {
     # tissue map (manifest column sagittal_tissue_map; lumbargrade.segmentation.synth), drawn like
     # the rendered images; 0 = none. ``synth``: SynthConfig overrides (its intensity and acquisition
     # part applies; the spatial augmentation is the trainer's own)
-    "synth_copies": 2,
+    "synth_copies": 0,
     "synth": {},
     "threads": 1,
     "eval_every": 500,

@@ -81,7 +81,7 @@ class Segmenter:
     at the top, patient left on the right), as the network was trained.
     """
 
-    def __init__(self, model, cfg, device: str = "cpu", batch_size: int = 8) -> None:
+    def __init__(self, model, cfg, device: str = "cpu", batch_size: int = 16) -> None:
         from ..runtime import OnnxNet
 
         self.cfg = cfg
@@ -366,17 +366,29 @@ def evaluate_rows(
     return out
 
 
-def predict_rows(segmenter: Segmenter, rows: Sequence[dict], batch_size: int = 16) -> list[SegOutput]:
+def predict_rows(segmenter: Segmenter, rows: Sequence[dict], batch_size: int = 16,
+                 centre_on_label_map: bool = True) -> list[SegOutput]:
     """The segmenter on manifest rows' axial slices, each in its canonical view
-    (:func:`lumbargrade.manifest.axial_view_of`); outputs are canonical too."""
-    from ..manifest import axial_view_of, load_axial
+    (:func:`lumbargrade.manifest.axial_view_of`); outputs are canonical too.
+
+    ``centre_on_label_map``: centre the network's field on the dural sac of the row's label map
+    when it has one (as ``analyze`` centres it near the disc-centre landmark; no search over the
+    slice), else the sac is located by a search."""
+    from ..manifest import axial_view_of, load_axial, load_label_map
 
     out: list[SegOutput] = []
     for s in range(0, len(rows), batch_size):
-        items = []
+        items, centres = [], []
         for r in rows[s : s + batch_size]:
             img, sp = load_axial(r)
             v = axial_view_of(r)
             items.append((v.to_canonical(img), v.canonical_spacing(sp)))
-        out.extend(segmenter.predict(items))
+            c = None
+            if centre_on_label_map and r.get("label_map"):
+                sac = v.to_canonical(load_label_map(r)) == 1
+                if sac.any():
+                    ii, jj = np.nonzero(sac)
+                    c = (float(ii.mean()), float(jj.mean()))
+            centres.append(c)
+        out.extend(segmenter.predict(items, centres))
     return out

@@ -53,6 +53,7 @@ class SegConfig:
     p_synth: float = 0.7
     synth: dict = field(default_factory=dict)
     val_synth_items: int = 200  # domain-randomised validation images (drawn once, fixed seed) scored beside the rendered val slices
+    init_from: str = ""  # start from these weights (a run folder or a .safetensors file) instead of random ones
     batch_size: int = 8
     lr: float = (
         1e-2  # AdamW, cosine decay to 0 over `epochs` (1e-3 barely learned the sac in 100 steps)
@@ -446,6 +447,11 @@ def train_segmentation(
 
     draw_weights = train_ds.sampling_weights(cfg.small_sac_power)
     model = create_model(cfg.model, **cfg.model_args()).to(device)
+    if cfg.init_from and not resume:
+        src = Path(cfg.init_from)
+        src = src / "model.safetensors" if src.is_dir() else src
+        load_weights(model, src)
+        log(f"initialised from {src}")
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     start_epoch, best, best_epoch, best_dice, history = 0, -1.0, -1, None, []
     elapsed_prev = 0.0
