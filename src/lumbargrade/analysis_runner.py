@@ -32,10 +32,13 @@ def _load_rules(path: str | None) -> Any:
 
 
 def analyze_one(study_path: str | Path, out: str | Path, pack: Any, config: Any, overwrite: bool = False,
-                rules: Any = None, study: Any = None, outputs: Any = OUTPUTS) -> dict[str, Any]:
+                rules: Any = None, study: Any = None, outputs: Any = OUTPUTS,
+                uid_seed: str | None = None) -> dict[str, Any]:
     """Read (unless ``study`` is given), analyze and write one study; returns the report dict.
 
-    ``outputs``: which of :data:`OUTPUTS` to write beside report.json (default all)."""
+    ``outputs``: which of :data:`OUTPUTS` to write beside report.json (default all).
+    ``uid_seed``: derive the SEG and SR UIDs from this text (the same seed gives the same
+    SOP Instance UIDs); None: new random UIDs."""
     from .io import read_study
     from .pipeline import analyze_study
     from .report import write_outputs
@@ -47,6 +50,7 @@ def analyze_one(study_path: str | Path, out: str | Path, pack: Any, config: Any,
         study = read_study(study_path, rules=rules)
     t_read = time.perf_counter() - t0
     result = analyze_study(study, pack, config)
+    result.uid_seed = uid_seed
     result.timings_s = {"reading_headers": t_read, **result.timings_s}
     resolved = {"analysis": config.to_dict(), "model_pack": str(pack.path), "input": str(study_path),
                 "runtime": {"requested": getattr(pack, "runtime", None),
