@@ -164,9 +164,12 @@ class Orthanc:
                 return h["ID"]
         return None
 
-    def send_study(self, modality: str, study_id: str) -> None:
-        """Orthanc sends the study to a configured modality by C-STORE (synchronously)."""
-        self.post(f"/modalities/{modality}/store", {"Resources": [study_id], "Synchronous": True})
+    def send_study(self, modality: str, study_id: str, only: str | None = "MR") -> None:
+        """Orthanc sends the study's series of modality ``only`` (None: all) to a configured
+        modality by C-STORE (synchronously)."""
+        series = [s["ID"] for s in self.get(f"/studies/{study_id}/series")
+                  if only is None or s.get("MainDicomTags", {}).get("Modality") == only]
+        self.post(f"/modalities/{modality}/store", {"Resources": series, "Synchronous": True})
 
     def instances_by_modality(self, study_uid: str) -> dict[str, list[str]]:
         """``{"MR": [instance IDs], "SEG": [...], "SR": [...]}`` of a study."""
@@ -266,6 +269,15 @@ class NodeProcess:
             except ProcessLookupError:
                 pass
 
+    def wait_state(self, study_uid: str, state: str = "delivered", timeout_s: float = 60.0) -> dict[str, Any]:
+        t_end = time.monotonic() + timeout_s
+        while time.monotonic() < t_end:
+            st = self.states().get(study_uid)
+            if st and st["state"] == state:
+                return st
+            time.sleep(0.05)
+        raise TimeoutError(f"study not {state} after {timeout_s} s: {self.states().get(study_uid)}")
+
     def states(self) -> dict[str, dict[str, Any]]:
         """``{StudyInstanceUID: state.json}`` of every study in the store."""
         out = {}
@@ -329,4 +341,29 @@ def phantom_studies(root: Path, n: int, seed: int = 11) -> list[tuple[Path, str]
         else:
             uid = copy_study_with_new_uids(originals[i % len(originals)], dest)
         out.append((dest, uid))
+    return out
+
+
+def send_with_pynetdicom(files: list[Path | Any], port: int, calling_ae: str = "TESTSCU", called_ae: str = "LUMBARGRADE",
+                         host: str = "127.0.0.1", tls: tuple[Any, str] | None = None) -> list[int] | None:
+    """C-STORE ``files`` (paths, or datasets) in one association; the status of each, or None
+    when the association was not accepted."""
+    from pynetdicom import AE
+    from pynetdicom.presentation import StoragePresentationContexts
+
+    ae = AE(ae_title=calling_ae)
+    ae.requested_contexts = StoragePresentationContexts[:120]
+    ae.acse_timeout = ae.network_timeout = ae.dimse_timeout = 30
+    assoc = ae.associate(host, port, ae_title=called_ae, tls_args=tls)
+    if not assoc.is_established:
+        ae.shutdown()
+        return None
+    out = []
+    try:
+        for f in files:
+            st = assoc.send_c_store(f)  # a path is sent as its bytes (no re-encoding)
+            out.append(int(st.Status) if st else -1)
+    finally:
+        assoc.release()
+        ae.shutdown()
     return out

@@ -74,6 +74,13 @@ def setup_logging(log_file: str | None = None, verbose: bool = False) -> None:
     for h in handlers:
         h.setFormatter(fmt)
         node_log.addHandler(h)
+    # pydicom's warnings about a malformed instance may quote its values: the node logs its own line
+    import warnings
+
+    warnings.filterwarnings("ignore", category=UserWarning, module=r"pydicom(\.|$)")
+    pyd = logging.getLogger("pydicom")
+    pyd.setLevel(logging.CRITICAL)
+    pyd.propagate = False
     pnd = logging.getLogger("pynetdicom")
     pnd.setLevel(logging.INFO if verbose else logging.CRITICAL)
     pnd.propagate = False
