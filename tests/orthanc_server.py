@@ -53,8 +53,9 @@ class Orthanc:
     """An Orthanc process with its own folder; REST helpers on its HTTP port."""
 
     def __init__(self, folder: Path, modalities: dict[str, tuple[str, str, int]] | None = None,
-                 aet: str = "ORTHANC") -> None:
+                 aet: str = "ORTHANC", lua: str | None = None) -> None:
         self.folder = Path(folder)
+        self.lua = lua
         self.aet = aet
         self.http_port = free_port()
         self.dicom_port = free_port()
@@ -90,6 +91,11 @@ class Orthanc:
             "Plugins": [self.plugin] if self.plugin else [],
             "DicomWeb": {"Enable": True, "Root": "/dicom-web/"},
         }
+        if self.lua:
+            script = self.folder / "route.lua"
+            script.parent.mkdir(parents=True, exist_ok=True)
+            script.write_text(self.lua)
+            cfg["LuaScripts"] = [str(script)]
         return cfg
 
     def start(self, timeout_s: float = 60.0) -> "Orthanc":

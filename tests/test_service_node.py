@@ -292,3 +292,89 @@ def test_pull_from_dicomweb(env, tmp_path):
                              capture_output=True, text=True, timeout=60)
     assert missing.returncode == 2 and "no such study" in missing.stderr
     assert len(missing.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.slow
+def test_twenty_studies_ten_random_kills_each_delivered_exactly_once(tmp_path):
+    """A stream of 20 studies (one association each, re-sent whole when the node is down, as a
+    PACS retries); the node is killed with SIGKILL at 10 random moments and restarted at once.
+    Every study ends delivered, analyzed once, with exactly one SR and one set of SEGs in Orthanc."""
+    import threading
+
+    rng = random.Random(2024)
+    studies = phantom_studies(tmp_path / "data", 20, seed=5)
+    orthanc = Orthanc(tmp_path / "orthanc").start()
+    node = NodeProcess(tmp_path / "store", allow="TESTSCU", settle_s=3.0,
+                       send_to=[f"ORTHANC@127.0.0.1:{orthanc.dicom_port}"])
+    sent: list[str] = []
+    stop = threading.Event()
+
+    def stream() -> None:
+        for folder, uid in studies:
+            files = sorted(f for f in folder.rglob("*") if f.is_file())
+            while not stop.is_set():
+                try:
+                    st = send_with_pynetdicom(files, node.port)
+                except Exception:
+                    st = None
+                if st is not None and all(s == 0 for s in st):
+                    sent.append(uid)
+                    break
+                time.sleep(0.3)
+            time.sleep(rng.uniform(0.0, 2.0))
+
+    try:
+        node.start()
+        t = threading.Thread(target=stream, daemon=True)
+        t.start()
+        kills = 0
+        while kills < 10:
+            time.sleep(rng.uniform(1.0, 8.0))
+            node.kill9()
+            kills += 1
+            node.stop()
+            node.start()
+        t.join(timeout=600)
+        assert len(sent) == 20
+        for _, uid in studies:
+            node.wait_state(uid, "delivered", timeout_s=600)
+        states = node.states()
+        for _, uid in studies:
+            st = states[uid]
+            assert st["analyses"] == 1 and st["sends"] == 1, (uid, st)
+            got = orthanc.instances_by_modality(uid)
+            assert len(got.get("SR", [])) == 1 and len(got.get("SEG", [])) == len(st["outputs"]) - 1, got
+        assert node.log().count("resuming") >= 1
+    finally:
+        stop.set()
+        node.stop()
+        node.cleanup_group()
+        orthanc.stop()
+
+
+def test_orthanc_routing_configuration_from_the_docs(env, tmp_path):
+    """The Lua script of docs/pacs.md, in a real Orthanc: a study uploaded to Orthanc becomes
+    stable, is routed to the node, and its results come back, once."""
+    import re
+
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "pacs.md").read_text()
+    lua = re.search(r"```lua\n(.*?)```", doc, re.S).group(1)
+    folder, study_uid = env["studies"][3]
+    node_port = free_port()
+    orthanc = Orthanc(tmp_path / "orthanc", {"lumbargrade": ("LUMBARGRADE", "127.0.0.1", node_port)}, lua=lua)
+    orthanc.start()
+    node = NodeProcess(tmp_path / "store", port=node_port, allow="ORTHANC@127.0.0.1", settle_s=1.0,
+                       send_to=[f"ORTHANC@127.0.0.1:{orthanc.dicom_port}"])
+    try:
+        node.start()
+        orthanc.upload_folder(folder)  # nothing else: Orthanc's StableAge (2 s) and the script do the rest
+        got = orthanc.wait_for_results(study_uid, timeout_s=120)
+        node.wait_state(study_uid, "delivered")
+        time.sleep(5.0)  # the results made the study change: it becomes stable once more
+        assert "received again" not in node.log()  # the script did not route it again
+        again = orthanc.instances_by_modality(study_uid)
+        assert len(again["SR"]) == 1 and len(again["SEG"]) == len(got["SEG"])
+    finally:
+        node.stop()
+        node.cleanup_group()
+        orthanc.stop()

@@ -223,8 +223,9 @@ class Node:
             max_workers=cfg.workers, mp_context=mp.get_context("spawn"), initializer=init_worker,
             initargs=(cfg.models, cfg.runtime, threads, tuple(cfg.outputs)),
         )
-        for _ in range(cfg.workers):  # start every worker now: model loading overlaps the first study
-            self._pool.submit(warm)
+        # start every worker now: model loading overlaps the first study
+        self._warm = [self._pool.submit(warm) for _ in range(cfg.workers)]
+        self._warm_t0 = time.monotonic()
 
     def _stop_pool(self) -> None:
         pool, self._pool = self._pool, None
@@ -373,6 +374,15 @@ class Node:
             self._stop.wait(0.2)
 
     def _schedule_once(self) -> None:
+        warm = getattr(self, "_warm", None)
+        if warm and all(f.done() for f in warm):
+            self._warm = None
+            bad = [f for f in warm if f.exception() is not None]
+            if bad:
+                LOG.error("analysis workers could not start: %s", _short_error(bad[0].exception()))
+            else:
+                LOG.info("%d analysis worker(s) ready (models loaded in %.1f s)", len(warm),
+                         time.monotonic() - self._warm_t0)
         for rec in self.queue.settled(self.config.settle_s):
             n = self.queue.instance_count(rec.key)
             what = self.queue.mark_complete(rec, self._seed)

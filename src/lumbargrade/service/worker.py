@@ -23,7 +23,8 @@ def init_worker(models: str | None, runtime: str | None, threads: int, outputs: 
     from ..runtime import set_num_threads
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the node decides when its workers stop
-    _exit_with_parent()  # a node killed with -9 leaves no worker behind
+    _die_with_parent()
+    _exit_with_parent()  # a node killed with -9 leaves no worker behind (the portable fallback)
     set_num_threads(max(1, int(threads)), torch_threads=1)
     if "html" in outputs:
         from ..report import drawing_process
@@ -40,6 +41,24 @@ def init_worker(models: str | None, runtime: str | None, threads: int, outputs: 
     from ..io import read_study  # noqa: F401
 
     _extra_writers(outputs)
+
+
+def _die_with_parent() -> None:
+    """Linux: the kernel kills this worker the moment the node dies (an analysis of a killed node
+    must not finish and write a result after it)."""
+    import ctypes
+    import os
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return
+    parent = os.getppid()
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, 9, 0, 0, 0)  # PR_SET_PDEATHSIG, SIGKILL
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent:  # the node died before the call
+        os._exit(3)
 
 
 def warm() -> str:
