@@ -42,7 +42,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
-from orthanc_server import NodeProcess, Orthanc, free_port, orthanc_binary, phantom_studies  # noqa: E402
+from orthanc_server import NodeProcess, Orthanc, free_port, orthanc_binary, phantom_studies
 
 
 def machine() -> dict[str, Any]:

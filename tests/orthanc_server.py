@@ -98,7 +98,7 @@ class Orthanc:
             cfg["LuaScripts"] = [str(script)]
         return cfg
 
-    def start(self, timeout_s: float = 60.0) -> "Orthanc":
+    def start(self, timeout_s: float = 60.0) -> Orthanc:
         binary = orthanc_binary()
         if binary is None:
             raise RuntimeError("Orthanc is not installed (apt-get install orthanc)")
@@ -219,7 +219,7 @@ class NodeProcess:
         self.args += list(extra or [])
         self.proc: subprocess.Popen | None = None
 
-    def start(self, wait: bool = True, timeout_s: float = 60.0) -> "NodeProcess":
+    def start(self, wait: bool = True, timeout_s: float = 60.0) -> NodeProcess:
         self.store.parent.mkdir(parents=True, exist_ok=True)
         self._log = open(self.log_path, "ab")
         env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1")

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from orthanc_server import (  # noqa: E402
+from orthanc_server import (
     NodeProcess,
     Orthanc,
     dicomweb_plugin,
@@ -229,7 +229,7 @@ def _self_signed(tmp_path: Path) -> tuple[Path, Path]:
 
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
             .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=5))
             .not_valid_after(now + datetime.timedelta(days=1))
@@ -358,7 +358,7 @@ def test_orthanc_routing_configuration_from_the_docs(env, tmp_path):
     import re
 
     doc = (Path(__file__).resolve().parents[1] / "docs" / "pacs.md").read_text()
-    lua = re.search(r"```lua\n(.*?)```", doc, re.S).group(1)
+    lua = re.search(r"```lua\n(.*?)```", doc, re.DOTALL).group(1)
     folder, study_uid = env["studies"][3]
     node_port = free_port()
     orthanc = Orthanc(tmp_path / "orthanc", {"lumbargrade": ("LUMBARGRADE", "127.0.0.1", node_port)}, lua=lua)

@@ -7,7 +7,6 @@ import json
 import random
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
@@ -157,3 +156,14 @@ def test_help_does_not_import_the_network_libraries():
             "print(any(m.split('.')[0] in ('pynetdicom', 'dicomweb_client', 'requests') for m in sys.modules))")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert r.stdout.strip() == "False"
+
+
+def test_two_nodes_cannot_share_a_store(tmp_path):
+    from lumbargrade.service.node import Node, NodeConfig
+
+    cfg = NodeConfig(store=str(tmp_path / "store"), allow=[parse_allow("A")])
+    first = Node(cfg)
+    with pytest.raises(InputError, match="another lumbargrade node"):
+        Node(cfg)
+    first._lockfile.close()
+    Node(cfg)._lockfile.close()  # free again once the first one is gone

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from ..errors import InputError
 
-__all__ = ["AllowRule", "Destination", "parse_allow", "parse_destination", "tag", "check_ae_title"]
+__all__ = ["AllowRule", "Destination", "check_ae_title", "parse_allow", "parse_destination", "tag"]
 
 
 def tag(uid: str | None) -> str:

@@ -24,7 +24,7 @@ from typing import Any
 from ..errors import InputError
 from .addresses import AllowRule, Destination, tag
 
-__all__ = ["NodeConfig", "Node", "STORAGE_CLASSES"]
+__all__ = ["STORAGE_CLASSES", "Node", "NodeConfig"]
 
 LOG = logging.getLogger("lumbargrade.node")
 
@@ -88,8 +88,10 @@ class Node:
 
         self.config = config
         self.store = Path(config.store)
-        self.queue = StudyQueue(self.store)
         self.pack_label = _pack_label(config.models)
+        self._lockfile: Any = None
+        self._take_store_lock()  # before reading the queue: it tidies half-written files
+        self.queue = StudyQueue(self.store)
         self._stop = threading.Event()
         self._wake_sender = threading.Event()
         self._pending: deque[str] = deque()
@@ -101,7 +103,6 @@ class Node:
         self._server: Any = None
         self._ae: Any = None
         self._pool: Any = None
-        self._lockfile: Any = None
         self._limit_logged: set[str] = set()
 
     # -- life cycle ----------------------------------------------------------------------------
@@ -110,7 +111,6 @@ class Node:
         from pynetdicom.sop_class import Verification
 
         cfg = self.config
-        self._take_store_lock()
         (self.store / "node.json").write_text(json.dumps(cfg.to_dict(), indent=2, default=str) + "\n")
         ssl_context = self._server_ssl_context()
         self._start_pool()
@@ -390,6 +390,8 @@ class Node:
                 LOG.info("study %s: complete (%d instances, no new instance for %.0f s); queued for analysis",
                          tag(rec.study_uid), n, self.config.settle_s)
                 self._pending.append(rec.key)
+            elif what == "empty":
+                LOG.warning("study %s: no instance of it was stored; nothing to analyze", tag(rec.study_uid))
             else:
                 LOG.info("study %s: received again with no new instance (%d): already analyzed and delivered, "
                          "not analyzed or sent again", tag(rec.study_uid), n)

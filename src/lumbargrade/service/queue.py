@@ -31,11 +31,12 @@ import os
 import shutil
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
-__all__ = ["STATES", "StudyRecord", "StudyQueue", "uid_seed"]
+__all__ = ["STATES", "StudyQueue", "StudyRecord", "uid_seed"]
 
 STATES = ("receiving", "complete", "analyzed", "delivered", "failed")
 
@@ -76,7 +77,7 @@ class StudyRecord:
     times: dict[str, float] = field(default_factory=dict)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "StudyRecord":
+    def from_dict(cls, d: dict[str, Any]) -> StudyRecord:
         known = set(cls.__dataclass_fields__)
         return cls(**{k: v for k, v in d.items() if k in known})
 
@@ -237,11 +238,18 @@ class StudyQueue:
                     and now - self.last_received.get(r.key, now) >= settle_s]
 
     def mark_complete(self, rec: StudyRecord, seed_fn) -> str:
-        """``receiving -> complete`` (returns ``"complete"``), or, when this generation holds only
+        """``receiving -> complete`` (returns ``"complete"``); when this generation holds only
         instances already analyzed and delivered, back to ``delivered`` with its instances removed
-        (returns ``"already delivered"``). ``seed_fn(study_uid, sop_uids)`` gives the UID seed."""
+        (returns ``"already delivered"``); ``failed`` when no instance was stored (returns
+        ``"empty"``). ``seed_fn(study_uid, sop_uids)`` gives the UID seed."""
         with self.lock:
             uids = sorted(self.instances.get(rec.key, ()))
+            if not uids and not rec.delivered_sop_uids:  # killed before its first instance was stored
+                rec.state = "failed"
+                rec.last_error = "no instance was stored"
+                self.last_received.pop(rec.key, None)
+                self.save(rec)
+                return "empty"
             if rec.delivered_sop_uids and set(uids) <= set(rec.delivered_sop_uids):
                 self._drop_generation(rec)
                 rec.state = "delivered"

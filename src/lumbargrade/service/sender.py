@@ -11,8 +11,11 @@ from .addresses import Destination
 
 __all__ = ["SendError", "backoff_seconds", "send", "send_dimse", "send_stow"]
 
-#: C-STORE response statuses that mean "stored" (success and the storage warnings).
-STORED = {0x0000, 0xB000, 0xB006, 0xB007, 0x0107, 0x0116}
+#: C-STORE response statuses that mean "stored": success, the storage warnings, and 0x0111
+#: "duplicate SOP instance" (the node's results keep their UIDs when re-sent, so the archive's
+#: copy is this result).
+STORED = {0x0000, 0xB000, 0xB006, 0xB007, 0x0107, 0x0116, 0x0111}
+_DUPLICATE = 0x0111
 
 
 class SendError(Exception):
@@ -95,5 +98,5 @@ def send_stow(dest: Destination, files: list[Path], timeout_s: float = 30.0) -> 
     except requests.RequestException as e:
         raise SendError(f"{dest.name}: STOW-RS failed ({type(e).__name__})") from e
     failed = response.get("FailedSOPSequence") if response is not None else None
-    if failed:
+    if failed and any(int(getattr(item, "FailureReason", -1)) != _DUPLICATE for item in failed):
         raise SendError(f"{dest.name}: STOW-RS refused {len(failed)} of {len(datasets)} instances")

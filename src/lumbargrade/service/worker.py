@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-__all__ = ["init_worker", "warm", "analyze_received", "result_files"]
+__all__ = ["analyze_received", "init_worker", "result_files", "warm"]
 
 _STATE: dict[str, Any] = {}
 
