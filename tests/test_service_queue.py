@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import random
+import shutil
 import subprocess
 import sys
 
@@ -104,8 +105,8 @@ def test_queue_study_sent_again_and_new_instances(tmp_path):
     assert not q.mark_analyzed(rec, rev, {"sr.dcm": "1"})
 
 
-def test_same_seed_gives_the_same_seg_and_sr_uids(tmp_path):
-    """Re-analysing a study with the same seed writes SEG and SR with the same SOP Instance UIDs
+def test_same_seed_gives_the_same_seg_sr_and_sc_uids(tmp_path):
+    """Re-analysing a study with the same seed writes SEG, SR and SC with the same SOP Instance UIDs
     (what makes a re-sent result not a duplicate); another seed gives other UIDs."""
     import pydicom
 
@@ -120,13 +121,28 @@ def test_same_seed_gives_the_same_seg_and_sr_uids(tmp_path):
     uids = []
     for i, seed in enumerate(("seed-a", "seed-a", "seed-b")):
         out = tmp_path / f"out{i}"
-        analyze_one(study, out, pack, cfg, outputs=("seg", "sr"), uid_seed=seed)
-        files = sorted(out.glob("seg*.dcm")) + [out / "sr.dcm"]
+        analyze_one(study, out, pack, cfg, outputs=("seg", "sr", "sc"), uid_seed=seed)
+        files = sorted(out.glob("seg*.dcm")) + [out / "sr.dcm"] + sorted(out.glob("sc_*.dcm"))
         uids.append([(str(d.SOPInstanceUID), str(d.SeriesInstanceUID))
                      for d in (pydicom.dcmread(f, stop_before_pixels=True) for f in files)])
     assert uids[0] == uids[1]
     assert not set(uids[0]) & set(uids[2])
     assert len({u for u, _ in uids[0]}) == len(uids[0])
+    # the Secondary Capture summary: one RGB picture per level, in the study, with burned-in grades
+    report = json.loads((tmp_path / "out0" / "report.json").read_text())
+    scs = sorted((tmp_path / "out0").glob("sc_*.dcm"))
+    assert len(scs) == len(report["levels"]) == len(report["dicom"]["sc"]["instances"])
+    src = pydicom.dcmread(next(study.rglob("*.dcm")), stop_before_pixels=True)
+    for f in scs:
+        ds = pydicom.dcmread(f)
+        assert ds.SOPClassUID == "1.2.840.10008.5.1.4.1.1.7" and ds.StudyInstanceUID == src.StudyInstanceUID
+        assert ds.PhotometricInterpretation == "RGB" and ds.pixel_array.shape[2] == 3
+        assert ds.BurnedInAnnotation == "YES" and list(ds.PatientOrientation) == ["L", "P"]
+        assert ds.pixel_array.std() > 5  # a picture, not a blank
+    if shutil.which("dciodvfy"):
+        res = subprocess.run(["dciodvfy", str(scs[0])], capture_output=True, text=True, timeout=60)
+        errors = [ln for ln in (res.stdout + res.stderr).splitlines() if ln.startswith("Error")]
+        assert not errors, errors[:5]
 
 
 def test_missing_extra_message(monkeypatch, capsys):

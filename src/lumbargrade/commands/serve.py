@@ -35,8 +35,9 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                    help="send results by DICOMweb STOW-RS to this service root, e.g. http://pacs:8042/dicom-web "
                    "(repeatable)")
     p.add_argument("--outputs", default="seg,sr",
-                   help="what is made per study: a comma list of seg, sr, html (default seg,sr). SEG and SR are "
-                   "sent; report.html stays in the store")
+                   help="what is made per study: a comma list of seg, sr, sc, html (default seg,sr). The DICOM "
+                   "objects (SEG, SR, and with sc a Secondary Capture summary per level) are sent; report.html "
+                   "stays in the store")
     p.add_argument("--models", help="model pack folder (default: the bundled pack)")
     p.add_argument("--runtime", choices=["auto", "onnx", "torch"], default=None, help="how the networks run")
     p.add_argument("--max-pdu", type=int, default=262144, help="largest PDU accepted, bytes (default 262144)")

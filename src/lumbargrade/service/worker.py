@@ -67,12 +67,14 @@ def warm() -> str:
 
 
 def result_files(report: dict[str, Any]) -> dict[str, str]:
-    """``{file name: SOP Instance UID}`` of the DICOM objects in a result (SEG instances, SR)."""
+    """``{file name: SOP Instance UID}`` of the DICOM objects in a result (SEG instances, SR,
+    Secondary Capture summaries)."""
     dicom = report.get("dicom") or {}
     files = {i["file"]: i["sop_instance_uid"] for i in (dicom.get("seg") or {}).get("instances", [])}
     sr = dicom.get("sr")
     if sr:
         files[sr["file"]] = sr["sop_instance_uid"]
+    files.update({i["file"]: i["sop_instance_uid"] for i in (dicom.get("sc") or {}).get("instances", [])})
     return files
 
 
@@ -94,8 +96,8 @@ def analyze_received(instances: str, out: str, seed: str) -> dict[str, Any]:
                 "seconds": time.perf_counter() - t0}
     files = result_files(report)
     errors = (report.get("dicom") or {}).get("errors") or []
-    if not files and any(o in _STATE["outputs"] for o in ("seg", "sr")):
-        return {"ok": False, "error": "no DICOM SEG or SR could be written" + (f" ({errors[0]})" if errors else ""),
+    if not files and any(o in _STATE["outputs"] for o in ("seg", "sr", "sc")):
+        return {"ok": False, "error": "no DICOM object could be written" + (f" ({errors[0]})" if errors else ""),
                 "seconds": time.perf_counter() - t0}
     return {"ok": True, "outputs": files, "levels": len(report.get("levels", [])),
             "warnings": len(report.get("warnings", [])), "seconds": time.perf_counter() - t0,
