@@ -378,3 +378,41 @@ def test_orthanc_routing_configuration_from_the_docs(env, tmp_path):
         node.stop()
         node.cleanup_group()
         orthanc.stop()
+
+
+def test_limits_instances_per_study_association_size_and_disk_quota(env, tmp_path):
+    """Beyond each limit instances are refused with 0xA700 (out of resources) and one log line;
+    what arrived before the limit is stored."""
+    folder_a, _ = env["studies"][0]
+    folder_b, _ = env["studies"][1]
+    files_a = sorted(f for f in folder_a.rglob("*") if f.is_file())
+    files_b = sorted(f for f in folder_b.rglob("*") if f.is_file())
+
+    def ok_then_refused(statuses: list[int]) -> int:
+        n_ok = statuses.index(0xA700) if 0xA700 in statuses else len(statuses)
+        assert all(s == 0 for s in statuses[:n_ok]) and all(s == 0xA700 for s in statuses[n_ok:]), statuses
+        return n_ok
+
+    node = NodeProcess(tmp_path / "s1", allow="TESTSCU", settle_s=600, extra=["--max-instances", "4"])
+    try:
+        node.start()
+        assert ok_then_refused(send_with_pynetdicom(files_a[:7], node.port)) == 4
+        node.wait_for_log("more than 4 instances", timeout_s=10)
+    finally:
+        node.stop()
+        node.cleanup_group()
+    size = max(f.stat().st_size for f in files_b[:8])
+    node = NodeProcess(tmp_path / "s2", allow="TESTSCU", settle_s=600,
+                       extra=["--max-association-mb", f"{3.5 * size / 2**20:.4f}",
+                              "--disk-quota-gb", f"{5.5 * size / 2**30:.7f}"])
+    try:
+        node.start()
+        first = ok_then_refused(send_with_pynetdicom(files_b[:8], node.port))  # the association's limit
+        assert 1 <= first <= 4
+        node.wait_for_log("received: further instances refused", timeout_s=10)
+        second = ok_then_refused(send_with_pynetdicom(files_b[first:first + 8], node.port))  # the disk quota
+        assert 1 <= second < 8
+        node.wait_for_log("disk quota of", timeout_s=10)
+    finally:
+        node.stop()
+        node.cleanup_group()

@@ -82,6 +82,8 @@ def _write_sc(result: Any, folder: str | Path, report: dict[str, Any], pack: Any
         )
         sc.SeriesDescription = "lumbargrade summary"
         sc.BurnedInAnnotation = "YES"
+        if "Laterality" not in sc:  # Type 2C in General Series: the lumbar spine is not paired
+            sc.Laterality = ""
         sc.ImageComments = f"{lv.level}: overlay and grades by lumbargrade (synthetic-data models, not for clinical use)"
         name = f"sc_{level_dirname(lv.level)}.dcm"
         save_dataset(sc, folder / name)

@@ -290,8 +290,8 @@ class Node:
             st["refused"] += 1
             if not st.get("size_logged"):
                 st["size_logged"] = True
-                LOG.warning("association from %s: more than %d MB received: further instances refused "
-                            "(status 0xA700)", caller, self.config.max_association_bytes // 2 ** 20)
+                LOG.warning("association from %s: more than %s received: further instances refused "
+                            "(status 0xA700)", caller, _size(self.config.max_association_bytes))
             return 0xA700
         try:
             ds = event.dataset
@@ -320,8 +320,8 @@ class Node:
             return 0xA700
         if self.queue.bytes_used + size > self.config.disk_quota_bytes:
             st["refused"] += 1
-            self._log_limit("quota", "disk quota of %.1f GB reached: instance of study %s refused (status "
-                            "0xA700)", self.config.disk_quota_bytes / _GIB, tag(study_uid))
+            self._log_limit("quota", "disk quota of %s reached: instance of study %s refused (status "
+                            "0xA700)", _size(self.config.disk_quota_bytes), tag(study_uid))
             return 0xA700
         self._limit_logged.discard("quota")
         try:
@@ -521,6 +521,14 @@ def _pack_label(models: str | None) -> str:
     except ValueError as e:
         raise InputError(mf, f"pack.json is not valid JSON ({e})") from e
     return f"{m.get('name', p.name)} {m.get('version', '0')}"
+
+
+def _size(n: float) -> str:
+    """Bytes in words: ``1.5 GB``, ``420.0 MB``, ``96.0 kB``."""
+    for unit, scale in (("GB", _GIB), ("MB", 2 ** 20), ("kB", 2 ** 10)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return f"{int(n)} bytes"
 
 
 def _short_error(e: BaseException) -> str:
