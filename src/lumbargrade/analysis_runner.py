@@ -15,8 +15,10 @@ from .grading.names import LATERAL_FINDINGS as _FINDINGS
 
 __all__ = ["analyze_one", "format_table", "run_analyze"]
 
-#: The optional writers beside report.json and the label maps (``--outputs``).
-OUTPUTS = ("seg", "sr", "html")
+#: The optional writers beside report.json and the label maps (``--outputs``). ``sc`` (a DICOM
+#: Secondary Capture summary per level) is not written unless asked for.
+OUTPUTS = ("seg", "sr", "html", "sc")
+DEFAULT_OUTPUTS = ("seg", "sr", "html")
 
 
 def _load_rules(path: str | None) -> Any:
@@ -32,10 +34,13 @@ def _load_rules(path: str | None) -> Any:
 
 
 def analyze_one(study_path: str | Path, out: str | Path, pack: Any, config: Any, overwrite: bool = False,
-                rules: Any = None, study: Any = None, outputs: Any = OUTPUTS) -> dict[str, Any]:
+                rules: Any = None, study: Any = None, outputs: Any = DEFAULT_OUTPUTS,
+                uid_seed: str | None = None) -> dict[str, Any]:
     """Read (unless ``study`` is given), analyze and write one study; returns the report dict.
 
-    ``outputs``: which of :data:`OUTPUTS` to write beside report.json (default all)."""
+    ``outputs``: which of :data:`OUTPUTS` to write beside report.json (default seg, sr, html).
+    ``uid_seed``: derive the SEG and SR UIDs from this text (the same seed gives the same
+    SOP Instance UIDs); None: new random UIDs."""
     from .io import read_study
     from .pipeline import analyze_study
     from .report import write_outputs
@@ -47,6 +52,7 @@ def analyze_one(study_path: str | Path, out: str | Path, pack: Any, config: Any,
         study = read_study(study_path, rules=rules)
     t_read = time.perf_counter() - t0
     result = analyze_study(study, pack, config)
+    result.uid_seed = uid_seed
     result.timings_s = {"reading_headers": t_read, **result.timings_s}
     resolved = {"analysis": config.to_dict(), "model_pack": str(pack.path), "input": str(study_path),
                 "runtime": {"requested": getattr(pack, "runtime", None),
@@ -65,8 +71,9 @@ def _runtime_threads() -> int | None:
     return num_threads()
 
 
-def _extra_writers(outputs: Any = OUTPUTS) -> list:
-    """The writers that run beside report.json: DICOM SEG, DICOM SR, HTML (those in ``outputs``)."""
+def _extra_writers(outputs: Any = DEFAULT_OUTPUTS) -> list:
+    """The writers that run beside report.json: DICOM SEG, DICOM SR, HTML, Secondary Capture
+    (those in ``outputs``)."""
     writers = []
     # order matters: the SR references the SEG, the HTML lists both
     if "seg" in outputs:
@@ -81,13 +88,17 @@ def _extra_writers(outputs: Any = OUTPUTS) -> list:
         from .report.html_report import write_html
 
         writers.append(write_html)
+    if "sc" in outputs:
+        from .report.dicom_sc import write_sc
+
+        writers.append(write_sc)
     return writers
 
 
 def parse_outputs(text: str | None) -> tuple[str, ...]:
     """``"seg,sr,html"`` -> a tuple of :data:`OUTPUTS` (``"none"`` or empty: only report.json)."""
     if text is None:
-        return OUTPUTS
+        return DEFAULT_OUTPUTS
     items = tuple(t.strip().lower() for t in text.split(",") if t.strip())
     if items in ((), ("none",)):
         return ()

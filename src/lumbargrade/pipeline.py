@@ -136,6 +136,7 @@ class StudyResult:
     sagittal: dict[str, Any] | None = None
     sagittal_slice: Any = None  # lumbargrade.io SliceRef of the mid-sagittal slice, when landmarks were used
     timings_s: dict[str, float] = field(default_factory=dict)
+    uid_seed: str | None = None  # set: the SEG/SR UIDs are derived from it (same seed, same UIDs)
 
 
 def _choose_slices(study: Any, pack: Any, cfg: AnalysisConfig, warnings: list[str], timings: dict[str, float]):

@@ -33,7 +33,8 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                    "where the pack has a current export; also $LUMBARGRADE_RUNTIME)")
     p.add_argument("--outputs", default="seg,sr,html",
                    help="files written beside report.json and the label maps: a comma list of seg, sr, html, "
-                   "or none (default: seg,sr,html; 'none' is fastest for archive runs)")
+                   "sc (a DICOM Secondary Capture summary per level), or none (default: seg,sr,html; 'none' is "
+                   "fastest for archive runs)")
     p.add_argument("--slice-choice", choices=["landmarks", "block"], default="landmarks",
                    help="how the axial slice of each level is chosen (default: landmarks, falling back to block)")
     p.add_argument("--boxes", choices=["auto", "image", "fitted", "paper"], default="auto",

@@ -166,12 +166,13 @@ def _algorithm(report: dict[str, Any], pack_label: str | None) -> Any:
 
 
 def _descriptions(
-    group: list[Any], algo: Any, regraded: dict[str, Any]
+    group: list[Any], algo: Any, regraded: dict[str, Any], seed: str | None = None
 ) -> tuple[list[Any], dict[str, dict[str, int]]]:
     import highdicom as hd
     from pydicom.sr.codedict import codes
 
     from . import codes as lc
+    from .uids import new_uid
 
     descs, numbers = [], {}
     n = 0
@@ -205,7 +206,7 @@ def _descriptions(
                     algorithm_type=atype,
                     algorithm_identification=algo,
                     tracking_id=segment_label(lv, kind),
-                    tracking_uid=hd.UID(),
+                    tracking_uid=new_uid(seed, "seg-tracking", lv.level, kind),
                     anatomic_regions=[lc.level_disc_site(lv.level)],
                     display_color=hd.color.CIELabColor(*_COLORS[kind]),
                 )
@@ -228,8 +229,10 @@ def _write_seg(
     from .. import __version__
     from ..io.dicom_write import save_dataset
     from . import codes as lc
+    from .uids import new_uid, result_seed
 
     folder = Path(folder)
+    seed = result_seed(result)
     dicom = report.setdefault("dicom", {})
     seg_datasets: dict[str, Any] = {}  # file name -> the dataset written (the SR reads them here)
     try:
@@ -254,7 +257,7 @@ def _write_seg(
     groups = group_levels(levels)
     regraded = {r["level"]: r["regraded"] for r in report.get("levels", []) if r.get("regraded")}
     algo = _algorithm(report, pack_label)
-    series_uid = hd.UID()
+    series_uid = new_uid(seed, "seg-series")
     written: list[Path] = []
     instances = []
     i = 0
@@ -267,7 +270,7 @@ def _write_seg(
             )
             continue
         i += 1
-        descs, numbers = _descriptions(group, algo, regraded)
+        descs, numbers = _descriptions(group, algo, regraded, seed)
         n_seg = len(descs)
         arr = np.zeros(
             (len(group), group[0].image.shape[0], group[0].image.shape[1], n_seg), dtype=bool
@@ -286,7 +289,7 @@ def _write_seg(
             segment_descriptions=descs,
             series_instance_uid=series_uid,
             series_number=9901,
-            sop_instance_uid=hd.UID(),
+            sop_instance_uid=new_uid(seed, "seg-instance", i),
             instance_number=i,
             manufacturer="lumbargrade",
             manufacturer_model_name="lumbargrade",

@@ -86,8 +86,10 @@ def _write_sr(
     from ..io.dicom_write import save_dataset
     from . import codes as lc
     from .dicom_seg import _source_dataset, person_name, segment_label
+    from .uids import new_uid, result_seed
 
     folder = Path(folder)
+    seed = result_seed(result)
     uids = uids or {}
     dicom = report.setdefault("dicom", {})
     warnings = dicom.setdefault("warnings", [])
@@ -121,7 +123,7 @@ def _write_sr(
     rec_by_level = {r["level"]: r for r in report.get("levels", [])}
 
     def tracking(text: str) -> Any:
-        return hd.sr.TrackingIdentifier(uid=hd.UID(), identifier=text)
+        return hd.sr.TrackingIdentifier(uid=new_uid(seed, "sr-tracking", text), identifier=text)
 
     def measurement(key: str, value: float) -> Any:
         name, unit = MEASUREMENT_CODES[key]
@@ -292,9 +294,9 @@ def _write_sr(
     sr = hd.sr.Comprehensive3DSR(
         evidence=evidence,
         content=shell,
-        series_instance_uid=uids.get("series") or hd.UID(),
+        series_instance_uid=uids.get("series") or new_uid(seed, "sr-series"),
         series_number=9902,
-        sop_instance_uid=uids.get("sop") or hd.UID(),
+        sop_instance_uid=uids.get("sop") or new_uid(seed, "sr-instance"),
         instance_number=1,
         manufacturer="lumbargrade",
         is_complete=True,
