@@ -74,13 +74,13 @@ def axial_view(image: np.ndarray, labels: np.ndarray, geometry: Any, boxes: Mapp
 
     img = np.asarray(image)
     lab = np.asarray(labels, np.uint8)
-    r0, r1, c0, c1 = (crop_window(img.shape, [lab == 1, lab == 2], boxes) if zoom
-                      else (0, img.shape[0], 0, img.shape[1]))
+    r0, r1, c0, c1 = (int(v) for v in (crop_window(img.shape, [lab == 1, lab == 2], boxes) if zoom
+                                       else (0, img.shape[0], 0, img.shape[1])))
     return {
         "png": png_gray(window(img[r0:r1, c0:c1])),
         "labels": encode_labels(lab[r0:r1, c0:c1]),
         "size": [r1 - r0, c1 - c0],
-        "crop": [int(r0), int(r1), int(c0), int(c1)],
+        "crop": [r0, r1, c0, c1],
         "spacing": [float(v) for v in geometry.pixel_spacing],
         "edges": edge_letters(geometry),
     }

@@ -1,0 +1,1 @@
+"""Long-running services around the analysis: the review web app (:mod:`.review`)."""
