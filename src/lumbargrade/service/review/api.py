@@ -78,10 +78,11 @@ async def _read_body(request: Request, limit: int) -> bytes:
     declared = request.headers.get("content-length")
     if declared is not None:
         try:
-            if int(declared) > limit:
-                raise UploadError(413, f"request body of {declared} bytes is over the limit of {limit}")
+            size = int(declared)
         except ValueError:
             raise UploadError(400, "bad Content-Length") from None
+        if size > limit:
+            raise UploadError(413, f"request body of {size} bytes is over the limit of {limit}")
     chunks, size = [], 0
     async for chunk in request.stream():
         size += len(chunk)

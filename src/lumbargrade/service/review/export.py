@@ -54,7 +54,7 @@ def _hash01(text: str, salt: str = "lumbargrade-review-export") -> float:
 
 def assign_splits(patients: list[str], val_fraction: float = 0.2, test_fraction: float = 0.0) -> dict[str, str]:
     """``{patient: "train" | "val" | "test"}`` by a hash of the patient id (stable as patients are
-    added); with two or more patients at least one is ``val`` and one ``train``."""
+    added); there is always a ``train`` patient, and with two or more patients a ``val`` one."""
     if not (0 <= val_fraction < 1 and 0 <= test_fraction < 1 and val_fraction + test_fraction < 1):
         raise InputError("--val-fraction/--test-fraction", "fractions must be in [0, 1) and sum to < 1")
     u = {p: _hash01(p) for p in sorted(set(patients))}
@@ -64,8 +64,8 @@ def assign_splits(patients: list[str], val_fraction: float = 0.2, test_fraction:
         cand = sorted((x, p) for p, x in u.items() if out[p] == "train")
         if len(cand) >= 2:
             out[cand[0][1]] = "val"
-    if len(u) >= 2 and "train" not in out.values():
-        cand = sorted((x, p) for p, x in u.items() if out[p] == "val")
+    if u and "train" not in out.values():  # the trainers need train rows
+        cand = sorted((x, p) for p, x in u.items())
         out[cand[-1][1]] = "train"
     return out
 
@@ -140,6 +140,7 @@ def export_cohort(
 
     if images not in ("dicom", "npy"):
         raise InputError("--images", f"must be dicom or npy, got {images!r}")
+    assign_splits([], val_fraction, test_fraction)  # checks the fractions before any work
     studies_root = StudyRoot(root)
     out = Path(out)
     if out.resolve() == studies_root.root or studies_root.root in out.resolve().parents:
