@@ -11,6 +11,7 @@ const MEASURES = ["dural_sac_area_mm2", "disc_area_mm2", "dural_sac_ap_mm", "dis
 
 const axial = new AxialViewer($("axial"));
 const sag = new SagittalViewer($("sagittal"));
+window.lgReview = { axial, sag }; // for scripted use (the browser tests) and debugging
 const images = new Map(); // SOPInstanceUID -> {data, rows, cols}
 let detail = null;
 let current = null; // level, e.g. "L4/L5"
@@ -147,7 +148,8 @@ function gradesForm(rec) {
     const by = reader();
     if (!by || !confirmSigned()) return;
     const grades = {};
-    for (const s of form.querySelectorAll("select")) grades[s.name] = s.value || null;
+    for (const s of form.querySelectorAll("select")) if ((given[s.name] || "") !== s.value) grades[s.name] = s.value || null;
+    if (!Object.keys(grades).length) { message("Your grades are as saved: nothing to change."); return; }
     await change(() => sendJSON(`/api/studies/${encodeURIComponent(sid)}/levels/${info(current).id}/grades`, "PUT", { by, grades }),
       "Saving the reader's grades…", `${current}: your grades are saved.`);
   });
@@ -208,14 +210,16 @@ async function loadSagittal() {
 }
 
 async function selectLevel(level, force = false) {
-  if (busy) return;
+  if (busy && !force) return;
   if (!force && level !== current && axial.dirty && !confirm(`Discard your unsaved edits of ${current}?`)) return;
   current = level;
   history.replaceState(null, "", `#${level.replace("/", "-")}`);
   renderSummary();
   renderDetails();
   sag.select(level);
+  delete document.body.dataset.level;
   await showLevel();
+  document.body.dataset.level = level; // the level whose pictures are shown (for scripts and tests)
   updateButtons();
 }
 

@@ -95,6 +95,7 @@ export class AxialViewer {
     const [lo, hi] = percentiles(image, 1, 99);
     this.auto = [Math.max(hi - lo, 1e-3), (hi + lo) / 2];
     if (!this.wl) this.wl = this.auto.slice();
+    if (this.onwindow) this.onwindow(this.wl[0], this.wl[1]);
     this._renderGrey();
     this._renderOverlay();
     this.resetView();
