@@ -55,9 +55,14 @@ class LevelResult:
 
     def label_map(self) -> np.ndarray:
         """uint8 [rows, cols]: 1 dural sac, 2 disc, 3/4 facet left/right, 5/6 foramen left/right
-        (boxes filled, drawn under the masks)."""
+        (boxes filled, or the regions a reader drew (``reader_regions``, set by
+        :func:`lumbargrade.regrade.recompute_level`), under the masks)."""
         lab = np.zeros(self.image.shape, dtype=np.uint8)
+        regions = getattr(self, "reader_regions", None)
         for name, value in (("facet_left", 3), ("facet_right", 4), ("foramen_left", 5), ("foramen_right", 6)):
+            if regions:
+                lab[np.asarray(regions[name], bool)] = value
+                continue
             b = self.boxes.get(name)
             if b:
                 lab[b[0]:b[2], b[1]:b[3]] = value

@@ -264,17 +264,9 @@ def recompute_level(
 
 
 def level_label_map(lv: Any) -> np.ndarray:
-    """uint8 label map of a level: the reader's facet / foramen regions when it has them (see
-    :func:`recompute_level`), else the pipeline's (:meth:`LevelResult.label_map`)."""
-    regions = getattr(lv, "reader_regions", None)
-    if not regions:
-        return lv.label_map().astype(np.uint8)
-    lab = np.zeros(lv.image.shape, np.uint8)
-    for name in ("facet_left", "facet_right", "foramen_left", "foramen_right"):  # precedence
-        lab[np.asarray(regions[name], bool)] = REGION_LABELS[name]
-    lab[lv.disc_mask] = 2
-    lab[lv.sac_mask] = 1
-    return lab
+    """uint8 label map of a level (:meth:`LevelResult.label_map`: the reader's facet / foramen
+    regions when it has them, see :func:`recompute_level`)."""
+    return lv.label_map().astype(np.uint8)
 
 
 def _analysis_config(cfg: dict[str, Any]) -> Any:

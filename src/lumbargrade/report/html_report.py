@@ -498,14 +498,7 @@ def browser_views(result: Any, sag_img: Any, sag_geom: Any, report: dict[str, An
     from .overlays import window
     from .views import axial_view, png_gray, sagittal_view
 
-    try:
-        from ..regrade import level_label_map
-    except ImportError:  # pragma: no cover
-        level_label_map = None
-    levels = {}
-    for lv in result.levels:
-        lab = level_label_map(lv) if level_label_map else lv.label_map()
-        levels[lv.level] = axial_view(lv.image, lab, lv.geometry, lv.boxes)
+    levels = {lv.level: axial_view(lv.image, lv.label_map(), lv.geometry, lv.boxes) for lv in result.levels}
     sag = None
     if sag_img is not None:
         sag = sagittal_view(sag_img, sag_geom, _landmark_points(report),

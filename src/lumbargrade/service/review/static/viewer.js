@@ -157,12 +157,13 @@ export class AxialViewer {
     ctx.putImageData(im, 0, 0);
   }
 
-  // The box [r0, r1, c0, c1] the view opens on: the masks with a margin, else the whole slice.
+  // The box [r0, r1, c0, c1] the view opens on: every labelled region with a margin, else the
+  // whole slice.
   _maskBox() {
     let r0 = Infinity, r1 = -1, c0 = Infinity, c1 = -1;
     if (this.labels) {
       for (let i = 0; i < this.labels.length; i++) {
-        if (this.labels[i] !== 1 && this.labels[i] !== 2) continue;
+        if (!this.labels[i]) continue;
         const r = Math.floor(i / this.cols), c = i % this.cols;
         if (r < r0) r0 = r; if (r > r1) r1 = r; if (c < c0) c0 = c; if (c > c1) c1 = c;
       }
