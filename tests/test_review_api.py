@@ -246,3 +246,45 @@ def test_a_study_whose_images_moved_is_read_only(client, root):
     assert client.get(d["levels"][0]["picture_url"]).headers["content-type"] == "image/png"
     r = client.post(f"/api/studies/{sid}/signoff", json={"by": "Dr Test"})
     assert r.status_code == 409 and "not reachable" in r.json()["error"]
+
+
+def test_review_command_token_port_and_errors(root, monkeypatch, capsys):
+    import socket
+
+    import lumbargrade.service.review.app as app_mod
+    from lumbargrade.cli import main
+
+    seen = {}
+    monkeypatch.setattr(app_mod, "serve", lambda *a, **k: seen.update(k, root=a[0]))
+    monkeypatch.setenv("LUMBARGRADE_REVIEW_TOKEN", "from-the-environment-0123")
+    assert main(["review", str(root), "--port", "9999"]) == 0
+    assert seen["token"] == "from-the-environment-0123" and seen["port"] == 9999 and seen["host"] == "127.0.0.1"
+    assert main(["review", str(root), "--token", "given-on-the-command-line"]) == 0
+    assert seen["token"] == "given-on-the-command-line"
+    monkeypatch.delenv("LUMBARGRADE_REVIEW_TOKEN")
+    assert main(["review", str(root)]) == 0 and seen["token"] is None  # serve() draws a random one
+    monkeypatch.undo()
+    busy = socket.socket()
+    busy.bind(("127.0.0.1", 0))
+    busy.listen(1)
+    try:
+        cases = [
+            ["review", str(root), "--token", "short"],
+            ["review", str(root), "--port", str(busy.getsockname()[1]), "--token", TOKEN],
+            ["review", str(root / "missing"), "--token", TOKEN],
+            ["review", str(next(p for p in root.iterdir() if p.is_dir())), "--token", TOKEN],  # one study
+            ["review", "export"],
+        ]
+        for argv in cases:
+            assert main(argv) == 2, argv
+            err = capsys.readouterr().err.strip()
+            assert err.startswith("lumbargrade: error:") and "\n" not in err, err
+    finally:
+        busy.close()
+
+
+def test_new_tokens_are_random_and_long():
+    from lumbargrade.service.review.app import new_token
+
+    a, b = new_token(), new_token()
+    assert a != b and len(a) >= 40

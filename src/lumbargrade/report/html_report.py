@@ -394,7 +394,7 @@ def render_html(
         parts.append(_grade_line(rec))
         figs = ['<div class="figs">']
         if view is not None:
-            data["levels"][level] = {k: view[k] for k in ("labels", "size", "spacing", "edges")}
+            data["levels"][level] = {k: view[k] for k in ("labels", "size", "crop", "spacing", "edges")}
             img = _img_tag(view["png"], level + " axial slice").replace(
                 "<img ", f'<img class="lg-axial" data-level="{_e(level)}" ', 1)
             figs.append(
