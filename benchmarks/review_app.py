@@ -15,7 +15,9 @@ Chromium (Debian ``chromium``) with Playwright, headless:
 * **edit**: a brush stroke along the dural sac of L4/L5, then from the click on "Save and regrade"
   until the page shows the regraded level (measurements, boxes, grades recomputed, SEG, SR and HTML
   rewritten, the old version moved to history/), ``K`` (default 3) edits per study; also the PUT
-  request alone (the server's share), from the browser's resource timing.
+  request alone (the server's share), from the browser's resource timing, and the CPU seconds the
+  server process and its children used (``/proc``), which other load on the machine changes less
+  than wall time.
 
 Prints a table and writes JSON (default ``benchmarks/results/review_app.json``) with the CPU model,
 core count, load average before and after, and a pure-Python reference loop (the same VM is not
@@ -88,6 +90,26 @@ def cohort(n: int, seed: int) -> Path:
     return out
 
 
+def tree_cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) used so far by process ``pid`` and its children (Linux /proc):
+    the server's work, less sensitive than wall time to other load on the machine."""
+    total, todo, seen = 0.0, [pid], set()
+    tick = os.sysconf("SC_CLK_TCK")
+    while todo:
+        p = todo.pop()
+        if p in seen:
+            continue
+        seen.add(p)
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / tick
+            for task in Path(f"/proc/{p}/task").iterdir():
+                todo += [int(c) for c in (task / "children").read_text().split()]
+        except (OSError, ValueError, IndexError):
+            continue
+    return total
+
+
 def start_server(root: Path) -> tuple[subprocess.Popen, str, float]:
     t0 = time.perf_counter()
     proc = subprocess.Popen([sys.executable, "-m", "lumbargrade", "review", str(root), "--port", "0",
@@ -125,7 +147,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     proc, base, t_start = start_server(root)
     res: dict[str, Any] = {"machine": info, "studies": args.studies, "edits_per_study": args.edits,
                            "server_start_s": round(t_start, 3), "open_first_s": [], "open_again_s": [],
-                           "edit_s": [], "edit_put_s": [], "first_edit_s": None}
+                           "edit_s": [], "edit_put_s": [], "edit_server_cpu_s": [], "open_server_cpu_s": [],
+                           "first_edit_s": None}
     chromium = shutil.which("chromium") or "/usr/bin/chromium"
     try:
         time.sleep(args.warm_up_s)  # let the server's warm-up (models, writers) finish, as it would in use
@@ -140,10 +163,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             ids = [r.get_attribute("data-id") for r in page.locator("#worklist tbody tr").all()]
             for key in ("open_first_s", "open_again_s"):
                 for sid in ids:
+                    c = tree_cpu_s(proc.pid)
                     t = time.perf_counter()
                     page.goto(f"{base}/study/{sid}#L4-L5")
                     page.wait_for_selector("body[data-level='L4/L5']")
                     res[key].append(round(time.perf_counter() - t, 3))
+                    res["open_server_cpu_s"].append(round(tree_cpu_s(proc.pid) - c, 3))
             for sid in ids:
                 page.goto(f"{base}/study/{sid}#L4-L5")
                 page.wait_for_selector("body[data-level='L4/L5']")
@@ -155,6 +180,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     page.mouse.down()
                     page.mouse.move(*b, steps=8)
                     page.mouse.up()
+                    c = tree_cpu_s(proc.pid)
                     t = time.perf_counter()
                     page.click("#save")
                     page.wait_for_selector("#messages .msg:has-text('saved and regraded')")
@@ -165,6 +191,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     else:
                         res["edit_s"].append(dt)
                         res["edit_put_s"].append(round(page.evaluate(PUT_TIME), 3))
+                        res["edit_server_cpu_s"].append(round(tree_cpu_s(proc.pid) - c, 3))
                     page.evaluate("document.getElementById('messages').replaceChildren()")
             browser.close()
     finally:
@@ -174,9 +201,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         except subprocess.TimeoutExpired:
             proc.kill()
         shutil.rmtree(work, ignore_errors=True)
-    for key in ("open_first_s", "open_again_s", "edit_s", "edit_put_s"):
+    for key in ("open_first_s", "open_again_s", "edit_s", "edit_put_s", "edit_server_cpu_s", "open_server_cpu_s"):
         vals = res[key]
-        res[key.replace("_s", "_median_s")] = round(statistics.median(vals), 3) if vals else None
+        res[key[: -len("_s")] + "_median_s"] = round(statistics.median(vals), 3) if vals else None
     info["loadavg_at_end"] = [round(v, 2) for v in os.getloadavg()]
     info["python_loop_1e7_s_at_end"] = loop_s()
     return res
@@ -194,6 +221,8 @@ def table(res: dict[str, Any]) -> str:
         f"first edit after start (save -> regraded page): {res['first_edit_s']} s",
         f"edit, save -> regraded page (median):   {res['edit_median_s']} s   (target 2 s)",
         f"  of which the PUT request (server):    {res['edit_put_median_s']} s",
+        f"server CPU time (user + system, with its drawing process): per edit {res['edit_server_cpu_median_s']} s, "
+        f"per page opened {res['open_server_cpu_median_s']} s",
     ]
     return "\n".join(lines)
 

@@ -93,8 +93,8 @@ def test_sign_off_writes_a_new_verified_sr_and_keeps_the_old(analysis):
     with pytest.raises(InputError, match="already signed"):
         sign_off(out, by="Someone Else")
     # a change after signing withdraws the signature; the history keeps it
-    from PIL import Image
     import numpy as np
+    from PIL import Image
 
     lab = np.asarray(Image.open(out / "levels" / "L4-L5" / "labels.png")).copy()
     lab[40:44, 30:34] = 1
