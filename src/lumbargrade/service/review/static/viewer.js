@@ -17,9 +17,9 @@ const COLOR = Object.fromEntries(LABELS.map((l) => [l.value, l.color]));
 
 function percentiles(data, lo, hi) {
   const step = Math.max(1, Math.floor(data.length / 50000));
-  const s = [];
-  for (let i = 0; i < data.length; i += step) if (isFinite(data[i])) s.push(data[i]);
-  s.sort((a, b) => a - b);
+  const picked = [];
+  for (let i = 0; i < data.length; i += step) if (isFinite(data[i])) picked.push(data[i]);
+  const s = Float64Array.from(picked).sort(); // a typed array sorts numerically, and fast
   if (!s.length) return [0, 1];
   const at = (p) => s[Math.min(s.length - 1, Math.max(0, Math.round((p / 100) * (s.length - 1))))];
   return [at(lo), at(hi)];
@@ -72,6 +72,7 @@ export class AxialViewer {
     this.undoStack = [];
     this.redoStack = [];
     this.touched = new Set(); // labels painted or erased since load
+    this.userWindow = false; // true once the reader set the window: kept across levels
     this.onedit = null; // () => void, after each stroke / undo / redo
     this.onwindow = null; // (width, level) => void
     this.cursor = null;
@@ -94,7 +95,7 @@ export class AxialViewer {
     this.touched = new Set();
     const [lo, hi] = percentiles(image, 1, 99);
     this.auto = [Math.max(hi - lo, 1e-3), (hi + lo) / 2];
-    if (!this.wl) this.wl = this.auto.slice();
+    if (!this.wl || !this.userWindow) this.wl = this.auto.slice(); // a reader's window is kept
     if (this.onwindow) this.onwindow(this.wl[0], this.wl[1]);
     this._renderGrey();
     this._renderOverlay();
@@ -107,7 +108,8 @@ export class AxialViewer {
     return false;
   }
 
-  setWindow(width, level) {
+  setWindow(width, level, byUser = true) {
+    this.userWindow = byUser;
     this.wl = [Math.max(width, 1e-3), level];
     this._renderGrey();
     this.draw();
@@ -115,7 +117,7 @@ export class AxialViewer {
   }
 
   autoWindow() {
-    this.setWindow(this.auto[0], this.auto[1]);
+    this.setWindow(this.auto[0], this.auto[1], false);
   }
 
   setShow(value, on) {
