@@ -112,7 +112,8 @@ def test_no_path_leads_out_of_root(client, path):
 
 def test_files_of_a_study_are_a_fixed_list_and_links_out_are_refused(client, root, tmp_path):
     sid, d = _first(client)
-    assert client.get(f"/api/studies/{sid}/files/report.html").status_code == 200
+    page = client.get(f"/api/studies/{sid}/files/report.html")
+    assert page.status_code == 200 and "sandbox allow-scripts" in page.headers["content-security-policy"]
     assert client.get(f"/api/studies/{sid}/files/sr.dcm").headers["content-type"] == "application/dicom"
     for name in ("config.json", "..%2Fbatch_log.jsonl", "levels%2FL4-L5%2Flabels.png", "history"):
         assert client.get(f"/api/studies/{sid}/files/{name}").status_code == 404, name

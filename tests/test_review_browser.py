@@ -187,6 +187,10 @@ def test_review_a_study_in_the_browser(browser, server, root, tmp_path):
         lines = zf.read("lumbargrade-cohort/manifest.csv").decode().strip().splitlines()
     row = dict(zip(lines[0].split(","), lines[1].split(",")))
     assert len(lines) == 2 and row["level"] == "L4/L5" and row["central_canal"] == "3" and row["signed"] == "1"
+    # the study's report.html, served by the app (sandboxed), draws its overlays
+    page.goto(server.split("/?")[0] + f"/api/studies/{sid}/files/report.html")
+    page.wait_for_function("document.querySelectorAll('section.level figure canvas').length >= 10")
+    assert "Signed by" in page.inner_text("body")
     assert not errors, errors
 
 

@@ -210,6 +210,10 @@ async def study_file(request: Request) -> Response:
         headers = {}
         if name.endswith(".dcm"):
             headers["Content-Disposition"] = f'attachment; filename="{sid}_{name}"'
+        if name == "report.html":  # self-contained: its own inline style and script, sandboxed
+            headers["Content-Security-Policy"] = (
+                "default-src 'none'; img-src data:; style-src 'unsafe-inline'; "
+                "script-src 'unsafe-inline'; sandbox allow-scripts")
         return FileResponse(p, media_type=media, headers=headers)
 
     return await _guarded(work)
