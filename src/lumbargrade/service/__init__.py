@@ -1,1 +1,1 @@
-"""Long-running services around the analysis: the review web app (:mod:`.review`)."""
+"""Long-running services around the analysis, one module or package each (e.g. :mod:`.review`)."""
