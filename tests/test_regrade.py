@@ -199,3 +199,102 @@ def test_bad_input_is_one_line_exit_2(analysis, tmp_path, capsys):
         err = capsys.readouterr().err.strip()
         assert err.startswith("lumbargrade: error:") and "\n" not in err
     assert not (out / "history").exists()  # nothing was changed
+
+
+def _labels(out: Path, level: str = "L4-L5") -> np.ndarray:
+    from PIL import Image
+
+    return np.asarray(Image.open(out / "levels" / level / "labels.png")).copy()
+
+
+def test_reader_regions_are_kept_and_the_boxes_follow_them(analysis):
+    from lumbargrade.regrade import regrade
+
+    out, result, pack = analysis
+    lab = _labels(out)
+    lab[lab >= 3] = 0
+    lab[50:60, 48:62] = 3  # the reader's facet left region (under nothing)
+    lab[50:58, 2:12] = 4
+    lab[26:34, 44:56] = 5
+    new = regrade(out, LEVEL, labels=lab, by="Jane Doe", regions="reader")
+    rec = next(r for r in new["levels"] if r["level"] == LEVEL)
+    assert rec["regions_source"] == "reader"
+    assert rec["boxes"] == {"facet_left": [50, 48, 60, 62], "facet_right": [50, 2, 58, 12],
+                            "foramen_left": [26, 44, 34, 56]}  # no foramen right drawn: no box
+    saved = _labels(out)
+    np.testing.assert_array_equal(saved == 3, lab == 3)
+    np.testing.assert_array_equal(saved == 1, lab == 1)
+    # a later sac edit keeps the reader's regions when asked to, and the rule's boxes otherwise
+    lab2 = saved.copy()
+    lab2[lab2 == 1] = 0
+    lab2[ellipse(lab2.shape, (42, 32), (6, 9)) & (lab2 == 0)] = 1
+    again = regrade(out, LEVEL, labels=lab2, by="Jane Doe", regions="reader")
+    assert next(r for r in again["levels"] if r["level"] == LEVEL)["boxes"]["facet_left"] == [50, 48, 60, 62]
+    rule = regrade(out, LEVEL, labels=lab2, by="Jane Doe")
+    rec3 = next(r for r in rule["levels"] if r["level"] == LEVEL)
+    assert "regions_source" not in rec3 and rec3["boxes"]["facet_left"] != [50, 48, 60, 62]
+
+
+def test_reslice_moves_the_landmark_to_another_axial_slice(analysis):
+    from lumbargrade.io import read_study
+    from lumbargrade.modelpack import default_pack_path
+    from lumbargrade.regrade import reslice
+
+    out, result, pack = analysis
+    report = json.loads((out / "report.json").read_text())
+    rec = next(r for r in report["levels"] if r["level"] == LEVEL)
+    config = json.loads((out / "config.json").read_text())
+    study = read_study(config["input"])
+    sag = next(s for s in study.series if s.plane == "sagittal")
+    sag_geom = max(sag.blocks, key=len).slices[2].geometry
+    axial = study.find("axial_t2")
+    block = next(b for b in axial.blocks if any(s.sop_instance_uid == rec["axial_sop_instance_uid"] for s in b.slices))
+    target = next(s for s in block.slices if s.sop_instance_uid != rec["axial_sop_instance_uid"])
+    g = target.geometry
+    centre = g.pixel_to_patient(np.array([(g.rows - 1) / 2, 32.0]))  # on the midline (x = 0)
+    row, col, dist = sag_geom.patient_to_pixel(centre)
+    assert abs(dist) < 1.0  # the sagittal plane is 0.4 mm off this pixel centre
+    new = reslice(out, LEVEL, row=row, col=col, by="Jane Doe", models=default_pack_path())
+    rec2 = next(r for r in new["levels"] if r["level"] == LEVEL)
+    assert rec2["axial_sop_instance_uid"] == target.sop_instance_uid
+    assert rec2["slice_choice"]["method"] == "reader" and abs(rec2["slice_choice"]["distance_mm"]) < 0.01
+    assert rec2["regraded"]["by"] == "Jane Doe" and "landmark" in new["history"][-1]["reason"]
+    assert new["sagittal"]["landmarks"][LEVEL]["moved_by"] == "Jane Doe"
+    assert new["sagittal"]["landmarks"][LEVEL]["row"] == pytest.approx(row, abs=0.01)
+    assert (out / new["history"][-1]["previous"] / "report.json").is_file()
+    # the SEG now references the new slice
+    import highdicom as hd
+
+    inst = next(i for i in new["dicom"]["seg"]["instances"] if LEVEL in i["levels"])
+    seg = hd.seg.segread(out / inst["file"])
+    refs = {str(r.ReferencedSOPInstanceUID) for s in seg.ReferencedSeriesSequence for r in s.ReferencedInstanceSequence}
+    assert target.sop_instance_uid in refs
+    # the same slice again: nothing changes
+    n = len(new["history"])
+    assert len(reslice(out, LEVEL, row=row, col=col, by="Jane Doe", models=default_pack_path())["history"]) == n
+    # outside the sagittal slice: refused with one line
+    from lumbargrade.errors import InputError
+
+    with pytest.raises(InputError, match="outside the sagittal slice"):
+        reslice(out, LEVEL, row=-50, col=col, by="Jane Doe", models=default_pack_path())
+
+
+def test_a_moved_study_is_found_with_sources(analysis, tmp_path):
+    from lumbargrade.errors import InputError
+    from lumbargrade.regrade import load_analysis, study_source
+
+    out, result, pack = analysis
+    config = json.loads((out / "config.json").read_text())
+    src = Path(config["input"])
+    moved = tmp_path / "elsewhere"
+    moved.mkdir()
+    src.rename(moved / src.name)
+    try:
+        assert study_source(out, config) is None
+        assert study_source(out, config, sources=moved) == moved / src.name
+        with pytest.raises(InputError, match="not there any more"):
+            load_analysis(out, pack=pack)
+        an = load_analysis(out, pack=pack, sources=moved)
+        assert an.source == moved / src.name and len(an.result.levels) == 3
+    finally:
+        (moved / src.name).rename(src)

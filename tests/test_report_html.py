@@ -39,8 +39,8 @@ def test_one_section_per_level_with_decodable_images(analysis):
     sections = re.findall(r'<section class="level" id="level-([A-Z0-9-]+)"', html)
     assert sections == [lv.replace("/", "-") for lv in LEVELS]
     imgs = _images(html)
-    assert len(imgs) == 2 * len(LEVELS)  # axial + sagittal per level
-    assert all(im.width > 100 and im.height > 100 for im in imgs)
+    assert len(imgs) == len(LEVELS) + 1  # one axial picture per level, one sagittal for the study
+    assert all(im.width >= 32 and im.height >= 32 for im in imgs)
     assert (
         "http://" not in html.replace("http://www.w3.org", "") and "https://" not in html
     )  # self-contained
@@ -99,7 +99,7 @@ def test_missing_sagittal_gives_a_note_not_a_failure(tmp_path, analysis):
     out, result, report = analysis
     rep = dict(report, sagittal=None)
     html = write_html(result, tmp_path, rep).read_text()
-    assert len(_images(html)) == len(LEVELS)
+    assert len(_images(html)) == len(LEVELS) and 'id="lg-sag"' not in html
     assert "no sagittal picture" in html
     assert not list((tmp_path / "overlays").glob("*_sagittal.png"))
 
@@ -161,3 +161,26 @@ def test_png_pictures_keep_greys_within_one_level_and_overlay_colours_exact():
     for c in (COLORS["dural_sac"], COLORS["disc"], COLORS["facet"]):
         where = (a == c).all(-1)
         assert where.any() and (b[where] == c).all()
+
+
+def test_the_page_carries_each_label_map_exactly(analysis):
+    """The overlays are drawn in the browser from run lengths embedded in the page: they decode to
+    the label map written beside it, over the picture's window."""
+    from PIL import Image
+
+    out, result, report = analysis
+    html = (out / "report.html").read_text()
+    text = re.search(r'<script type="application/json" id="lg-data">(.*?)</script>', html, re.S).group(1)
+    data = json.loads(text.replace("<\\/", "</"))
+    assert set(data["levels"]) == set(LEVELS)
+    for rec in report["levels"]:
+        d = data["levels"][rec["level"]]
+        rle = np.asarray(d["labels"]).reshape(-1, 2)
+        decoded = np.repeat(rle[:, 0], rle[:, 1]).astype(np.uint8).reshape(d["size"])
+        r0, r1, c0, c1 = d["crop"]
+        lab = np.asarray(Image.open(out / rec["label_map"]))
+        np.testing.assert_array_equal(decoded, lab[r0:r1, c0:c1])
+        assert (decoded == 1).any() and (decoded == 2).any()
+        assert d["edges"] == {"left": "R", "right": "L", "top": "A", "bottom": "P"}
+    sag = data["sagittal"]
+    assert set(sag["landmarks"]) == set(LEVELS) and set(sag["lines"]) <= set(LEVELS)

@@ -54,7 +54,7 @@ def analyze_one(study_path: str | Path, out: str | Path, pack: Any, config: Any,
     result = analyze_study(study, pack, config)
     result.uid_seed = uid_seed
     result.timings_s = {"reading_headers": t_read, **result.timings_s}
-    resolved = {"analysis": config.to_dict(), "model_pack": str(pack.path), "input": str(study_path),
+    resolved = {"analysis": config.to_dict(), "model_pack": str(pack.path), "input": str(Path(study_path).resolve()),
                 "runtime": {"requested": getattr(pack, "runtime", None),
                             "components": pack.runtimes() if hasattr(pack, "runtimes") else {},
                             "onnxruntime_threads": _runtime_threads()}}

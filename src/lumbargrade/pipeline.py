@@ -61,6 +61,7 @@ class LevelResult:
     boxes_source: str | None = None  # 'image', 'fitted' or 'paper'
     box_candidates: dict[str, dict[str, list[int]]] = field(default_factory=dict)  # every source's boxes
     view: Any = None  # lumbargrade.io.orientation.AxialView (canonical view of the slice)
+    regions_source: str | None = None  # 'reader' when a reader drew the regions (lumbargrade.regrade)
 
     def __post_init__(self) -> None:
         if self.view is None:
@@ -77,6 +78,12 @@ class LevelResult:
         """A stored-grid array in the canonical view (anterior at the top, patient left on the right)."""
         return None if arr is None else self.view.to_canonical(arr)
 
+    def canonical_geometry(self) -> SliceGeometry:
+        """The geometry of the canonical view's pixel grid (the same slice stored as ``+x+y``)."""
+        from .io.orientation import restore
+
+        return restore(np.zeros(self.image.shape, np.uint8), self.geometry, "+x+y")[1]
+
     def canonical_boxes(self) -> dict[str, list[int]]:
         shape = self.image.shape
         return {k: self.view.box_to_canonical(b, shape) for k, b in (self.boxes or {}).items() if b}
@@ -87,8 +94,8 @@ class LevelResult:
 
     def label_map(self) -> np.ndarray:
         """uint8 [rows, cols] (the stored grid): 1 dural sac, 2 disc, 3/4 facet left/right, 5/6
-        foramen left/right (the image localiser's regions; without them the boxes, filled), sac and
-        disc drawn over them."""
+        foramen left/right (the image localiser's or a reader's regions; without them the boxes,
+        filled), sac and disc drawn over them."""
         lab = np.zeros(self.image.shape, dtype=np.uint8)
         if self.regions is not None:
             lab[:] = np.where(np.isin(self.regions, (3, 4, 5, 6)), self.regions, 0)

@@ -21,7 +21,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-__all__ = ["MEASUREMENT_CODES", "segment_frames", "write_sr"]
+__all__ = ["MEASUREMENT_CODES", "reader_grades", "segment_frames", "write_sr"]
 
 #: report.json measurement key -> (code name, UCUM unit name).
 MEASUREMENT_CODES: dict[str, tuple[str, str]] = {
@@ -93,6 +93,12 @@ def _write_sr(
     uids = uids or {}
     dicom = report.setdefault("dicom", {})
     warnings = dicom.setdefault("warnings", [])
+    previous = []  # the SR this one replaces (a regrade or sign-off writes over a copy of it)
+    if (folder / "sr.dcm").is_file():
+        try:
+            previous = [pydicom.dcmread(folder / "sr.dcm", stop_before_pixels=True)]
+        except Exception:  # an unreadable old SR is not referenced, and not a reason to stop
+            previous = []
     (folder / "sr.dcm").unlink(missing_ok=True)
     sw = report.get("software", {}) or {}
     pack_label = str(getattr(pack, "label", None) or sw.get("model_pack") or "none")
@@ -181,11 +187,13 @@ def _write_sr(
         m = lv.measurements or {}
         level_site = hd.sr.FindingSite(lc.level_disc_site(lv.level))
         central = (lv.findings or {}).get("central_canal") or {}
+        reader = reader_grades(rec_by_level.get(lv.level) or {})
         evals = []
-        if central.get("grade"):
+        central_grade = reader.get("central_canal") or central.get("grade")
+        if central_grade:
             evals.append(
                 hd.sr.QualitativeEvaluation(
-                    lc.code("LG020"), lc.central_grade_code(central["grade"])
+                    lc.code("LG020"), lc.central_grade_code(central_grade)
                 )
             )
         # the plausibility gate's verdict (the reasons are in report.json and report.html)
@@ -227,11 +235,10 @@ def _write_sr(
                         unit=codes.UCUM.NoUnits,
                     )
                 )
-            if f.get("label"):
+            label = reader.get(key) or f.get("label")
+            if label:
                 evals.append(
-                    hd.sr.QualitativeEvaluation(
-                        lc.code(eval_code), lc.binary_label_code(f["label"])
-                    )
+                    hd.sr.QualitativeEvaluation(lc.code(eval_code), lc.binary_label_code(label))
                 )
             site = lc.code("LG023" if box == "foramen" else "LG024")
             lat = codes.SCT.Left if side == "left" else codes.SCT.Right
@@ -257,9 +264,14 @@ def _write_sr(
             model_name=pack_label[:64],
         ),
     )
+    signed = report.get("signed") or None
     editors = sorted(
-        {r["regraded"].get("by", "") for r in rec_by_level.values() if r.get("regraded")} - {""}
+        ({r["regraded"].get("by", "") for r in rec_by_level.values() if r.get("regraded")}
+         | {(r.get("reader") or {}).get("by", "") for r in rec_by_level.values()})
+        - {""}
     )
+    if signed:  # the person observer is the reader who signed
+        editors = [e for e in editors if e != signed["by"]] + [signed["by"]]
     person = None
     if editors:
         person = hd.sr.ObserverContext(
@@ -300,10 +312,15 @@ def _write_sr(
         instance_number=1,
         manufacturer="lumbargrade",
         is_complete=True,
-        is_final=False,
-        is_verified=False,
+        is_final=bool(signed),
+        is_verified=bool(signed),
+        verifying_observer_name=person_name(signed["by"]) if signed else None,
+        verifying_organization=(signed.get("organization") or "") if signed else None,
+        previous_versions=previous or None,
         series_description="lumbargrade measurement report",
     )
+    if signed and signed.get("when"):
+        sr.VerifyingObserverSequence[0].VerificationDateTime = _dicom_datetime(signed["when"])
     if shell is not content:
         for tag, value in content[0].items():
             sr[tag] = value
@@ -315,8 +332,29 @@ def _write_sr(
         "file": "sr.dcm",
         "sop_instance_uid": str(sr.SOPInstanceUID),
         "series_instance_uid": str(sr.SeriesInstanceUID),
+        "verification": "VERIFIED" if signed else "UNVERIFIED",
     }
+    if previous:
+        dicom["sr"]["replaces_sop_instance_uid"] = str(previous[0].SOPInstanceUID)
     return path
+
+
+def reader_grades(rec: dict[str, Any]) -> dict[str, str]:
+    """The grades a reader gave for one level's record (``rec["reader"]["grades"]``), without the
+    findings the reader left to the models."""
+    grades = (rec.get("reader") or {}).get("grades") or {}
+    return {k: v for k, v in grades.items() if v}
+
+
+def _dicom_datetime(iso: str) -> str:
+    """An ISO 8601 time (``2026-01-02T03:04:05+00:00``) as a DICOM DT (``20260102030405+0000``)."""
+    import datetime as _dt
+
+    t = _dt.datetime.fromisoformat(iso)
+    text = t.strftime("%Y%m%d%H%M%S")
+    if t.utcoffset() is not None:
+        text += t.strftime("%z")
+    return text
 
 
 def write_sr(result: Any, folder: str | Path, report: dict[str, Any], pack: Any = None):

@@ -1,5 +1,11 @@
-"""``report.html``: one self-contained page (pictures embedded as base64 PNG) a radiologist can read
-on a phone or print, and ``overlays/<L4-L5>.png`` (axial) / ``overlays/<L4-L5>_sagittal.png``.
+"""``report.html``: one self-contained page a radiologist can read on a phone or print, and
+``overlays/<L4-L5>.png`` (axial) / ``overlays/<L4-L5>_sagittal.png`` (pictures for other uses).
+
+The page draws its overlays in the browser: per level one embedded picture (the axial slice,
+cropped around the masks) and its label map as run lengths, and one sagittal picture for the study
+with the landmarks and axial slice lines as coordinates (:mod:`lumbargrade.report.views`); a small
+inline script draws the dural sac, disc and facet / foramen regions over them, with switches and an
+opacity slider. Without JavaScript the plain pictures remain.
 
 :func:`write_html` has the extra-writer signature of :func:`lumbargrade.report.write_outputs`:
 ``write_html(result, folder, report)``.
@@ -16,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["draw_pictures", "prepare_html", "render_html", "sagittal_source", "write_html"]
+__all__ = ["browser_views", "draw_pictures", "prepare_html", "render_html", "sagittal_source", "write_html"]
 
 _FINDINGS = (
     ("foramen_left", "Foramen L"),
@@ -74,8 +80,13 @@ figcaption{font-size:.85em;color:#444}
 .rule{font-family:ui-monospace,Menlo,Consolas,monospace;background:#f6f6f6;padding:2px 4px}
 .level{page-break-inside:avoid;break-inside:avoid}
 .note{color:#555;font-style:italic}
+figure canvas{width:100%;height:auto;display:block;border:1px solid #999;background:#000}
+.lg-controls{position:sticky;top:0;background:#fff;padding:6px 0;z-index:2;font-size:.9em;border-bottom:1px solid #ddd}
+.lg-controls label{margin-right:10px;white-space:nowrap}
+.signed{border:2px solid #2a7a2a;background:#eaf6ea;padding:8px 12px;border-radius:6px}
+.reader{font-weight:bold}
 @media (max-width:600px){body{font-size:15px}th,td{padding:3px 4px}}
-@media print{body{font-size:11pt;padding:0}a{color:#000;text-decoration:none}
+@media print{body{font-size:11pt;padding:0}a{color:#000;text-decoration:none}.lg-controls{display:none}
  .level{page-break-before:always}figure{max-width:48%}.banner{border-width:1px}}
 """
 
@@ -167,12 +178,21 @@ def _banner(report: dict[str, Any]) -> str:
     )
 
 
-def _finding_cell(f: Any) -> str:
+def _finding_cell(f: Any, reader: str | None = None) -> str:
+    if reader:
+        model = (f or {}).get("label") or "-"
+        return (f'<td class="{_GRADE_CLASS.get(reader, "")}"><span class="reader">{_e(reader)}</span>'
+                f"<br><small>reader (model: {_e(model)})</small></td>")
     if not f or f.get("label") is None:
         return "<td>-</td>"
     cls = _GRADE_CLASS.get(f["label"], "")
     p = f.get("probability")
     return f'<td class="{cls}">{_e(f["label"])}<br><small>p={_num(p, 2)}</small></td>'
+
+
+def _reader(rec: dict[str, Any]) -> dict[str, str]:
+    grades = (rec.get("reader") or {}).get("grades") or {}
+    return {k: v for k, v in grades.items() if v}
 
 
 def _summary(report: dict[str, Any]) -> str:
@@ -181,18 +201,25 @@ def _summary(report: dict[str, Any]) -> str:
         c = rec.get("central_canal") or {}
         g = c.get("grade")
         tree = c.get("tree") or {}
+        reader = _reader(rec)
         anchor = "level-" + rec["level"].replace("/", "-")
+        if reader.get("central_canal"):
+            rg = reader["central_canal"]
+            central = (f'<td class="{_GRADE_CLASS.get(rg, "")}"><span class="reader">{_e(rg)}</span>'
+                       f"<br><small>reader (model: {_e(g or '-')})</small></td>")
+        else:
+            central = (f'<td class="{_GRADE_CLASS.get(g or "", "")}">{_e(g or "-")}'
+                       f"<br><small>{_e(c.get('grade_source') or '')}</small></td>")
         review = rec.get("needs_review")
         cells = [
             f'<td><a href="#{anchor}">{_e(rec["level"])}</a>'
-            + ('<br><small class="warn" title="' + _e("; ".join(rec.get("review_reasons") or [])) + '">needs review</small>'
-               if review else "") + "</td>",
-            f'<td class="{_GRADE_CLASS.get(g or "", "")}">{_e(g or "-")}'
-            f"<br><small>{_e(c.get('grade_source') or '')}</small></td>",
+            + ('<br><small class="warn" title="' + _e("; ".join(rec.get("review_reasons") or []))
+               + '">needs review</small>' if review else "") + "</td>",
+            central,
             f"<td>{_num(tree.get('ratio'))}<br><small>{_e(tree.get('ratio_name') or '')}</small></td>",
             f"<td>{_num((rec.get('measurements') or {}).get('dural_sac_area_mm2'))}</td>",
         ]
-        cells += [_finding_cell(rec.get(k)) for k, _ in _FINDINGS]
+        cells += [_finding_cell(rec.get(k), reader.get(k)) for k, _ in _FINDINGS]
         rows.append("<tr>" + "".join(cells) + "</tr>")
     head = (
         "<tr><th>Level</th><th>Central canal</th><th>Ratio</th><th>Dural sac mm²</th>"
@@ -283,15 +310,47 @@ def _grade_line(rec: dict[str, Any]) -> str:
     )
 
 
+def _signature(report: dict[str, Any]) -> str:
+    signed = report.get("signed")
+    if not signed:
+        return ('<p class="meta">Not signed: the results below are as computed (and as corrected, '
+                "where marked); no reader has signed them.</p>")
+    org = f" ({_e(signed['organization'])})" if signed.get("organization") else ""
+    return (f'<p class="signed" role="note">Signed by <b>{_e(signed.get("by"))}</b>{org} on '
+            f"{_e(signed.get('when'))}. Grades marked <i>reader</i> were given by the reader.</p>")
+
+
+#: The inline script that draws the overlays (a package file, embedded in every page).
+_SCRIPT_FILE = Path(__file__).with_name("html_overlay.js")
+
+_CONTROLS = (
+    '<div class="lg-controls" hidden>Show: '
+    '<label><input type="checkbox" data-show="1" checked> <span style="color:#00a8c8">&#9632;</span> dural sac</label>'
+    '<label><input type="checkbox" data-show="2" checked> <span style="color:#c8a000">&#9632;</span> disc</label>'
+    '<label><input type="checkbox" data-show="3,4" checked> <span style="color:#ff4646">&#9632;</span> facets</label>'
+    '<label><input type="checkbox" data-show="5,6" checked> <span style="color:#32c850">&#9632;</span> foramina</label>'
+    '<label><input type="checkbox" data-show="lines" checked> landmarks and slice lines</label>'
+    '<label>fill <input type="range" min="0" max="100" value="25" data-opacity></label></div>'
+)
+
+
+def _json_script(data: Any) -> str:
+    text = json.dumps(data, separators=(",", ":")).replace("</", "<\\/")
+    return f'<script type="application/json" id="lg-data">{text}</script>'
+
+
 def render_html(
-    report: dict[str, Any], pictures: dict[str, dict[str, Any]], notes: dict[str, str] | None = None
+    report: dict[str, Any], views: dict[str, Any], notes: dict[str, str] | None = None
 ) -> str:
-    """The page as a string. ``pictures[level] = {"axial": png bytes, "sagittal": png bytes or None}``;
-    ``notes[level]`` explains a missing sagittal picture."""
+    """The page as a string. ``views`` (:func:`browser_views`): ``{"levels": {level:
+    axial view}, "sagittal": sagittal view with its "png", or None}``; ``notes[level]`` explains a
+    missing sagittal picture."""
     notes = notes or {}
     defs = _definitions(report)
     sw = report.get("software") or {}
     now = _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    level_views = views.get("levels") or {}
+    sag = views.get("sagittal")
     parts = [
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
@@ -302,6 +361,7 @@ def render_html(
         f'<p class="meta">Study {_e(report.get("study_instance_uid") or "-")} · {_e(sw.get("name", "lumbargrade"))} '
         f"{_e(sw.get('version', ''))} · model pack {_e(sw.get('model_pack') or '-')} · page written {now}</p>",
         _banner(report),
+        _signature(report),
         "<h2>Summary</h2>",
         _summary(report),
         '<p class="meta">Central canal: normal / mild / moderate / severe (Schizas-based). Foramen (Lee) and facet '
@@ -314,22 +374,34 @@ def render_html(
             + "".join(f'<li class="warn">{_e(w)}</li>' for w in report["warnings"])
             + "</ul>"
         )
-    legend = (
-        '<p class="legend"><span style="background:#00dcff">dural sac</span><span style="background:#ffd200">disc</span>'
-        '<span style="background:#ff4646">facet box</span><span style="background:#3ce65a">foramen box</span>'
-        '<span style="background:#ff3cc8">landmark</span><span style="background:#ffa000">axial slice</span></p>'
-    )
+    if sag is not None:
+        sag_img_tag = _img_tag(sag["png"], "mid-sagittal slice").replace("<img ", '<img id="lg-sag" ', 1)
+        parts.append(
+            '<figure class="lg-sagittal-overview" style="max-width:360px">'
+            f"{sag_img_tag}"
+            "<figcaption>Mid-sagittal slice with the disc landmarks and the lines of the chosen axial "
+            "slices.</figcaption></figure>"
+        )
+    parts.append(_CONTROLS)
+    parts.append('<noscript><p class="note">The outlines of the dural sac, disc and facet / foramen '
+                 "regions are drawn by the page's script; with scripts off only the slices show.</p></noscript>")
+    data: dict[str, Any] = {"levels": {}, "sagittal": None}
+    if sag is not None:
+        data["sagittal"] = {k: sag[k] for k in ("shape", "spacing", "landmarks", "lines")}
     for rec in report.get("levels", []):
         level = rec["level"]
-        pics = pictures.get(level, {})
+        view = level_views.get(level)
         anchor = "level-" + level.replace("/", "-")
         sc = rec.get("slice_choice") or {}
         parts.append(f'<section class="level" id="{anchor}"><h2>{_e(level)}</h2>')
         parts.append(_grade_line(rec))
         figs = ['<div class="figs">']
-        if pics.get("axial"):
+        if view is not None:
+            data["levels"][level] = {k: view[k] for k in ("labels", "size", "crop", "spacing", "edges")}
+            img = _img_tag(view["png"], level + " axial slice").replace(
+                "<img ", f'<img class="lg-axial" data-level="{_e(level)}" ', 1)
             figs.append(
-                f"<figure>{_img_tag(pics['axial'], level + ' axial slice')}"
+                f"<figure>{img}"
                 f"<figcaption>Axial slice (SOPInstanceUID {_e(rec.get('axial_sop_instance_uid'))}); chosen by "
                 f"{_e(sc.get('method', '-'))}"
                 + (
@@ -337,29 +409,36 @@ def render_html(
                     if sc.get("distance_mm") is not None
                     else ""
                 )
-                + ". Patient's right on the image's left unless marked otherwise.</figcaption></figure>"
+                + ". The letters at the edges give the patient's side.</figcaption></figure>"
             )
-        if pics.get("sagittal"):
+        if sag is not None:
             figs.append(
-                f"<figure>{_img_tag(pics['sagittal'], level + ' sagittal slice')}"
+                f'<figure><canvas class="lg-sag" data-level="{_e(level)}"></canvas>'
                 "<figcaption>Mid-sagittal slice with the disc landmarks and the line of this level's axial "
                 "slice (orange; other levels grey).</figcaption></figure>"
             )
         figs.append("</div>")
         parts.append("".join(figs))
-        if not pics.get("sagittal") and notes.get(level):
+        if sag is None and notes.get(level):
             parts.append(f'<p class="note">{_e(notes[level])}</p>')
-        parts.append(legend)
         parts.append("<h3>Measurements</h3>" + _measurements_table(rec, defs))
         parts.append(
             "<h3>Central canal: the rule</h3>" + _tree_words(rec.get("central_canal") or {})
         )
         parts.append("<h3>CNN probabilities</h3>" + _cnn_table(rec))
+        reader = _reader(rec)
+        if reader:
+            r = rec.get("reader") or {}
+            parts.append(
+                f'<p class="warn">Grades given by the reader {_e(r.get("by"))} on {_e(r.get("when"))}: '
+                + ", ".join(f"{_e(k.replace('_', ' '))} <b>{_e(v)}</b>" for k, v in reader.items())
+                + ".</p>"
+            )
         if rec.get("regraded"):
             r = rec["regraded"]
             parts.append(
-                f'<p class="warn">Masks edited by {_e(r.get("by"))} on {_e(r.get("when"))}; measurements, boxes '
-                "and grades recomputed from the edited masks.</p>"
+                f'<p class="warn">Changed by {_e(r.get("by"))} on {_e(r.get("when"))} ({_e(r.get("source"))}); '
+                "measurements, boxes and grades recomputed.</p>"
             )
         if rec.get("needs_review"):
             parts.append(
@@ -389,12 +468,14 @@ def render_html(
         parts.append(
             "<h2>History</h2><ul>"
             + "".join(
-                f"<li>{_e(h.get('when'))}: {_e(h.get('level'))} regraded by {_e(h.get('by'))} ({_e(h.get('reason'))}); "
-                f"previous results in <code>{_e(h.get('previous'))}</code></li>"
+                f"<li>{_e(h.get('when'))}: {_e(h.get('level') or 'study')}: {_e(h.get('reason'))} "
+                f"by {_e(h.get('by'))}; previous results in <code>{_e(h.get('previous'))}</code></li>"
                 for h in report["history"]
             )
             + "</ul>"
         )
+    parts.append(_json_script(data))
+    parts.append(f"<script>{_SCRIPT_FILE.read_text(encoding='utf-8')}</script>")
     parts.append("</main></body></html>")
     return "\n".join(parts)
 
@@ -421,11 +502,29 @@ def draw_pictures(
     return out
 
 
+def browser_views(result: Any, sag_img: Any, sag_geom: Any, report: dict[str, Any]) -> dict[str, Any]:
+    """What the page draws from (see :func:`render_html`): per level the axial view
+    (:func:`lumbargrade.report.views.axial_view`) of its image and label map, and the sagittal view
+    with its 8-bit picture (``"png"``) when there is a sagittal slice."""
+    from .overlays import window
+    from .views import axial_view, png_gray, sagittal_view
+
+    # every level in its canonical view (radiological display), whatever the stored layout
+    levels = {lv.level: axial_view(lv.canonical(lv.image), lv.canonical(lv.label_map()), lv.canonical_geometry(),
+                                   lv.canonical_boxes()) for lv in result.levels}
+    sag = None
+    if sag_img is not None:
+        sag = sagittal_view(sag_img, sag_geom, _landmark_points(report),
+                            {lv.level: lv.geometry for lv in result.levels})
+        sag["png"] = png_gray(window(sag.pop("image")))
+    return {"levels": levels, "sagittal": sag}
+
+
 def prepare_html(result: Any, folder: str | Path, report: dict[str, Any]) -> tuple[dict, dict]:
     """Draw (in the drawing process) and write ``overlays/<L4-L5>.png`` (axial) and
-    ``overlays/<L4-L5>_sagittal.png`` (when a sagittal slice is available); returns
-    ``(pictures, notes)`` for :func:`render_html`. Reads nothing the DICOM writers change, so it may
-    run in a thread beside them."""
+    ``overlays/<L4-L5>_sagittal.png`` (when a sagittal slice is available), and build the page's
+    views (:func:`browser_views`); returns ``(views, notes)`` for :func:`render_html`. Reads nothing
+    the DICOM writers change, so it may run in a thread beside them."""
     from ..levels.names import level_dirname
     from . import drawing_process
 
@@ -436,27 +535,25 @@ def prepare_html(result: Any, folder: str | Path, report: dict[str, Any]) -> tup
     levels = [(lv.level, lv.canonical(lv.image), lv.canonical(lv.sac_mask), lv.canonical(lv.disc_mask),
                lv.canonical_boxes(), lv.geometry, lv.canonical(lv.regions)) for lv in result.levels]
     pngs = drawing_process.call(draw_pictures, levels, sag_img, sag_geom, _landmark_points(report))
-    pictures: dict[str, dict[str, Any]] = {}
     notes: dict[str, str] = {}
     for lv in result.levels:
         name = level_dirname(lv.level)
         png, spng = pngs[lv.level]
         (ov / f"{name}.png").write_bytes(png)
-        pictures[lv.level] = {"axial": png, "sagittal": spng}
         if spng is not None:
             (ov / f"{name}_sagittal.png").write_bytes(spng)
         elif sag_note:
             notes[lv.level] = sag_note
-    return pictures, notes
+    return browser_views(result, sag_img, sag_geom, report), notes
 
 
 def write_html(result: Any, folder: str | Path, report: dict[str, Any],
                prepared: tuple[dict, dict] | None = None) -> Path:
     """Write the overlays (see :func:`prepare_html`, or take its ``prepared`` result) and
     ``report.html`` into ``folder``; returns the HTML path."""
-    pictures, notes = prepared if prepared is not None else prepare_html(result, folder, report)
+    views, notes = prepared if prepared is not None else prepare_html(result, folder, report)
     path = Path(folder) / "report.html"
-    path.write_text(render_html(report, pictures, notes), encoding="utf-8")
+    path.write_text(render_html(report, views, notes), encoding="utf-8")
     return path
 
 

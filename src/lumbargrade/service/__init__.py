@@ -1,5 +1,6 @@
 """Services around the analysis: the DICOM node (``lumbargrade serve``) that receives studies,
-analyzes them and sends the SEG and SR back, and the DICOMweb download (``lumbargrade pull``).
+analyzes them and sends the SEG and SR back, the DICOMweb download (``lumbargrade pull``), and the
+review web app (:mod:`.review`, ``lumbargrade review``, extra ``review``).
 
 Everything here needs the optional ``pacs`` extra (pynetdicom, dicomweb-client), imported lazily:
 :func:`require_pacs` turns a missing extra into one line naming it.
