@@ -319,3 +319,43 @@ def test_run_cli_writes_box_rule(tmp_path):
     assert run_cli(args) == 0
     with pytest.raises(InputError):
         fit_box_rule_from_manifest(man, split="val")
+
+
+def test_calibration_round_trip_and_fit():
+    """Side-frame edges round-trip through pixels, and a calibration learnt from cases whose
+    region boxes are shifted by a fixed amount undoes the shift."""
+    from lumbargrade.boxes.calibration import apply_calibration, box_to_edges, edges_to_box, fit_calibration
+
+    sp = (0.5, 0.5)
+    sac = np.zeros((200, 200), bool)
+    sac[100:120, 90:110] = True
+    cen = (109.5, 99.5)
+    for left in (True, False):
+        box = [90, 120, 110, 140] if left else [90, 60, 110, 80]
+        e = box_to_edges(box, cen, sp, left)
+        assert e[1] < e[3]  # inner edge nearer the midline than the outer one
+        assert edges_to_box(e, cen, sp, left, sac.shape) == box
+    rng = np.random.default_rng(0)
+    cases = []
+    for _ in range(40):
+        d = int(rng.integers(-3, 4))
+        truth = {"facet_left": [90 + d, 120, 110 + d, 140], "facet_right": [90 + d, 60, 110 + d, 80],
+                 "foramen_left": [70, 125, 85, 140], "foramen_right": [70, 60, 85, 75]}
+        # the region misses 6 px on the medial side; the rule is right on average but noisy
+        img = {"facet_left": [90 + d, 126, 110 + d, 140], "facet_right": [90 + d, 60, 110 + d, 74],
+               "foramen_left": [70, 125, 85, 140], "foramen_right": [70, 60, 85, 75]}
+        j = int(rng.integers(-2, 3))
+        rule = {k: [b[0] + j, b[1], b[2] + j, b[3]] for k, b in truth.items()}
+        cases.append((truth, img, rule, sac, sp))
+    cal = fit_calibration(cases, ridge=1e-4)
+    assert set(cal) == {"facet", "foramen"}
+    truth, img, rule, _, _ = cases[0]
+    out = apply_calibration(img, rule, sac, sp, cal)
+    for k in truth:
+        assert np.abs(np.array(out[k]) - np.array(truth[k])).max() <= 1, (k, out[k], truth[k])
+    # a side without a region keeps the rule's box
+    out2 = apply_calibration({**img, "facet_left": None}, rule, sac, sp, cal)
+    assert out2["facet_left"] == rule["facet_left"]
+    # the calibration travels with the rule's JSON
+    cfg = BoxRuleConfig(image_calibration=cal)
+    assert BoxRuleConfig.from_dict(cfg.to_dict()).image_calibration == cal

@@ -32,7 +32,8 @@ def _central_evaluation(sr_path: Path, level: str) -> str:
 
     sr = hd.sr.srread(sr_path)
     groups = {str(g.tracking_identifier): g for g in sr.content.get_planar_roi_measurement_groups()}
-    (ev,) = groups[f"{level} dural sac"].get_qualitative_evaluations()
+    evs = groups[f"{level} dural sac"].get_qualitative_evaluations()
+    (ev,) = [e for e in evs if e.name.value == "LG020"]  # the grade (LG040 is the review flag)
     return ev.value.meaning
 
 

@@ -339,7 +339,7 @@ def resolve_box_source(requested: str, lv: LevelResult, pack: Any) -> str:
     return "image" if lv.regions is not None else "fitted"
 
 
-def measure_and_localize(lv: LevelResult, pack: Any, boxes: str = "auto") -> None:
+def measure_and_localize(lv: LevelResult, pack: Any, boxes: str = "auto", fill_missing: bool = True) -> None:
     """Measurements and facet/foramen boxes of one level from its masks (in place), computed in
     the canonical view; boxes are stored on the slice's own pixel grid. Besides the boxes of the
     chosen source, ``lv.box_candidates`` holds those of every source (for evaluation)."""
@@ -358,7 +358,7 @@ def measure_and_localize(lv: LevelResult, pack: Any, boxes: str = "auto") -> Non
         lv.warnings.append("no disc found on this slice")
     to_stored = lambda bx: {k: [int(v) for v in lv.view.box_from_canonical(b, cshape)] for k, b in bx.items()}  # noqa: E731
     source = resolve_box_source(boxes, lv, pack)
-    found, used, notes = place_boxes(source, sac, disc, spacing, regions, box_rule)
+    found, used, notes = place_boxes(source, sac, disc, spacing, regions, box_rule, fill_missing=fill_missing)
     lv.boxes, lv.boxes_source = to_stored(found), used
     lv.warnings.extend(notes)
     lv.box_candidates = {used: lv.boxes}

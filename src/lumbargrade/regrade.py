@@ -261,7 +261,10 @@ def recompute_level(
         lv.regions = reg
         lv.regions_source = "reader"
         boxes = "image"
-    measure_and_localize(lv, pack, boxes)
+    elif getattr(lv, "regions_source", None) == "reader":  # the reader's regions not kept: the pack's placement
+        lv.regions, lv.regions_source = None, None
+    # a reader's regions stand as drawn: a side without one gets no box
+    measure_and_localize(lv, pack, boxes, fill_missing=regions is None)
     has_cnn = any(
         pack.get(f"classifier_{t}") is not None
         for t in ("central", "central_binary", "foramen", "facet")

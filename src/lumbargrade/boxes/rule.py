@@ -135,6 +135,9 @@ class BoxRuleConfig:
     foramen_size_mm: tuple[float, float] = (36.0, 36.0)
     foramen_center_offset_mm: float = 0.0
     foramen_medial_offset_mm: float = 9.0
+    # the image localiser's boxes combined with this rule's, per box kind and edge
+    # (lumbargrade.boxes.calibration); empty: the regions' bounding boxes as they are
+    image_calibration: Mapping = field(default_factory=dict)
 
     def __post_init__(self):
         if self.mode not in ("fitted", "paper"):
@@ -155,6 +158,7 @@ class BoxRuleConfig:
         d["foramen_size_mm"] = list(self.foramen_size_mm)
         d["coefficients"] = _copy_coefs(self.coefficients)
         d["feature_means"] = {k: float(v) for k, v in self.feature_means.items()}
+        d["image_calibration"] = json_copy(self.image_calibration)
         return d
 
     @classmethod
@@ -177,6 +181,8 @@ class BoxRuleConfig:
             kw["coefficients"] = _copy_coefs(kw["coefficients"])
         if "feature_means" in kw:
             kw["feature_means"] = {str(k): float(v) for k, v in kw["feature_means"].items()}
+        if "image_calibration" in kw:
+            kw["image_calibration"] = json_copy(kw["image_calibration"])
         return cls(**kw)
 
     def describe(self) -> str:
@@ -191,6 +197,11 @@ class BoxRuleConfig:
                 terms = " ".join(f"{'+' if v >= 0 else '-'} {abs(v):.3f} * {k}" for k, v in c.items() if k != "intercept")
                 lines.append(f"{kind}.{q} = {c['intercept']:.2f} mm {terms}".rstrip())
         return "\n".join(lines)
+
+
+def json_copy(d: Mapping) -> dict:
+    """A plain-dict deep copy (nested mappings, numbers as floats)."""
+    return {str(k): (json_copy(v) if isinstance(v, Mapping) else float(v)) for k, v in (d or {}).items()}
 
 
 def _copy_coefs(c: Mapping) -> dict:

@@ -70,15 +70,46 @@ def _examples_and_rows(manifest_path, split: str | None) -> tuple[list, list[str
     return ex, pids, used
 
 
-def _with_predicted_masks(examples: list, rows: list[dict], segmenter) -> list:
+def _with_predicted_masks(examples: list, rows: list[dict], segmenter, regions: list | None = None) -> list:
     """Copies of ``examples`` whose masks are the ones ``segmenter`` predicts on the rows' images
-    (each in its canonical view, as the pipeline segments it)."""
+    (each in its canonical view, as the pipeline segments it); the predicted facet/foramen regions
+    (split by side, or None) are appended to ``regions`` when given."""
     from dataclasses import replace
 
     from ..segmentation.inference import predict_rows
+    from .image import side_regions
 
     outs = predict_rows(segmenter, rows)
+    if regions is not None:
+        for o in outs:
+            lab = o.labels
+            regions.append(side_regions(lab == 3, lab == 4, lab == 1) if int(lab.max(initial=0)) > 2 else None)
     return [replace(e, sac_mask=o.labels == 1, disc_mask=o.labels == 2) for e, o in zip(examples, outs)]
+
+
+def _image_ious(examples: list, regions: list, rule) -> dict | None:
+    """Mean IoU (facet, foramen) of the image localiser's boxes, raw and with ``rule``'s calibration."""
+    from ..metrics import iou_boxes
+    from .placement import place_boxes
+    from .rule import BOX_NAMES
+
+    if not examples or all(r is None for r in regions):
+        return None
+    raw = {"facet": [], "foramen": []}
+    cal = {"facet": [], "foramen": []}
+    bare = type(rule)(**{**{f: getattr(rule, f) for f in rule.__dataclass_fields__}, "image_calibration": {}})
+    for e, reg in zip(examples, regions):
+        if reg is None:
+            continue
+        b_raw = place_boxes("image", e.sac_mask, e.disc_mask, e.spacing, reg, bare)[0]
+        b_cal = place_boxes("image", e.sac_mask, e.disc_mask, e.spacing, reg, rule)[0]
+        for n in BOX_NAMES:
+            if e.truth.get(n) is None:
+                continue
+            raw[n.split("_")[0]].append(iou_boxes(b_raw.get(n), e.truth[n]))
+            cal[n.split("_")[0]].append(iou_boxes(b_cal.get(n), e.truth[n]))
+    mean = lambda d: {k: round(float(np.mean(v)), 4) for k, v in d.items() if v}  # noqa: E731
+    return {"image_raw": mean(raw), "image_calibrated": mean(cal) if rule.image_calibration else None}
 
 
 def examples_from_manifest(manifest_path, split: str | None = "train",
@@ -113,12 +144,13 @@ def fit_box_rule_from_manifest(manifest_path, split: str = "train", segmenter=No
     from ..errors import InputError
     from .rule import BoxRuleConfig, fit_box_rule
 
-    by_split, by_split_pred = {}, {}
+    by_split, by_split_pred, regions = {}, {}, {}
     for s in ("train", "val", "test"):
         ex, pids, rows = _examples_and_rows(manifest_path, s)
         by_split[s] = (ex, pids)
-        if segmenter is not None:  # the same rows, read once, with the segmenter's masks
-            by_split_pred[s] = (_with_predicted_masks(ex, rows, segmenter) if ex else [], pids)
+        if segmenter is not None:  # the same rows, read once, with the segmenter's masks and regions
+            regions[s] = []
+            by_split_pred[s] = (_with_predicted_masks(ex, rows, segmenter, regions[s]) if ex else [], pids)
     fit_on = by_split_pred if segmenter is not None else by_split
     train, pids = fit_on[split] if split in fit_on else examples_from_manifest(manifest_path, split, segmenter)
     if not train:
@@ -127,6 +159,17 @@ def fit_box_rule_from_manifest(manifest_path, split: str = "train", segmenter=No
         rule = fit_box_rule(train)
     except ValueError as e:
         raise InputError(manifest_path, str(e)) from e
+    if segmenter is not None and split in regions and any(r is not None for r in regions[split]):
+        # the image localiser's boxes combined with the rule's (lumbargrade.boxes.calibration)
+        from dataclasses import replace
+
+        from .calibration import fit_calibration
+        from .image import region_boxes
+        from .rule import boxes_from_masks
+
+        cases = [(e.truth, region_boxes(reg), boxes_from_masks(e.sac_mask, e.disc_mask, e.spacing, rule),
+                  e.sac_mask, e.spacing) for e, reg in zip(train, regions[split]) if reg is not None]
+        rule = replace(rule, image_calibration=fit_calibration(cases))
     paper = BoxRuleConfig.paper()
     report = {
         "fitted_on": {"manifest": str(manifest_path), "split": split, "n_levels": len(train),
@@ -139,8 +182,10 @@ def fit_box_rule_from_manifest(manifest_path, split: str = "train", segmenter=No
     }
     if segmenter is not None:
         report["mean_iou_predicted_masks"] = {
-            s: {"n_levels": len(ex), "fitted": _iou_summary(ex, rule), "paper_36mm": _iou_summary(ex, paper)}
+            s: {"n_levels": len(ex), "fitted": _iou_summary(ex, rule), "paper_36mm": _iou_summary(ex, paper),
+                **(_image_ious(ex, regions[s], rule) or {})}
             for s, (ex, _) in by_split_pred.items() if ex}
+        report["image_calibration"] = rule.image_calibration
     return rule, report
 
 
@@ -175,7 +220,11 @@ def run_cli(args) -> int:
     logging.getLogger(__name__).info("box rule written to %s", out / "box_rule.json")
     for key in ("mean_iou_truth_masks", "mean_iou_predicted_masks"):
         for s, m in report.get(key, {}).items():
-            print(f"{key[9:]:15s} {s:5s} n={m['n_levels']:4d}  fitted facet {m['fitted']['facet']:.3f} foramen "
-                  f"{m['fitted']['foramen']:.3f}   paper36 facet {m['paper_36mm']['facet']:.3f} "
-                  f"foramen {m['paper_36mm']['foramen']:.3f}")
+            line = (f"{key[9:]:15s} {s:5s} n={m['n_levels']:4d}  fitted facet {m['fitted']['facet']:.3f} foramen "
+                    f"{m['fitted']['foramen']:.3f}   paper36 facet {m['paper_36mm']['facet']:.3f} "
+                    f"foramen {m['paper_36mm']['foramen']:.3f}")
+            for src in ("image_raw", "image_calibrated"):
+                if m.get(src):
+                    line += f"   {src} facet {m[src]['facet']:.3f} foramen {m[src]['foramen']:.3f}"
+            print(line)
     return 0
