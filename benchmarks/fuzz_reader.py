@@ -163,8 +163,9 @@ def _set_text(ds: Any, keyword: str, values: list[str]) -> None:
     """Set a tag to these strings as written (no validation): a raw element with its own VR."""
     from pydicom.datadict import dictionary_VR, tag_for_keyword
     from pydicom.dataelem import RawDataElement
+    from pydicom.tag import Tag
 
-    tag = tag_for_keyword(keyword)
+    tag = Tag(tag_for_keyword(keyword))
     raw = "\\".join(values).encode("latin-1")
     if len(raw) % 2:
         raw += b" "
@@ -202,15 +203,14 @@ def mutate_tags(b: bytes, rng: np.random.Generator) -> tuple[bytes, str]:
         elif op == "ts":
             ds.file_meta.TransferSyntaxUID = str(rng.choice(_TS))
         elif op == "drop":
-            kws = [e.keyword for e in ds if e.keyword]
-            if kws:
-                delattr(ds, str(rng.choice(kws)))
+            tags = list(ds.keys())
+            del ds[tags[int(rng.integers(0, len(tags)))]]
         elif op == "vr":
-            tags = [e.tag for e in ds if e.tag != 0x7FE00010]
+            tags = [t for t in ds.keys() if t != 0x7FE00010]
             tag = tags[int(rng.integers(0, len(tags)))]
             value = bytes(rng.integers(0, 256, 2 * int(rng.integers(0, 6))).tolist())
             vr = str(rng.choice(["UN", "OB", "SQ", "US", "FD", "AT", "DS", "UI"]))
-            ds._dict[tag] = RawDataElement(tag, vr, len(value), value, 0, False, True)
+            ds._dict[tag] = RawDataElement(tag, vr, len(value), value, 0, False, True)  # tag: a BaseTag
         elif op == "thickness":
             _set_text(ds, "SliceThickness", [str(rng.choice(["-4", "nan", "0", "1e400", "x"]))])
         elif op == "photometric":
@@ -239,7 +239,7 @@ def mutate_tags(b: bytes, rng: np.random.Generator) -> tuple[bytes, str]:
         try:
             ds.save_as(out, implicit_vr=False, little_endian=True)
         except Exception:  # pydicom cannot write it: fall back to bytes damage
-            return mutate_bytes(b, rng, [b])[0], "tags-unwritable"
+            return mutate_bytes(b, rng, [b])[0], "tags-unwritable+bytes"
     return out.getvalue(), "+".join(done)
 
 

@@ -33,6 +33,10 @@ _LONG_VRS = {b"OB", b"OW", b"OF", b"OD", b"OL", b"OV", b"UN", b"UT", b"SQ", b"UC
 _SKIP_NAMES = {"DICOMDIR"}
 _DEFLATED = "1.2.840.10008.1.2.1.99"
 
+# elements without which a file cannot be read as an image (Rows, Columns, BitsAllocated, ...)
+_REQUIRED_TAGS = {"(0028,0010)", "(0028,0011)", "(0028,0100)", "(0028,0002)", "(0028,0008)",
+                  "(0020,0032)", "(0020,0037)", "(0028,0030)", "(0020,000E)", "(7FE0,0010)"}
+
 #: Largest image accepted: rows x columns x samples x frames of one file (2**26: a 16-bit
 #: 8192 x 8192 image, 128 MB stored, 256 MB as float32).
 MAX_PIXELS = 1 << 26
@@ -192,6 +196,9 @@ def read_header(path: Path) -> tuple[Any | None, str | None]:
                     None,
                     f"not a DICOM file ({type(e).__name__}: {' '.join(str(e).split())[:120]})",
                 )
+            lost = [t for t in dropped if t.split(" ")[0] in _REQUIRED_TAGS]
+            if lost:
+                return None, f"undecodable element {lost[0]} (damaged header)"
             if "Rows" not in ds or "Columns" not in ds:
                 kind = ds.get("Modality") or ds.get("SOPClassUID") or ds.get("SOPInstanceUID")
                 has_meta = len(getattr(ds, "file_meta", None) or []) > 0

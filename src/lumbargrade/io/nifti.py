@@ -11,6 +11,7 @@ with x and y negated (:func:`geometry.ras_to_lps`).
 
 from __future__ import annotations
 
+import logging
 import warnings
 from pathlib import Path
 from typing import Any
@@ -89,6 +90,9 @@ def read_nifti(path: Path, rules: Any = None) -> Study:
 
     rules = rules if isinstance(rules, dict) else load_rules(rules)
     where = str(path)
+    nib_log = logging.getLogger("nibabel")
+    level = nib_log.level
+    nib_log.setLevel(logging.CRITICAL)  # its notes on damaged headers: the error below says it
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -100,6 +104,8 @@ def read_nifti(path: Path, rules: Any = None) -> Study:
             where,
             f"not a readable NIfTI file ({type(e).__name__}: {' '.join(str(e).split())[:160]})",
         ) from None
+    finally:
+        nib_log.setLevel(level)
     warns: list[str] = []
     if len(shape) == 4 and shape[3] > 1:
         warns.append(f"{where}: 4D image with {shape[3]} volumes; the first is used")
