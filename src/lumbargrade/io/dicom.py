@@ -229,6 +229,15 @@ def _num(v: Any) -> float | None:
         return None
 
 
+def _values(v: Any) -> list:
+    """A tag's value as a list (one value, several, or none)."""
+    if v is None or v == "":
+        return []
+    if isinstance(v, (list, tuple)) or type(v).__name__ == "MultiValue":
+        return list(v)
+    return [v]
+
+
 def _text(v: Any) -> str:
     if v is None:
         return ""
@@ -437,9 +446,11 @@ def _build_series(
                 )
             )
     if not refs:
-        tags = ", ".join(sorted(missing)) if missing else "valid geometry tags"
-        first = bad_geom[0].split(": ", 1)[0] if bad_geom else ""
-        return None, f"{name}: missing {tags} in all {len(items)} file(s) (e.g. {first})", warns
+        if missing:
+            tags = ", ".join(sorted(missing))
+            first = bad_geom[0].split(": ", 1)[0] if bad_geom else ""
+            return None, f"{name}: missing {tags} in all {len(items)} file(s) (e.g. {first})", warns
+        return None, f"{name}: no valid geometry in any of {len(items)} file(s) (e.g. {bad_geom[0]})", warns
     warns.extend(bad_geom)
 
     sizes = Counter((r.geometry.rows, r.geometry.columns) for r in refs)
@@ -473,7 +484,7 @@ def _build_series(
     g0 = refs[0].geometry
     thick = Counter(r.geometry.thickness for r in refs if r.geometry.thickness is not None)
     ps = Counter(r.geometry.pixel_spacing for r in refs).most_common(1)[0][0]
-    image_type = tuple(str(v).upper() for v in (ds0.get("ImageType") or []))
+    image_type = tuple(str(v).upper() for v in _values(ds0.get("ImageType")))
     s = Series(
         series_instance_uid=uid,
         description=desc,
@@ -542,6 +553,7 @@ def load_pixels(ref: SliceRef, allow_frames: bool = False) -> np.ndarray:
         with _warnings.catch_warnings():
             _warnings.simplefilter("ignore")
             ds = pydicom.dcmread(ref.path, force=True)
+            _decode_all(ds)  # damaged elements (e.g. an unknown VR) dropped, as in read_header
             if "TransferSyntaxUID" not in ds.file_meta:
                 implicit, little = ds.original_encoding
                 ds.file_meta.TransferSyntaxUID = (
