@@ -1,0 +1,208 @@
+"""``analyze --batch ... --ray [ADDRESS]``: the batch on a Ray cluster (the ``[scale]`` extra).
+
+One actor per CPU slot (``--ray-actors`` to choose) loads the model pack once and keeps it; each
+study is one actor call that runs exactly what one ``--processes`` part runs for it
+(:func:`analyze_study_entry`: read the study, skip it when its folder already holds
+``report.json``, analyze, write the same per-study folder through a temporary folder). The driver
+hands out studies as actors free up and is the only writer of ``OUT/batch_log.jsonl``, one line per
+study as it finishes, so a killed driver loses only the studies in flight: a rerun skips what is
+done. A study that fails is logged and the batch goes on; an actor that dies is restarted and its
+study logged as failed.
+
+Without ADDRESS a local Ray is started (``ray.init``) with this machine's cores and shut down at
+the end; with ADDRESS (``auto``, ``ray://host:10001`` or ``host:6379``) the driver joins that
+cluster, whose nodes must have lumbargrade installed and see the study and output paths (shared
+storage). Ray itself is imported only here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from .errors import InputError
+
+__all__ = ["analyze_study_entry", "run_ray"]
+
+
+def _import_ray():
+    try:
+        import ray
+    except ImportError:
+        raise InputError("--ray", "needs Ray, which is not installed: pip install 'lumbargrade[scale]'") from None
+    return ray
+
+
+def analyze_study_entry(path: Path, out: Path, pack: Any, config: Any, rules: Any, outputs: Any,
+                        overwrite: bool, study: Any = None, err: str | None = None) -> dict[str, Any]:
+    """Read (unless ``study`` or its reading error ``err`` is given), skip-if-done or analyze one
+    study of a batch; returns its ``batch_log.jsonl`` entry (without the ``finished`` time). Every
+    batch runner (one process, ``--processes``, ``--ray``) calls this for each study."""
+    from .analysis_runner import _safe, analyze_one
+    from .io import read_study
+
+    entry: dict[str, Any] = {"input": str(path)}
+    if study is None and err is None:
+        try:
+            study = read_study(path, rules=rules)
+        except InputError as e:
+            err = e.one_line()
+        except Exception as e:  # one bad study must not stop the batch
+            err = f"{path}: {type(e).__name__}: {e}"
+    if study is not None:
+        try:
+            uid = study.study_instance_uid or Path(path).stem
+            dest = Path(out) / _safe(uid)
+            entry["study_instance_uid"] = uid
+            if (dest / "report.json").is_file() and not overwrite:
+                entry["status"] = "skipped (done)"
+            else:
+                try:
+                    analyze_one(path, dest, pack, config, overwrite=True, study=study, outputs=outputs)
+                    entry["status"] = "ok"
+                except InputError as e:
+                    err = e.one_line()
+                except Exception as e:
+                    err = f"{path}: {type(e).__name__}: {e}"
+        finally:
+            study.close()
+    if err is not None:
+        entry["status"] = "error"
+        entry["error"] = err
+    return entry
+
+
+class _Analyzer:
+    """A Ray actor body: the model pack loaded once, one study per call."""
+
+    def __init__(self, settings: dict[str, Any]) -> None:
+        from .modelpack import load_pack
+        from .pipeline import AnalysisConfig
+        from .runtime import set_num_threads
+
+        self.s = settings
+        set_num_threads(settings["threads"], torch_threads=1 if settings["threads_default"] else settings["threads"])
+        if "html" in settings["outputs"]:
+            from .report import drawing_process
+
+            drawing_process.start()
+        self.pack = load_pack(settings["models"], runtime=settings["runtime"])
+        self.config = AnalysisConfig(slice_choice=settings["slice_choice"])
+
+    def ready(self) -> int:
+        return os.getpid()
+
+    def analyze(self, path: str) -> dict[str, Any]:
+        t0 = time.perf_counter()
+        s = self.s
+        entry = analyze_study_entry(Path(path), Path(s["out"]), self.pack, self.config, s["rules"],
+                                    s["outputs"], s["overwrite"])
+        entry["seconds"] = round(time.perf_counter() - t0, 3)
+        entry["worker_pid"] = os.getpid()
+        return entry
+
+
+def _init_ray(ray: Any, address: str | None, cpus: int | None) -> bool:
+    """Start a local Ray (returns True: this driver owns it) or join ``address``."""
+    import logging
+
+    kw: dict[str, Any] = {"logging_level": logging.ERROR, "log_to_driver": False,
+                          "configure_logging": True}
+    if address in (None, "", "local"):
+        try:
+            ray.init(num_cpus=cpus or os.cpu_count() or 1, include_dashboard=False, **kw)
+        except Exception as e:
+            try:  # what did start must not outlive us
+                ray.shutdown()
+            except Exception:
+                pass
+            raise InputError("--ray", f"cannot start a local Ray ({type(e).__name__}: {e}; Ray gives its "
+                             "processes 30 s to start: on a busy machine, retry when it is less loaded)") from None
+        return True
+    try:
+        ray.init(address=address, **kw)
+    except Exception as e:
+        raise InputError("--ray", f"cannot connect to the Ray cluster at {address} ({type(e).__name__}: "
+                         f"{' '.join(str(e).split())[:200]})") from None
+    return False
+
+
+def run_ray(studies: list[Path], out: Path, args: argparse.Namespace, outputs: Any, rules: Any) -> int:
+    """The batch on Ray (see the module doc); returns the exit status (1 when a study failed)."""
+    import datetime as _dt
+
+    from tqdm import tqdm
+
+    from .analysis_runner import _clean_stale_temporaries
+    from .runtime import default_threads
+
+    ray = _import_ray()
+    out.mkdir(parents=True, exist_ok=True)
+    _clean_stale_temporaries(out)
+    log = out / "batch_log.jsonl"
+    address = getattr(args, "ray", None)
+    local = address in (None, "", "local")
+    owns = _init_ray(ray, address, None)
+    try:
+        slots = int(ray.cluster_resources().get("CPU", 1))
+        n_actors = int(getattr(args, "ray_actors", None) or slots)
+        if n_actors < 1:
+            raise InputError("--ray-actors", f"must be at least 1, got {n_actors}")
+        n_actors = min(n_actors, len(studies))
+        threads_default = args.threads is None
+        threads = int(args.threads) if args.threads is not None else (
+            default_threads(n_actors) if local else 1)
+        settings = {"out": str(out.resolve()), "models": args.models, "runtime": getattr(args, "runtime", None),
+                    "slice_choice": args.slice_choice, "rules": rules, "outputs": tuple(outputs),
+                    "overwrite": bool(args.overwrite), "threads": threads, "threads_default": threads_default}
+        Actor = ray.remote(num_cpus=1, max_restarts=3)(_Analyzer)
+        actors = [Actor.remote(settings) for _ in range(n_actors)]
+        try:
+            ray.get([a.ready.remote() for a in actors])
+        except Exception as e:
+            raise InputError("--ray", f"the analysis actors did not start ({type(e).__name__}: "
+                             f"{' '.join(str(e).split())[:300]})") from None
+        queue = [str(p.resolve()) for p in studies]
+        pending: dict[Any, tuple[int, str]] = {}
+        counts = {"ok": 0, "skipped (done)": 0, "error": 0}
+
+        def submit(k: int) -> None:
+            if queue:
+                path = queue.pop(0)
+                pending[actors[k].analyze.remote(path)] = (k, path)
+
+        for k in range(n_actors):  # two calls in flight per actor: no idle gap between studies
+            submit(k)
+            submit(k)
+        bar = tqdm(total=len(studies), desc=f"studies (Ray, {n_actors} actors)", unit="study", file=sys.stderr)
+        with log.open("a") as logf:
+            while pending:
+                done, _ = ray.wait(list(pending), num_returns=1)
+                ref = done[0]
+                k, path = pending.pop(ref)
+                try:
+                    entry = ray.get(ref)
+                except Exception as e:  # the actor died (killed, out of memory): it is restarted
+                    entry = {"input": path, "status": "error",
+                             "error": f"{path}: analysis worker failed ({type(e).__name__}: "
+                                      f"{' '.join(str(e).split())[:200]})"}
+                if entry.get("status") == "error":
+                    print(f"lumbargrade: error: {entry['error']}", file=sys.stderr)
+                counts[entry["status"]] = counts.get(entry["status"], 0) + 1
+                entry["finished"] = _dt.datetime.now(_dt.UTC).isoformat(timespec="milliseconds")
+                logf.write(json.dumps(entry) + "\n")
+                logf.flush()
+                bar.update(1)
+                submit(k)
+        bar.close()
+    finally:
+        if owns or ray.is_initialized():
+            ray.shutdown()
+    print(f"{counts['ok']} analyzed, {counts['skipped (done)']} already done, {counts['error']} failed "
+          f"(Ray, {n_actors} actors); outputs in {out} (log: {log})")
+    return 0 if counts["error"] == 0 else 1
