@@ -97,11 +97,13 @@ class _Analyzer:
     def ready(self) -> int:
         return os.getpid()
 
-    def analyze(self, path: str) -> dict[str, Any]:
+    def analyze(self, path: str, shown: str) -> dict[str, Any]:
+        """Study ``path`` (absolute); ``shown`` is how the user gave it (the log's ``input``)."""
         t0 = time.perf_counter()
         s = self.s
         entry = analyze_study_entry(Path(path), Path(s["out"]), self.pack, self.config, s["rules"],
                                     s["outputs"], s["overwrite"])
+        entry["input"] = shown
         entry["seconds"] = round(time.perf_counter() - t0, 3)
         entry["worker_pid"] = os.getpid()
         return entry
@@ -114,6 +116,8 @@ def _init_ray(ray: Any, address: str | None, cpus: int | None) -> bool:
     kw: dict[str, Any] = {"logging_level": logging.ERROR, "log_to_driver": False,
                           "configure_logging": True}
     if address in (None, "", "local"):
+        before = _ray_processes()
+        t0 = time.time()
         try:
             ray.init(num_cpus=cpus or os.cpu_count() or 1, include_dashboard=False, **kw)
         except Exception as e:
@@ -121,6 +125,7 @@ def _init_ray(ray: Any, address: str | None, cpus: int | None) -> bool:
                 ray.shutdown()
             except Exception:
                 pass
+            _kill([p for p in _ray_processes() if p not in before and p.create_time() >= t0 - 1])
             raise InputError("--ray", f"cannot start a local Ray ({type(e).__name__}: {e}; Ray gives its "
                              "processes 30 s to start: on a busy machine, retry when it is less loaded)") from None
         return True
@@ -130,6 +135,97 @@ def _init_ray(ray: Any, address: str | None, cpus: int | None) -> bool:
         raise InputError("--ray", f"cannot connect to the Ray cluster at {address} ({type(e).__name__}: "
                          f"{' '.join(str(e).split())[:200]})") from None
     return False
+
+
+def _ray_processes() -> list:
+    """This user's Ray processes on this machine (raylet, gcs_server, ``ray::`` workers and agents)."""
+    try:
+        import psutil
+    except ImportError:
+        return []
+    out = []
+    for p in psutil.process_iter(["name", "cmdline", "uids"]):
+        try:
+            name = p.info["name"] or ""
+            cmd = " ".join(p.info["cmdline"] or [])
+            if p.info["uids"] and p.info["uids"].real != os.getuid():
+                continue
+            if name in ("raylet", "gcs_server") or cmd.startswith("ray::") or "/ray/" in cmd and (
+                    "dashboard" in cmd or "log_monitor" in cmd or "runtime_env" in cmd or "monitor.py" in cmd):
+                out.append(p)
+        except Exception:
+            continue
+    return out
+
+
+def _kill(procs: list) -> None:
+    try:
+        import psutil
+    except ImportError:
+        return
+    for p in procs:
+        try:
+            p.terminate()
+        except psutil.Error:
+            pass
+    _, alive = psutil.wait_procs(procs, timeout=5)
+    for p in alive:
+        try:
+            p.kill()
+        except psutil.Error:
+            pass
+
+
+_REAPER = """
+import signal, sys, time
+import ray  # noqa: F401 - puts Ray's bundled psutil on sys.path
+import psutil
+procs = []
+for item in sys.argv[1:]:
+    pid, created = item.split(":")
+    try:
+        p = psutil.Process(int(pid))
+        if abs(p.create_time() - float(created)) < 1e-3:
+            procs.append(p)
+    except psutil.Error:
+        pass
+signal.signal(signal.SIGINT, signal.SIG_IGN)
+sys.stdin.buffer.read()  # returns when the driver closes the pipe or dies
+time.sleep(1.0)
+alive = [p for p in procs if p.is_running()]
+for p in alive:
+    try:
+        p.terminate()
+    except psutil.Error:
+        pass
+gone, alive = psutil.wait_procs(alive, timeout=5)
+for p in alive:
+    try:
+        p.kill()
+    except psutil.Error:
+        pass
+"""
+
+
+def _start_reaper(ray: Any) -> Any:
+    """A small process that ends the local Ray's processes once this driver is gone, however it
+    ends (a SIGKILLed driver leaves Ray's agents running otherwise). None if it cannot start."""
+    import subprocess
+
+    try:
+        import psutil
+
+        node = ray._private.worker._global_node
+        roots = [info.process.pid for infos in node.all_processes.values() for info in infos]
+        procs = []
+        for pid in roots:
+            p = psutil.Process(pid)
+            procs += [p, *p.children(recursive=True)]
+        args = [f"{p.pid}:{p.create_time()!r}" for p in procs]
+        return subprocess.Popen([sys.executable, "-c", _REAPER, *args], stdin=subprocess.PIPE,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    except Exception:  # private API moved: ray.shutdown() still runs on a normal end
+        return None
 
 
 def run_ray(studies: list[Path], out: Path, args: argparse.Namespace, outputs: Any, rules: Any) -> int:
@@ -148,6 +244,7 @@ def run_ray(studies: list[Path], out: Path, args: argparse.Namespace, outputs: A
     address = getattr(args, "ray", None)
     local = address in (None, "", "local")
     owns = _init_ray(ray, address, None)
+    reaper = _start_reaper(ray) if owns else None
     try:
         slots = int(ray.cluster_resources().get("CPU", 1))
         n_actors = int(getattr(args, "ray_actors", None) or slots)
@@ -167,14 +264,14 @@ def run_ray(studies: list[Path], out: Path, args: argparse.Namespace, outputs: A
         except Exception as e:
             raise InputError("--ray", f"the analysis actors did not start ({type(e).__name__}: "
                              f"{' '.join(str(e).split())[:300]})") from None
-        queue = [str(p.resolve()) for p in studies]
+        queue = [(str(p.absolute()), str(p)) for p in studies]
         pending: dict[Any, tuple[int, str]] = {}
         counts = {"ok": 0, "skipped (done)": 0, "error": 0}
 
         def submit(k: int) -> None:
             if queue:
-                path = queue.pop(0)
-                pending[actors[k].analyze.remote(path)] = (k, path)
+                path, shown = queue.pop(0)
+                pending[actors[k].analyze.remote(path, shown)] = (k, shown)
 
         for k in range(n_actors):  # two calls in flight per actor: no idle gap between studies
             submit(k)
@@ -203,6 +300,12 @@ def run_ray(studies: list[Path], out: Path, args: argparse.Namespace, outputs: A
     finally:
         if owns or ray.is_initialized():
             ray.shutdown()
+        if reaper is not None:
+            reaper.stdin.close()  # the reaper ends whatever ray.shutdown() left
+            try:
+                reaper.wait(timeout=15)
+            except Exception:
+                pass
     print(f"{counts['ok']} analyzed, {counts['skipped (done)']} already done, {counts['error']} failed "
           f"(Ray, {n_actors} actors); outputs in {out} (log: {log})")
     return 0 if counts["error"] == 0 else 1
