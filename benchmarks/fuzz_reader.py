@@ -627,9 +627,6 @@ def _summary(run_dir: Path, restarts: list, elapsed: float, n: int, jobs: int, s
             outcomes[k] = outcomes.get(k, 0) + v
         for k, v in s["refusals"].items():
             refusals[k] = refusals.get(k, 0) + v
-    sys.path.insert(0, str(HERE))
-    from pipeline_speed import machine
-
     return {
         "inputs_requested": n, "inputs_run": total, "jobs": jobs, "seed": seed,
         "elapsed_s": round(elapsed, 1), "inputs_per_s": round(total / max(elapsed, 1e-9), 1),
@@ -643,9 +640,24 @@ def _summary(run_dir: Path, restarts: list, elapsed: float, n: int, jobs: int, s
         "outcomes": dict(sorted(outcomes.items())),
         "refusals_top": dict(sorted(refusals.items(), key=lambda kv: -kv[1])[:25]),
         "findings": findings[:200], "stalls": restarts,
-        "machine": machine(),
+        "machine": _machine(),
         "date": time.strftime("%Y-%m-%d %H:%M:%S"),
     }
+
+
+def _machine() -> dict:
+    import platform
+
+    info: dict[str, Any] = {"cpus": os.cpu_count(), "platform": platform.platform(),
+                            "python": platform.python_version(), "loadavg_at_end": os.getloadavg()}
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            info["cpu"] = line.split(":", 1)[1].strip()
+        if line.startswith("flags"):
+            info["cpu_flags_simd"] = sorted(f for f in line.split(":", 1)[1].split()
+                                            if f.startswith(("avx", "sse4", "amx", "fma")))
+            break
+    return info
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -655,7 +667,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--jobs", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--time-limit", type=float, default=10.0, help="CPU seconds per input")
-    ap.add_argument("--stall-s", type=int, default=60, help="seconds without progress before a worker is killed")
+    ap.add_argument("--stall-s", type=int, default=600,
+                    help="seconds without progress before a worker is killed (wall time: generous on a shared machine)")
     ap.add_argument("--max-rss-mb", type=float, default=2048.0)
     ap.add_argument("--pixels-share", type=float, default=0.25)
     ap.add_argument("--analyze-share", type=float, default=0.0005)
