@@ -129,7 +129,10 @@ def _worker(rank: int, world: int, port: int, backend: str, threads: int, fn: Ca
         if rank == 0:
             result_q.put(("ok", out))
     except BaseException as e:  # every rank reports; rank 0's error is the one shown
-        result_q.put(("error", (rank, e if isinstance(e, InputError) else RuntimeError(f"{type(e).__name__}: {e}"))))
+        if isinstance(e, InputError):  # sent as its parts: an InputError does not unpickle
+            result_q.put(("error", (rank, "input", e.where, e.problem)))
+        else:
+            result_q.put(("error", (rank, "other", None, f"{type(e).__name__}: {e}")))
         raise
     finally:
         try:
@@ -167,9 +170,12 @@ def launch(fn: Callable, workers: int, *args: Any, ray_address: str | None = Non
     results = []
     while not q.empty():
         results.append(q.get())
-    errors = sorted((r for r in results if r[0] == "error"), key=lambda r: r[1][0])
-    if errors:
-        raise errors[0][1][1]
+    errors = sorted((r[1] for r in results if r[0] == "error"), key=lambda r: (r[1] != "input", r[0]))
+    if errors:  # an InputError (the user's mistake) first, else the lowest rank's failure
+        _, kind, where, problem = errors[0]
+        if kind == "input":
+            raise InputError(where, problem)
+        raise RuntimeError(f"data-parallel training failed on rank {errors[0][0]}: {problem}")
     ok = [r[1] for r in results if r[0] == "ok"]
     if not ok or any(p.exitcode != 0 for p in procs):
         raise RuntimeError(f"data-parallel training failed (worker exit codes {[p.exitcode for p in procs]})")

@@ -71,6 +71,7 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                    choices=["central", "central_binary", "foramen", "facet"])
     c.add_argument("--model", help="architecture from the registry (default: config's)")
     c.add_argument("--checkpoint", help="local pretrained checkpoint file for the backbone (never downloaded)")
+    _data_parallel(c)
     return p
 
 
