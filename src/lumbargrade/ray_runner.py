@@ -228,9 +228,30 @@ def _start_reaper(ray: Any) -> Any:
         return None
 
 
+def _done_from_log(log: Path, out: Path) -> dict[str, str]:
+    """``input -> StudyInstanceUID`` of the studies the log shows finished whose folder still holds
+    report.json (so a rerun of a large batch does not read them again to learn their UID)."""
+    from .analysis_runner import _safe
+
+    done: dict[str, str] = {}
+    if not log.is_file():
+        return done
+    with log.open(encoding="utf-8", errors="replace") as f:
+        for line in f:
+            try:
+                e = json.loads(line)
+            except ValueError:
+                continue
+            uid = e.get("study_instance_uid")
+            if e.get("status") in ("ok", "skipped (done)") and uid and (out / _safe(uid) / "report.json").is_file():
+                done[e["input"]] = uid
+    return done
+
+
 def run_ray(studies: list[Path], out: Path, args: argparse.Namespace, outputs: Any, rules: Any) -> int:
     """The batch on Ray (see the module doc); returns the exit status (1 when a study failed)."""
     import datetime as _dt
+    from collections import deque
 
     from tqdm import tqdm
 
@@ -250,13 +271,28 @@ def run_ray(studies: list[Path], out: Path, args: argparse.Namespace, outputs: A
         n_actors = int(getattr(args, "ray_actors", None) or slots)
         if n_actors < 1:
             raise InputError("--ray-actors", f"must be at least 1, got {n_actors}")
-        n_actors = min(n_actors, len(studies))
+        done = {} if args.overwrite else _done_from_log(log, out)
+        queue = deque((str(p.absolute()), str(p)) for p in studies if str(p) not in done)
+        pending: dict[Any, tuple[int, str]] = {}
+        counts = {"ok": 0, "skipped (done)": 0, "error": 0}
+        with log.open("a") as logf:  # studies the log shows done are not read again
+            for p in studies:
+                if str(p) in done:
+                    entry = {"input": str(p), "study_instance_uid": done[str(p)], "status": "skipped (done)",
+                             "finished": _dt.datetime.now(_dt.UTC).isoformat(timespec="milliseconds")}
+                    logf.write(json.dumps(entry) + "\n")
+                    counts["skipped (done)"] += 1
+        n_actors = max(1, min(n_actors, len(queue)))
         threads_default = args.threads is None
         threads = int(args.threads) if args.threads is not None else (
             default_threads(n_actors) if local else 1)
         settings = {"out": str(out.resolve()), "models": args.models, "runtime": getattr(args, "runtime", None),
                     "slice_choice": args.slice_choice, "rules": rules, "outputs": tuple(outputs),
                     "overwrite": bool(args.overwrite), "threads": threads, "threads_default": threads_default}
+        if not queue:
+            n_actors = 0
+            print(f"0 analyzed, {counts['skipped (done)']} already done, 0 failed; outputs in {out} (log: {log})")
+            return 0
         Actor = ray.remote(num_cpus=1, max_restarts=3)(_Analyzer)
         actors = [Actor.remote(settings) for _ in range(n_actors)]
         try:
@@ -264,19 +300,17 @@ def run_ray(studies: list[Path], out: Path, args: argparse.Namespace, outputs: A
         except Exception as e:
             raise InputError("--ray", f"the analysis actors did not start ({type(e).__name__}: "
                              f"{' '.join(str(e).split())[:300]})") from None
-        queue = [(str(p.absolute()), str(p)) for p in studies]
-        pending: dict[Any, tuple[int, str]] = {}
-        counts = {"ok": 0, "skipped (done)": 0, "error": 0}
 
         def submit(k: int) -> None:
             if queue:
-                path, shown = queue.pop(0)
+                path, shown = queue.popleft()
                 pending[actors[k].analyze.remote(path, shown)] = (k, shown)
 
         for k in range(n_actors):  # two calls in flight per actor: no idle gap between studies
             submit(k)
             submit(k)
-        bar = tqdm(total=len(studies), desc=f"studies (Ray, {n_actors} actors)", unit="study", file=sys.stderr)
+        bar = tqdm(total=len(studies), initial=len(studies) - len(queue), desc=f"studies (Ray, {n_actors} actors)",
+                   unit="study", file=sys.stderr)
         with log.open("a") as logf:
             while pending:
                 done, _ = ray.wait(list(pending), num_returns=1)
