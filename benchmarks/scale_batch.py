@@ -16,7 +16,8 @@ into a fresh output folder, bundled model pack, and reports studies per minute w
 (whole command) and after start-up (from the first to the last study's ``finished`` time in the
 log), the CPU seconds per study (``--processes 2``: the CPU time of its processes over the
 studies, start-up and model loading included), and whether every arm wrote the same results
-(report.json without timings, and the label maps byte for byte). The machine's model, core count,
+(report.json without timings and without the UIDs of the new SEG and SR, and the label maps byte
+for byte). The machine's model, core count,
 load and a speed reference (a 10**7-step Python loop) are recorded beside the figures.
 Writes ``benchmarks/results/scale_batch.json``.
 """
@@ -95,18 +96,32 @@ def run_arm(name: str, studies: Path, out: Path, outputs: str, tries: int = 2) -
     return res
 
 
+def _drop_new_uids(d):
+    """The report without the UIDs each run generates for its SEG and SR (and without timings)."""
+    if isinstance(d, dict):
+        return {k: _drop_new_uids(v) for k, v in d.items()
+                if k not in ("sop_instance_uid", "series_instance_uid", "timings_s")}
+    if isinstance(d, list):
+        return [_drop_new_uids(v) for v in d]
+    return d
+
+
 def _comparable(folder: Path) -> dict:
+    """Per study: report.json without timings and without the SEG / SR UIDs each run generates
+    (``dicom`` part), and the label maps' bytes."""
     out = {}
     for rep in sorted(folder.glob("*/report.json")):
         d = json.loads(rep.read_text())
         d.pop("timings_s", None)
+        if "dicom" in d:
+            d["dicom"] = _drop_new_uids(d["dicom"])
         labels = {p.parent.name: p.read_bytes() for p in sorted(rep.parent.glob("levels/*/labels.png"))}
         out[rep.parent.name] = (json.dumps(d, sort_keys=True), labels)
     return out
 
 
 def main(argv: list[str] | None = None) -> int:
-    from pipeline_speed import machine, speed_reference
+    from pipeline_speed import speed_reference
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--studies", type=int, default=8)
@@ -126,9 +141,24 @@ def main(argv: list[str] | None = None) -> int:
             res["repeat"], res["speed_reference_before"] = r, ref
             runs.append(res)
             print(json.dumps(res), file=sys.stderr)
-    # identical outputs across every arm (first repeat of each against processes2)
+    res = summarize(runs, arms, work, a.studies, a.outputs)
+    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(a.out).write_text(json.dumps(res, indent=2) + "\n")
+    print(json.dumps({"summary": res["summary"], "identical_outputs": res["identical_outputs"],
+                      "cpu_s_per_study": res["cpu_s_per_study_processes2"]}, indent=2))
+    shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+def summarize(runs: list[dict], arms: list[str], work: Path, studies: int, outputs: str) -> dict:
+    """Medians per arm, the Ray / processes ratio, identical-output check (the first repeat of each
+    arm that finished against the first arm's)."""
+    from pipeline_speed import machine
+
     base = _comparable(work / f"{arms[0]}-0")
-    same = {name: _comparable(work / f"{name}-0") == base for name in arms[1:]}
+    same = {name: (_comparable(work / f"{name}-0") == base) if (work / f"{name}-0" / "batch_log.jsonl").is_file()
+            and any(r["arm"] == name and r["repeat"] == 0 and r["exit"] == 0 for r in runs) else None
+            for name in arms[1:]}
     summary = {}
     for name in arms:
         rs = [x for x in runs if x["arm"] == name and x["exit"] == 0]
@@ -144,16 +174,10 @@ def main(argv: list[str] | None = None) -> int:
             summary["ray"]["studies_per_min_after_first_median"]
             / max(summary["processes2"]["studies_per_min_after_first_median"], 1e-9), 3)
     cpu = [x["cpu_s_per_study"] for x in runs if "cpu_s_per_study" in x]
-    res = {"date": time.strftime("%Y-%m-%d %H:%M:%S"), "studies": a.studies, "outputs": a.outputs,
-           "summary": summary, "identical_outputs": same,
-           "cpu_s_per_study_processes2": sorted(cpu)[len(cpu) // 2] if cpu else None,
-           "runs": runs, "machine": machine()}
-    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(a.out).write_text(json.dumps(res, indent=2) + "\n")
-    print(json.dumps({"summary": summary, "identical_outputs": same,
-                      "cpu_s_per_study": res["cpu_s_per_study_processes2"]}, indent=2))
-    shutil.rmtree(work, ignore_errors=True)
-    return 0
+    return {"date": time.strftime("%Y-%m-%d %H:%M:%S"), "studies": studies, "outputs": outputs,
+            "summary": summary, "identical_outputs": same,
+            "cpu_s_per_study_processes2": sorted(cpu)[len(cpu) // 2] if cpu else None,
+            "runs": runs, "machine": machine()}
 
 
 if __name__ == "__main__":

@@ -85,8 +85,15 @@ def _log(out: Path) -> list[dict]:
 
 
 def _comparable(report: Path) -> dict:
+    """report.json without timings and without the UIDs each run gives its new SEG and SR."""
+    def drop(d):
+        if isinstance(d, dict):
+            return {k: drop(v) for k, v in d.items() if k not in ("sop_instance_uid", "series_instance_uid")}
+        return [drop(v) for v in d] if isinstance(d, list) else d
+
     d = json.loads(report.read_text())
     d.pop("timings_s", None)
+    d["dicom"] = drop(d.get("dicom"))
     return d
 
 
