@@ -13,7 +13,7 @@ from typing import Any
 from .errors import InputError
 from .grading.names import LATERAL_FINDINGS as _FINDINGS
 
-__all__ = ["analyze_one", "format_table", "run_analyze"]
+__all__ = ["analyze_one", "format_table", "read_batch_manifest", "run_analyze"]
 
 #: The optional writers beside report.json and the label maps (``--outputs``). ``sc`` (a DICOM
 #: Secondary Capture summary per level) is not written unless asked for.
@@ -143,9 +143,12 @@ def _collect_studies(args: argparse.Namespace) -> list[Path]:
         studies += [Path(line) for line in Path(args._list).read_text().splitlines() if line.strip()]
     if args.batch:
         root = Path(args.batch)
-        if not root.is_dir():
-            raise InputError(root, "batch folder not found")
-        studies += sorted(p for p in root.iterdir() if p.is_dir() or p.suffix.lower() == ".zip")
+        if root.is_file():
+            studies += read_batch_manifest(root)
+        elif not root.is_dir():
+            raise InputError(root, "batch folder or manifest not found")
+        else:
+            studies += sorted(p for p in root.iterdir() if p.is_dir() or p.suffix.lower() == ".zip")
         if not studies:
             raise InputError(root, "batch folder holds no study folders or .zip files")
     if not studies:
@@ -154,6 +157,34 @@ def _collect_studies(args: argparse.Namespace) -> list[Path]:
         if not s.exists():
             raise InputError(s, "no such file or folder")
     return studies
+
+
+def read_batch_manifest(path: Path) -> list[Path]:
+    """The studies a ``--batch`` manifest lists: a ``.csv`` with a ``study_dir`` (or ``study``)
+    column, such as the dataset ``manifest.csv`` (one row per level: each study once), or a text
+    file with one study path a line (``#`` starts a comment). Relative paths are relative to the
+    manifest's folder."""
+    import csv
+
+    base = path.parent
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as e:
+        raise InputError(path, f"cannot read the batch manifest ({e})") from None
+    if path.suffix.lower() == ".csv":
+        rows = list(csv.DictReader(text.splitlines()))
+        col = next((c for c in ("study_dir", "study") if rows and c in rows[0]), None)
+        if col is None:
+            raise InputError(path, "batch manifest needs a study_dir (or study) column")
+        items = [r[col].strip() for r in rows if (r.get(col) or "").strip()]
+    else:
+        items = [line.split("#", 1)[0].strip() for line in text.splitlines()]
+        items = [i for i in items if i]
+    seen: dict[Path, None] = {}
+    for i in items:
+        p = Path(i)
+        seen.setdefault(p if p.is_absolute() else base / p, None)
+    return list(seen)
 
 
 def run_analyze(args: argparse.Namespace) -> int:
@@ -167,6 +198,12 @@ def run_analyze(args: argparse.Namespace) -> int:
     if processes < 1:
         raise InputError("--processes", f"must be at least 1, got {processes}")
     part = getattr(args, "_part", False)
+    if getattr(args, "ray", None) is not None and not part:
+        if processes > 1:
+            raise InputError("--ray", "give --ray or --processes, not both")
+        from .ray_runner import run_ray
+
+        return run_ray(studies, Path(args.out), args, outputs, rules)
     if processes > 1 and not part and (len(studies) > 1 or args.batch):
         return _run_processes(studies, Path(args.out), processes, args)
     threads = getattr(args, "threads", None)
@@ -210,6 +247,7 @@ def _run_batch(studies: list[Path], out: Path, pack: Any, config: Any, rules: An
     from tqdm import tqdm
 
     from .io import read_study
+    from .ray_runner import analyze_study_entry
 
     out.mkdir(parents=True, exist_ok=True)
     _clean_stale_temporaries(out)
@@ -231,28 +269,12 @@ def _run_batch(studies: list[Path], out: Path, pack: Any, config: Any, rules: An
         bar = tqdm(total=len(studies), desc="studies", unit="study", file=sys.stderr,
                    disable=bool(getattr(args, "_part", False)))  # a part's parent shows the bar
         for path, study, err in pool.map(read, studies):
-            entry: dict[str, Any] = {"input": str(path)}
-            if err is None:
-                uid = study.study_instance_uid or path.stem
-                dest = out / _safe(uid)
-                entry["study_instance_uid"] = uid
-                if (dest / "report.json").is_file() and not args.overwrite:
-                    entry["status"] = "skipped (done)"
-                    n_skip += 1
-                else:
-                    try:
-                        analyze_one(path, dest, pack, config, overwrite=True, study=study, outputs=outputs)
-                        entry["status"] = "ok"
-                        n_ok += 1
-                    except InputError as e:
-                        err = e.one_line()
-                    except Exception as e:
-                        err = f"{path}: {type(e).__name__}: {e}"
-            if err is not None:
-                entry["status"] = "error"
-                entry["error"] = err
+            entry = analyze_study_entry(path, out, pack, config, rules, outputs, args.overwrite, study, err)
+            n_ok += entry["status"] == "ok"
+            n_skip += entry["status"] == "skipped (done)"
+            if entry["status"] == "error":
                 n_err += 1
-                print(f"lumbargrade: error: {err}", file=sys.stderr)
+                print(f"lumbargrade: error: {entry['error']}", file=sys.stderr)
             entry["finished"] = _dt.datetime.now(_dt.UTC).isoformat(timespec="milliseconds")
             logf.write(json.dumps(entry) + "\n")
             logf.flush()

@@ -16,12 +16,20 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("studies", nargs="*", metavar="STUDY", help="study folder, .zip or NIfTI file")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--models", help="model pack folder (default: the bundled pack)")
-    p.add_argument("--batch", help="a folder whose subfolders (or .zip files) are studies")
+    p.add_argument("--batch", metavar="DIR|MANIFEST",
+                   help="a folder whose subfolders (or .zip files) are studies, or a manifest: a .csv with a "
+                   "study_dir column (the dataset manifest.csv) or a text file with one study path a line")
     p.add_argument("--overwrite", action="store_true", help="replace results already in OUT")
     p.add_argument("--workers", type=int, default=1, help="parallel study readers (threads) in batch mode")
     p.add_argument("--processes", type=int, default=1,
                    help="batch mode: analyze with N processes, each loading the models once (default 1; "
                    "N = the number of cores gives the most studies per minute)")
+    p.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
+                   help="batch mode on Ray (pip install 'lumbargrade[scale]'): one actor per CPU holds the models; "
+                   "without ADDRESS a local Ray with this machine's cores, else the cluster at ADDRESS "
+                   "(auto, ray://HOST:10001), whose nodes must see the study and output paths")
+    p.add_argument("--ray-actors", type=int, default=None, metavar="N",
+                   help="with --ray: number of analysis actors (default: one per CPU of the cluster)")
     p.add_argument("--_list", help=argparse.SUPPRESS)
     p.add_argument("--_part", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--_ort-threads", type=int, help=argparse.SUPPRESS)

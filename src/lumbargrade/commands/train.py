@@ -31,11 +31,21 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--overwrite", action="store_true", help="start afresh in a run folder that holds results")
 
 
+def _data_parallel(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--workers", type=int, default=1, metavar="N",
+                   help="data-parallel training in N processes (PyTorch DDP, gloo; each takes batch_size/N "
+                   "of every batch, the same model as one process up to rounding)")
+    p.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
+                   help="with --workers: run them as Ray Train workers (pip install 'lumbargrade[scale]'), "
+                   "on the cluster at ADDRESS or a local Ray")
+
+
 def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train one stage (segmentation, landmarks, tree, classifier, boxes)")
     tsub = p.add_subparsers(dest="task", metavar="TASK", required=True)
     s = tsub.add_parser("segmentation", help="dural sac + disc segmentation network")
     _common(s)
+    _data_parallel(s)
     s.add_argument("--model", help="architecture from the registry (default: config's)")
     l_ = tsub.add_parser("landmarks", help="DSNT disc-centre landmarks on the mid-sagittal T2")
     _common(l_)
@@ -65,6 +75,7 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                    "analyze places them (its masks and facet/foramen regions)")
     c.add_argument("--box-rule", help="box_rule.json of the fitted rule (where a region is missing; default: the "
                    "pack's, or the shipped coefficients)")
+    _data_parallel(c)
     return p
 
 

@@ -479,6 +479,13 @@ def train_on_patches(
     cfg = resolve_config(config or {})
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    from ..distributed import current  # data-parallel hook (lumbargrade.distributed): rank 0 writes
+
+    dist = current()
+    if not dist.is_main:
+        log, overwrite = logging.getLogger("lumbargrade.rank"), False
+        log.addHandler(logging.NullHandler())
+        log.propagate = False
     if overwrite:
         for name in _RUN_FILES:
             (out / name).unlink(missing_ok=True)
@@ -503,6 +510,7 @@ def train_on_patches(
     model = create_classifier(cfg["model"], k, checkpoint_path=checkpoint_path, in_chans=in_chans,
                               **dict(cfg["model_kwargs"]))
     model.to(device)
+    train_model = dist.wrap(model)  # data-parallel hook: DDP for the training forward only
     opt = torch.optim.AdamW(model.parameters(), lr=float(cfg["lr"]), weight_decay=float(cfg["weight_decay"]))
     epochs = int(cfg["epochs"])
     bs = min(int(cfg["batch_size"]), len(train))
@@ -563,8 +571,8 @@ def train_on_patches(
         tot, n = 0.0, 0
         for i in range(0, len(order), bs):
             idx = order[i : i + bs]
-            if len(idx) < 2 and len(order) > 1:
-                continue  # BatchNorm needs two items
+            if len(idx) < 2 * dist.world_size and len(order) > 1:
+                continue  # BatchNorm needs two items (on every data-parallel rank)
             xb = x_train[idx].to(device)
             yb = y_train[idx].to(device)
             if aug.get("enabled", True):
@@ -573,7 +581,9 @@ def train_on_patches(
                 xb = (xb - imean) / istd
             if in_chans != 1:
                 xb = xb.expand(-1, in_chans, -1, -1)
-            loss = crit(model(xb), yb)
+            n_global = len(idx)
+            xb, yb = dist.shard(xb, yb)  # data-parallel hook: this rank's part of the global batch
+            loss = crit(train_model(xb), yb) * dist.loss_scale(n_global)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -581,6 +591,10 @@ def train_on_patches(
             tot += float(loss.detach()) * len(idx)
             n += len(idx)
         train_loss = tot / max(n, 1)
+        if not dist.is_main:  # data-parallel hook: rank 0 evaluates, writes and decides to stop
+            if dist.broadcast(None):
+                break
+            continue
         if len(val):
             vlog = forward_logits(model, val.x, in_chans, int(cfg["eval_batch_size"]), device, imean, istd)
             vm = _val_metrics(task, vlog, val.y, logit_bias)
@@ -607,10 +621,12 @@ def train_on_patches(
                     "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
                     "generator": gen.get_state(), "best": best, "history": history,
                     "best_state": best_state}, ckpt)
-        if int(cfg["patience"]) > 0 and bad_epochs >= int(cfg["patience"]):
+        if dist.broadcast(int(cfg["patience"]) > 0 and bad_epochs >= int(cfg["patience"])):
             log.info("no improvement for %d epochs: stopping", bad_epochs)
             break
     bar.close()
+    if not dist.is_main:  # data-parallel hook
+        return {}
 
     # ---- calibration and threshold on the validation split, with the best weights
     model.load_state_dict(best_state)
@@ -715,6 +731,12 @@ def _segmenter_and_rule(path: str | None, rule_path: str | None, cfg: dict):
     return load_segmenter(p), rule
 
 
+def _train_rank(train, val, task, out, cfg, seed, ckpt, extra, log):
+    """:func:`train_on_patches` with positional arguments (what each data-parallel worker runs)."""
+    return train_on_patches(train, val, task, out, cfg, seed=seed, checkpoint_path=ckpt, overwrite=False,
+                            extra_config=extra, log=log)
+
+
 def run_cli(args) -> int:
     """Entry point of ``lumbargrade train classifier`` (parser in lumbargrade.commands.train)."""
     import sys
@@ -762,8 +784,12 @@ def run_cli(args) -> int:
             raise InputError(args.data, f"no train rows with labels for task {task}")
         extra = {"data": str(mf.resolve_manifest(args.data).resolve()),
                  "segmentation": getattr(args, "segmentation", None), "box_rule": getattr(args, "box_rule", None)}
-        metrics = train_on_patches(train, val, task, out, cfg, seed=int(args.seed), checkpoint_path=ckpt,
-                                   overwrite=False, extra_config=extra, log=log)
+        from ..distributed import launch  # data-parallel hook: --workers N processes (DDP)
+
+        workers = int(getattr(args, "workers", 1) or 1)
+        metrics = launch(_train_rank, workers, train, val, task, out, cfg, seed, ckpt, extra,
+                         log if workers == 1 and not getattr(args, "ray", None) else None,
+                         ray_address=getattr(args, "ray", None))
     finally:
         _close_log(log)
     v = metrics["val"]

@@ -4,6 +4,12 @@ Headers are read without pixel data (``stop_before_pixels``); the pixel data ele
 length and the bytes left in the file are checked against Rows x Columns x samples x bytes so that
 a truncated file is reported without decoding it. Files that are not DICOM images become warnings;
 a study with no usable series raises :class:`InputError`.
+
+Damaged input is refused before it can cost much memory or time: every header element is decoded
+inside the reader (an element pydicom cannot decode, such as one whose VR byte was damaged into
+an unknown VR, is dropped with a warning), images larger than :data:`MAX_PIXELS` pixels or
+:data:`MAX_FRAMES` frames are refused before any pixel is allocated, a deflated file that would
+expand past :data:`MAX_INFLATED_BYTES` is refused, and geometry tags must be finite numbers.
 """
 
 from __future__ import annotations
@@ -25,6 +31,19 @@ __all__ = ["load_pixels", "read_dicom_files", "read_dicom_folder", "read_header"
 _PIXEL_TAGS = {(0x7FE0, 0x0010), (0x7FE0, 0x0008), (0x7FE0, 0x0009)}
 _LONG_VRS = {b"OB", b"OW", b"OF", b"OD", b"OL", b"OV", b"UN", b"UT", b"SQ", b"UC", b"UR"}
 _SKIP_NAMES = {"DICOMDIR"}
+_DEFLATED = "1.2.840.10008.1.2.1.99"
+
+# elements without which a file cannot be read as an image (Rows, Columns, BitsAllocated, ...)
+_REQUIRED_TAGS = {"(0028,0010)", "(0028,0011)", "(0028,0100)", "(0028,0002)", "(0028,0008)",
+                  "(0020,0032)", "(0020,0037)", "(0028,0030)", "(0020,000E)", "(7FE0,0010)"}
+
+#: Largest image accepted: rows x columns x samples x frames of one file (2**26: a 16-bit
+#: 8192 x 8192 image, 128 MB stored, 256 MB as float32).
+MAX_PIXELS = 1 << 26
+#: Largest NumberOfFrames accepted in one file.
+MAX_FRAMES = 10_000
+#: Largest size a deflated (1.2.840.10008.1.2.1.99) file may expand to.
+MAX_INFLATED_BYTES = 1 << 30
 
 
 def _pixel_problem(fp: Any, ds: Any, size: int) -> str | None:
@@ -69,6 +88,78 @@ def _pixel_problem(fp: Any, ds: Any, size: int) -> str | None:
     return None
 
 
+def _decode_all(ds: Any, depth: int = 0) -> list[str]:
+    """Decode every raw element of ``ds`` (and of its sequence items) now, inside the reader's
+    error handling; an element pydicom cannot decode is deleted. Returns the deleted tags."""
+    bad: list[str] = []
+    for tag in list(ds.keys()):
+        try:
+            elem = ds[tag]
+            if elem.VR == "SQ":
+                if depth > 16:
+                    raise ValueError("sequences nested too deeply")
+                for item in elem.value:
+                    bad += _decode_all(item, depth + 1)
+        except Exception as e:  # pydicom raises many types on damaged elements
+            bad.append(f"{tag} ({type(e).__name__})")
+            try:
+                del ds[tag]
+            except Exception:
+                pass
+    return bad
+
+
+def _image_size_problem(ds: Any) -> str | None:
+    """None when Rows, Columns, SamplesPerPixel and NumberOfFrames are sane integers within
+    :data:`MAX_PIXELS` / :data:`MAX_FRAMES`, else the problem (checked before any pixel is read)."""
+    try:
+        rows, cols = int(ds.Rows), int(ds.Columns)
+        spp = int(ds.get("SamplesPerPixel", 1) or 1)
+        nf = int(_num(ds.get("NumberOfFrames")) or 1)
+    except (AttributeError, TypeError, ValueError, OverflowError):
+        return "invalid Rows / Columns / SamplesPerPixel / NumberOfFrames"
+    if rows < 1 or cols < 1 or spp < 1 or nf < 1:
+        return f"invalid image size (Rows {rows}, Columns {cols}, frames {nf}, samples {spp})"
+    if nf > MAX_FRAMES:
+        return f"{nf} frames; more than this reader accepts ({MAX_FRAMES})"
+    if rows * cols * spp * nf > MAX_PIXELS:
+        return (f"image of {rows} x {cols} pixels x {nf} frame(s) x {spp} sample(s) is larger than "
+                f"this reader accepts ({MAX_PIXELS} pixels)")
+    return None
+
+
+def _inflated_problem(fp: Any) -> str | None:
+    """For a deflated file: None when its dataset inflates to at most :data:`MAX_INFLATED_BYTES`
+    (checked in chunks, never holding more than one), else the problem."""
+    import zlib
+
+    from pydicom.filereader import _read_file_meta_info, read_preamble
+
+    fp.seek(0)
+    try:
+        read_preamble(fp, True)
+        _read_file_meta_info(fp)
+    except Exception:
+        fp.seek(0)
+        return None  # not Part 10 after all: pydicom decides
+    d = zlib.decompressobj(-zlib.MAX_WBITS)
+    total = 0
+    try:
+        while chunk := fp.read(1 << 20):
+            while chunk:
+                total += len(d.decompress(chunk, 1 << 24))
+                chunk = d.unconsumed_tail
+                if total > MAX_INFLATED_BYTES:
+                    return f"deflated data expands past {MAX_INFLATED_BYTES >> 20} MB; refused"
+            if d.eof:
+                break
+    except zlib.error as e:
+        return f"corrupt deflated data ({e})"
+    finally:
+        fp.seek(0)
+    return None
+
+
 def _looks_like_dicom(head: bytes) -> bool:
     """A Part 10 file (``DICM`` at byte 128) or a bare dataset that starts with an element of
     group 0000-0010 (little or big endian); anything else is rejected without parsing."""
@@ -92,13 +183,22 @@ def read_header(path: Path) -> tuple[Any | None, str | None]:
             if not _looks_like_dicom(fp.read(132)):
                 return None, "not a DICOM file"
             fp.seek(0)
+            if _DEFLATED.encode() in fp.read(2048):
+                problem = _inflated_problem(fp)
+                if problem:
+                    return None, problem
+            fp.seek(0)
             try:
                 ds = pydicom.dcmread(fp, stop_before_pixels=True, force=True)
+                dropped = _decode_all(ds) + _decode_all(getattr(ds, "file_meta", None) or {})
             except Exception as e:  # pydicom raises many types on garbage
                 return (
                     None,
                     f"not a DICOM file ({type(e).__name__}: {' '.join(str(e).split())[:120]})",
                 )
+            lost = [t for t in dropped if t.split(" ")[0] in _REQUIRED_TAGS]
+            if lost:
+                return None, f"undecodable element {lost[0]} (damaged header)"
             if "Rows" not in ds or "Columns" not in ds:
                 kind = ds.get("Modality") or ds.get("SOPClassUID") or ds.get("SOPInstanceUID")
                 has_meta = len(getattr(ds, "file_meta", None) or []) > 0
@@ -107,11 +207,18 @@ def read_header(path: Path) -> tuple[Any | None, str | None]:
                 return None, f"DICOM file without an image (Modality {ds.get('Modality', '?')})"
             ts = str(getattr(ds, "file_meta", {}).get("TransferSyntaxUID", "") or "")
             # deflated files are parsed from a decompressed copy: fp's offsets mean nothing
-            problem = None if ts == "1.2.840.10008.1.2.1.99" else _pixel_problem(fp, ds, size)
+            problem = _image_size_problem(ds)
+            if problem is None and ts != _DEFLATED:
+                problem = _pixel_problem(fp, ds, size)
     except OSError as e:
         return None, f"cannot read file ({e.strerror or e})"
+    except RecursionError:
+        return None, "not a DICOM file (elements nested too deeply)"
     if problem:
         return None, problem
+    if dropped:
+        # read_dicom_files turns these into one warning for the file
+        ds.__dict__["_lumbargrade_dropped"] = dropped
     return ds, None
 
 
@@ -120,6 +227,15 @@ def _num(v: Any) -> float | None:
         return None if v is None or v == "" else float(v)
     except (TypeError, ValueError):
         return None
+
+
+def _values(v: Any) -> list:
+    """A tag's value as a list (one value, several, or none)."""
+    if v is None or v == "":
+        return []
+    if isinstance(v, (list, tuple)) or type(v).__name__ == "MultiValue":
+        return list(v)
+    return [v]
 
 
 def _text(v: Any) -> str:
@@ -166,6 +282,23 @@ def _frame_loader(
     return load
 
 
+#: Largest |coordinate| (mm) and pixel spacing / thickness (mm) taken as plausible.
+_MAX_MM = 1e6
+
+
+def _check_geometry(g: SliceGeometry) -> None:
+    """Raise ValueError unless the geometry is finite, orthogonal and has positive spacing."""
+    vals = np.concatenate([g.position, g.row_cosine, g.col_cosine, g.pixel_spacing])
+    if not np.all(np.isfinite(vals)) or np.max(np.abs(g.position)) > _MAX_MM:
+        raise ValueError("values not finite or out of range")
+    if abs(float(g.row_cosine @ g.col_cosine)) > 1e-3 or np.linalg.norm(np.cross(g.row_cosine, g.col_cosine)) < 0.5:
+        raise ValueError("ImageOrientationPatient not orthogonal")
+    if min(g.pixel_spacing) <= 0 or max(g.pixel_spacing) > _MAX_MM:
+        raise ValueError("PixelSpacing <= 0 or out of range")
+    if g.thickness is not None and not (np.isfinite(g.thickness) and abs(g.thickness) < _MAX_MM):
+        raise ValueError("SliceThickness not finite or out of range")
+
+
 def _series_name(desc: str, uid: str) -> str:
     return f"series '{desc}' ({uid})" if desc else f"series {uid}"
 
@@ -182,6 +315,9 @@ def read_dicom_files(files: list[tuple[Path, str]], source: str, rules: Any = No
         if problem:
             warns.append(f"{disp}: {problem}")
             continue
+        dropped = ds.__dict__.get("_lumbargrade_dropped")
+        if dropped:
+            warns.append(f"{disp}: undecodable element(s) {', '.join(dropped[:5])} ignored")
         uid = str(ds.get("SeriesInstanceUID", "") or "") or "(no SeriesInstanceUID)"
         by_series[uid].append((ds, path, disp))
 
@@ -280,9 +416,8 @@ def _build_series(
                 g = SliceGeometry.from_dicom_values(
                     ipp, iop, ps, int(ds.Rows), int(ds.Columns), thick
                 )
-                if abs(float(g.row_cosine @ g.col_cosine)) > 1e-3 or min(g.pixel_spacing) <= 0:
-                    raise ValueError("ImageOrientationPatient not orthogonal or PixelSpacing <= 0")
-            except (ValueError, TypeError) as e:
+                _check_geometry(g)
+            except (ValueError, TypeError, OverflowError) as e:
                 bad_geom.append(
                     f"{fdisp}: invalid ImageOrientationPatient / ImagePositionPatient / "
                     f"PixelSpacing ({e})"
@@ -311,9 +446,11 @@ def _build_series(
                 )
             )
     if not refs:
-        tags = ", ".join(sorted(missing)) if missing else "valid geometry tags"
-        first = bad_geom[0].split(": ", 1)[0] if bad_geom else ""
-        return None, f"{name}: missing {tags} in all {len(items)} file(s) (e.g. {first})", warns
+        if missing:
+            tags = ", ".join(sorted(missing))
+            first = bad_geom[0].split(": ", 1)[0] if bad_geom else ""
+            return None, f"{name}: missing {tags} in all {len(items)} file(s) (e.g. {first})", warns
+        return None, f"{name}: no valid geometry in any of {len(items)} file(s) (e.g. {bad_geom[0]})", warns
     warns.extend(bad_geom)
 
     sizes = Counter((r.geometry.rows, r.geometry.columns) for r in refs)
@@ -347,7 +484,7 @@ def _build_series(
     g0 = refs[0].geometry
     thick = Counter(r.geometry.thickness for r in refs if r.geometry.thickness is not None)
     ps = Counter(r.geometry.pixel_spacing for r in refs).most_common(1)[0][0]
-    image_type = tuple(str(v).upper() for v in (ds0.get("ImageType") or []))
+    image_type = tuple(str(v).upper() for v in _values(ds0.get("ImageType")))
     s = Series(
         series_instance_uid=uid,
         description=desc,
@@ -416,6 +553,7 @@ def load_pixels(ref: SliceRef, allow_frames: bool = False) -> np.ndarray:
         with _warnings.catch_warnings():
             _warnings.simplefilter("ignore")
             ds = pydicom.dcmread(ref.path, force=True)
+            _decode_all(ds)  # damaged elements (e.g. an unknown VR) dropped, as in read_header
             if "TransferSyntaxUID" not in ds.file_meta:
                 implicit, little = ds.original_encoding
                 ds.file_meta.TransferSyntaxUID = (

@@ -11,6 +11,8 @@ with x and y negated (:func:`geometry.ras_to_lps`).
 
 from __future__ import annotations
 
+import logging
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +22,10 @@ from ..errors import InputError
 from ..geometry import SliceGeometry, nifti_to_volume_affine, plane_of
 from .model import Block, Series, SliceRef, Study
 
-__all__ = ["choose_slice_axis", "most_axial_axis", "read_nifti", "reorient_for_display"]
+__all__ = ["MAX_VOXELS", "choose_slice_axis", "most_axial_axis", "read_nifti", "reorient_for_display"]
+
+#: Largest volume accepted (voxels of the first 3D volume; 2**28 float32 voxels are 1 GiB).
+MAX_VOXELS = 1 << 28
 
 _DISPLAY = {  # plane -> (row_cosine, col_cosine): direction of growing column index, row index
     "axial": (np.array([1.0, 0, 0]), np.array([0, 1.0, 0])),
@@ -96,23 +101,44 @@ def read_nifti(path: Path, rules: Any = None, slice_axis: int | str | None = Non
 
     rules = rules if isinstance(rules, dict) else load_rules(rules)
     where = str(path)
+    nib_log = logging.getLogger("nibabel")
+    level = nib_log.level
+    nib_log.setLevel(logging.CRITICAL)  # its notes on damaged headers: the error below says it
     try:
-        img = nib.load(str(path))
-        shape = tuple(int(v) for v in img.shape)
-        aff_ras = np.asarray(img.affine, dtype=np.float64)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            img = nib.load(str(path))
+            shape = tuple(int(v) for v in img.shape)
+            aff_ras = np.asarray(img.affine, dtype=np.float64)
     except Exception as e:
         raise InputError(
             where,
             f"not a readable NIfTI file ({type(e).__name__}: {' '.join(str(e).split())[:160]})",
         ) from None
+    finally:
+        nib_log.setLevel(level)
     warns: list[str] = []
     if len(shape) == 4 and shape[3] > 1:
         warns.append(f"{where}: 4D image with {shape[3]} volumes; the first is used")
     elif len(shape) not in (3, 4):
         raise InputError(where, f"expected a 3D image, got shape {shape}")
     shape3 = shape[:3]
-    if not np.all(np.isfinite(aff_ras)) or abs(np.linalg.det(aff_ras[:3, :3])) < 1e-9:
-        raise InputError(where, "affine is singular or not finite")
+    if min(shape3) < 1:
+        raise InputError(where, f"image has no voxels (shape {shape})")
+    if shape3[0] * shape3[1] * shape3[2] > MAX_VOXELS:
+        raise InputError(where, f"image of {' x '.join(map(str, shape3))} voxels is larger than this "
+                         f"reader accepts ({MAX_VOXELS} voxels)")
+    try:
+        declared = img.dataobj.offset + img.header.get_data_dtype().itemsize * int(np.prod(shape, dtype=np.int64))
+    except Exception:
+        declared = None
+    if declared is not None and not where.lower().endswith(".gz"):
+        size = Path(path).stat().st_size
+        if size < declared:
+            raise InputError(where, f"file truncated: {size} of {declared} bytes present")
+    if (not np.all(np.isfinite(aff_ras)) or abs(np.linalg.det(aff_ras[:3, :3])) < 1e-9
+            or np.max(np.abs(aff_ras)) > 1e6):
+        raise InputError(where, "affine is singular, not finite or out of range")
     d = aff_ras[:3, :3] / np.linalg.norm(aff_ras[:3, :3], axis=0)
     if np.max(np.abs(d.T @ d - np.eye(3))) > 1e-3:
         warns.append(f"{where}: affine has shear; slice geometry assumes orthogonal axes")

@@ -1,4 +1,11 @@
-"""``read_study(path)``: a DICOM folder, a .zip of one, a single DICOM file or a NIfTI file."""
+"""``read_study(path)``: a DICOM folder, a .zip of one, a single DICOM file or a NIfTI file.
+
+A .zip is extracted to flat, numbered names in a temporary folder (a member's own path is never
+used on disk); members whose names leave the archive (``../``, absolute paths, drive letters) are
+refused with a warning; an archive whose members would expand past :data:`MAX_ZIP_BYTES` in all,
+with more than :data:`MAX_ZIP_MEMBERS` members, or with a large member compressed more than
+:data:`MAX_ZIP_RATIO` : 1 (a compression bomb) is refused before anything is extracted.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +15,35 @@ from typing import Any
 from ..errors import InputError
 from .model import Study
 
-__all__ = ["read_study"]
+__all__ = ["MAX_ZIP_BYTES", "MAX_ZIP_MEMBERS", "MAX_ZIP_RATIO", "read_study"]
+
+#: Most bytes a .zip study may expand to (all members together).
+MAX_ZIP_BYTES = 8 << 30
+#: Most members (files) in a .zip study.
+MAX_ZIP_MEMBERS = 100_000
+#: Highest compression ratio of a member larger than 64 MiB (DICOM images compress 2-10 : 1;
+#: deflate reaches about 1030 : 1 on zeros, what a compression bomb is made of).
+MAX_ZIP_RATIO = 500
+
+
+def _unsafe_member(name: str) -> bool:
+    """A member name that would leave the extraction folder if used as a path."""
+    n = name.replace("\\", "/")
+    return n.startswith("/") or (len(n) > 1 and n[1] == ":") or ".." in n.split("/")
+
+
+def _zip_bomb_problem(members: list) -> str | None:
+    if len(members) > MAX_ZIP_MEMBERS:
+        return f"{len(members)} members; more than this reader accepts ({MAX_ZIP_MEMBERS})"
+    total = sum(m.file_size for m in members)
+    if total > MAX_ZIP_BYTES:
+        return (f"members would expand to {total / 2**30:.1f} GiB (limit "
+                f"{MAX_ZIP_BYTES / 2**30:.0f} GiB); refused as a possible compression bomb")
+    for m in members:
+        if m.file_size > 64 << 20 and m.file_size > MAX_ZIP_RATIO * max(m.compress_size, 1):
+            return (f"member {m.filename!r} is compressed {m.file_size / max(m.compress_size, 1):.0f}"
+                    f" : 1; refused as a possible compression bomb")
+    return None
 
 
 def _is_nifti(p: Path) -> bool:
@@ -19,14 +54,15 @@ def _is_nifti(p: Path) -> bool:
 def _read_zip(path: Path, rules: Any) -> Study:
     import tempfile
     import zipfile
+    import zlib
 
     from .dicom import read_dicom_files
 
     where = str(path)
     try:
         zf = zipfile.ZipFile(path)
-    except (zipfile.BadZipFile, OSError, EOFError) as e:
-        raise InputError(where, f"not a readable zip archive ({e})") from None
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError) as e:
+        raise InputError(where, f"not a readable zip archive ({type(e).__name__}: {e})") from None
     tmp = tempfile.TemporaryDirectory(prefix="lumbargrade-zip-")
     root = Path(tmp.name)
     pairs = []
@@ -36,7 +72,14 @@ def _read_zip(path: Path, rules: Any) -> Study:
             members = [m for m in zf.infolist() if not m.is_dir()]
             if not members:
                 raise InputError(where, "empty zip archive: no files")
+            problem = _zip_bomb_problem(members)
+            if problem:
+                raise InputError(where, problem)
             for i, m in enumerate(members):
+                if _unsafe_member(m.filename):
+                    warns.append(f"{where}:{m.filename}: member path leaves the archive "
+                                 "(path traversal); refused")
+                    continue
                 base = m.filename.rsplit("/", 1)[-1]
                 if (
                     base.startswith(".")
@@ -56,12 +99,16 @@ def _read_zip(path: Path, rules: Any) -> Study:
                     EOFError,
                     NotImplementedError,
                     RuntimeError,
+                    ValueError,
+                    zlib.error,
                 ) as e:
                     warns.append(f"{disp}: cannot extract ({type(e).__name__}: {e})")
                     continue
                 pairs.append((target, disp))
         if not pairs and warns:
             raise InputError(where, f"no file could be extracted ({warns[0]})")
+        if not pairs:
+            raise InputError(where, "zip archive holds no files to read")
         study = read_dicom_files(pairs, where, rules)
     except BaseException:
         tmp.cleanup()
@@ -88,8 +135,14 @@ def read_study(path: str | Path, rules: str | Path | dict | None = None) -> Stud
     from .roles import load_rules
 
     p = Path(path)
-    if not p.exists():
-        raise InputError(p, "no such file or folder")
+    try:
+        if not p.exists():
+            problem = "no such file or folder"
+            if p.is_symlink():
+                problem = "symbolic link to nothing (broken or a loop)"
+            raise InputError(p, problem)
+    except OSError as e:
+        raise InputError(p, f"cannot read ({e.strerror or e})") from None
     rules_d = load_rules(rules)
     if p.is_dir():
         return read_dicom_folder(p, rules_d)

@@ -385,9 +385,14 @@ def train_segmentation(
         val_rows = val_rows[: cfg.max_val_items]
     if not train_rows:
         raise InputError(manifest, "no rows with split=train")
-    resume = _prepare_run_dir(out, cfg, overwrite)
-    (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
-    log = _Log(out / "train.log")
+    from ..distributed import current  # data-parallel hook (lumbargrade.distributed): rank 0 writes
+
+    dist = current()
+    if dist.is_main:
+        resume = _prepare_run_dir(out, cfg, overwrite)
+        (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
+    resume = dist.broadcast(resume if dist.is_main else None)
+    log = _Log(out / "train.log") if dist.is_main else (lambda msg: None)
 
     if cfg.num_threads > 0:
         torch.set_num_threads(cfg.num_threads)
@@ -402,7 +407,7 @@ def train_segmentation(
     size = (cfg.size, cfg.size)
     bar = (
         (lambda it, desc: tqdm(it, desc=desc, leave=False))
-        if cfg.progress
+        if cfg.progress and dist.is_main
         else (lambda it, desc: it)
     )
     t0 = time.time()
@@ -453,6 +458,7 @@ def train_segmentation(
         load_weights(model, src)
         log(f"initialised from {src}")
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    train_model = dist.wrap(model)  # data-parallel hook: DDP for the training forward only
     start_epoch, best, best_epoch, best_dice, history = 0, -1.0, -1, None, []
     elapsed_prev = 0.0
     if resume:
@@ -493,21 +499,25 @@ def train_segmentation(
             total=n_batches,
             desc=f"epoch {epoch + 1}/{cfg.epochs}",
             leave=False,
-            disable=not cfg.progress,
+            disable=not (cfg.progress and dist.is_main),
         )
         for x, y in pbar:
+            n_global = len(x)
+            x, y = dist.shard(x, y)  # data-parallel hook: this rank's part of the global batch
             xt, yt = torch.from_numpy(x).to(device), torch.from_numpy(y).to(device)
             with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
-                logits = model(xt)
+                logits = train_model(xt)
             loss = seg_loss(
                 logits, yt, cfg.per_structure, cfg.dice_weight, cfg.ce_weight, cfg.dice_per_image
-            )
+            ) * dist.loss_scale(n_global)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             losses.append(float(loss.detach()))
             pbar.set_postfix(loss=f"{losses[-1]:.4f}")
         train_loss = float(np.mean(losses))
+        if not dist.is_main:  # data-parallel hook: rank 0 evaluates and writes
+            continue
         dice_synth = None
         if val_ds is not None:
             dice = evaluate_fields(model, val_ds, cfg, device)
@@ -570,6 +580,8 @@ def train_segmentation(
             len(val_ds) if val_ds else 0,
             finished=(epoch + 1 == cfg.epochs),
         )
+    if not dist.is_main:  # data-parallel hook
+        return {}
     metrics = json.loads((out / "metrics.json").read_text())
     if not metrics.get("finished"):  # nothing left to run (epochs lowered): mark finished
         metrics = _write_metrics(
@@ -631,7 +643,10 @@ def run_cli(args) -> int:
     import sys
 
     cfg = resolve_config(args.config, args.set, getattr(args, "model", None), args.seed)
-    m = train_segmentation(args.data, args.out, cfg, overwrite=args.overwrite)
+    from ..distributed import launch  # data-parallel hook: --workers N processes (DDP)
+
+    m = launch(train_segmentation, getattr(args, "workers", 1) or 1, args.data, args.out, cfg,
+               args.overwrite, ray_address=getattr(args, "ray", None))
     d = m.get("val_dice") or {}
     print(
         f"segmentation: best epoch {m['best_epoch']}/{m['epochs']}, val Dice sac "

@@ -1,0 +1,75 @@
+"""Data-parallel training (lumbargrade.distributed): 2 DDP processes give 1 process's model."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from lumbargrade.distributed import DistContext, current, launch
+
+
+def test_shards_cover_the_batch_once_and_scale_to_the_global_mean():
+    x = np.arange(10)
+    for world in (1, 2, 3, 4):
+        parts = [DistContext(r, world).shard(x) for r in range(world)]
+        assert np.array_equal(np.concatenate(parts), x)
+        scales = [DistContext(r, world).loss_scale(10) for r in range(world)]
+        # DDP averages gradients: mean over ranks of scale * (mean over the shard) = global mean
+        assert np.isclose(np.mean([s * p.mean() for s, p in zip(scales, parts)]), x.mean())
+    # fewer items than ranks: the idle rank takes the last item with zero weight
+    assert DistContext(1, 3).shard(np.arange(2)).tolist() == [1] and DistContext(1, 3).loss_scale(2) == 0.0
+
+
+def test_single_worker_is_a_plain_call():
+    assert launch(lambda a: a + 1, 1, 41) == 42
+    ctx = current()
+    assert ctx.world_size == 1 and ctx.is_main and ctx.wrap("m") == "m"
+
+
+def _toy_train(steps: int, batch: int) -> dict:
+    """A small MLP trained with the trainers' hooks; returns rank 0's weights (numpy)."""
+    import torch
+
+    dist = current()
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    x_all = rng.normal(size=(96, 12)).astype(np.float32)
+    y_all = (x_all[:, :3].sum(1, keepdims=True) > 0).astype(np.float32)
+    net = torch.nn.Sequential(torch.nn.Linear(12, 16), torch.nn.Tanh(), torch.nn.Linear(16, 1))
+    net_train = dist.wrap(net)
+    opt = torch.optim.SGD(net.parameters(), lr=0.1)
+    for _ in range(steps):
+        idx = rng.choice(len(x_all), size=batch, replace=False)  # the same global batch on every rank
+        x, y = dist.shard(x_all[idx], y_all[idx])
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(
+            net_train(torch.from_numpy(x)), torch.from_numpy(y)) * dist.loss_scale(batch)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return {k: v.detach().numpy().copy() for k, v in net.state_dict().items()}
+
+
+@pytest.mark.parametrize("batch", [16, pytest.param(15, marks=pytest.mark.slow)])  # equal, unequal shards
+def test_two_ddp_processes_train_the_same_model_as_one(batch):
+    one = launch(_toy_train, 1, 25, batch)
+    two = launch(_toy_train, 2, 25, batch, threads_per_worker=1)
+    assert set(one) == set(two)
+    for k in one:
+        np.testing.assert_allclose(two[k], one[k], rtol=1e-4, atol=1e-5)
+    assert not np.allclose(one["0.weight"], _toy_train(0, batch)["0.weight"])  # it did train
+
+
+@pytest.mark.slow
+def test_an_input_error_on_rank_0_is_reported_as_such():
+    from lumbargrade.errors import InputError
+
+    with pytest.raises(InputError, match="boom"):
+        launch(_raise_input_error, 2)
+
+
+def _raise_input_error():
+    from lumbargrade.errors import InputError
+
+    if current().is_main:
+        raise InputError("x", "boom")
+    current().barrier()
