@@ -801,8 +801,9 @@ def _jsonable(metrics: Mapping[str, Any]) -> dict:
 
 
 def write_outputs(metrics: Mapping[str, Any], out: str | Path, title: str = "lumbargrade evaluation",
-                  extra: Mapping[str, Any] | None = None) -> dict[str, Path]:
-    """Write ``metrics.json``, ``tables.md`` and the figures into ``out``."""
+                  extra: Mapping[str, Any] | None = None, figures: bool = True) -> dict[str, Path]:
+    """Write ``metrics.json``, ``tables.md`` and (``figures``; needs matplotlib, in the training
+    extra) the figures into ``out``."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     doc = _jsonable(metrics)
@@ -810,21 +811,22 @@ def write_outputs(metrics: Mapping[str, Any], out: str | Path, title: str = "lum
         doc.update(extra)
     (out / "metrics.json").write_text(json.dumps(doc, indent=2) + "\n")
     (out / "tables.md").write_text(format_tables(metrics, title) + "\n")
-    figs = write_figures(metrics, out)
+    figs = write_figures(metrics, out) if figures else []
     return {"metrics": out / "metrics.json", "tables": out / "tables.md", **{p.stem: p for p in figs}}
 
 
 def evaluate_predictions(data: str | Path, predictions: str | Path, out: str | Path, split: str | None = "test",
                          n_boot: int = 1000, seed: int = 0, tree_model: Any = None,
-                         extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """Truth from ``data`` + reports under ``predictions`` -> metrics written into ``out``."""
+                         extra: Mapping[str, Any] | None = None, figures: bool = True) -> dict[str, Any]:
+    """Truth from ``data`` + reports under ``predictions`` -> metrics written into ``out``
+    (``figures``: also the ROC and confusion figures)."""
     truth = load_truth(data, split)
     reports = load_reports(predictions)
     pairs, missing = make_pairs(truth, reports)
     metrics = compute_metrics(pairs, n_boot=n_boot, seed=seed, tree_model=tree_model)
     metrics["patients_without_report"] = missing
     metrics["split"] = split
-    write_outputs(metrics, out, extra=extra)
+    write_outputs(metrics, out, extra=extra, figures=figures)
     write_level_csv(pairs, Path(out) / "levels.csv")
     return metrics
 
