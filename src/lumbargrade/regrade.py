@@ -245,6 +245,7 @@ def regrade(
     from .levels.names import level_dirname, level_from_dirname
     from .modelpack import load_pack
     from .report.dicom_seg import write_seg
+    from .report.json_report import call_writer
     from .report.dicom_sr import write_sr
     from .report.html_report import write_html
     from .report.json_report import _json_default
@@ -328,7 +329,7 @@ def regrade(
         (staging / lab_rel).parent.mkdir(parents=True, exist_ok=True)
         Image.fromarray(lv.label_map().astype(np.uint8), mode="L").save(staging / lab_rel)
         for writer in (write_seg, write_sr, write_html):
-            writer(result, staging, new)
+            call_writer(writer, out, result, staging, new)
         (staging / "report.json").write_text(
             json.dumps(new, indent=2, default=_json_default) + "\n"
         )
