@@ -483,9 +483,9 @@ def summarise(child: dict[str, Any]) -> dict[str, Any]:
 def cpu_line(m: dict[str, Any]) -> str:
     """The CPU the figures were measured on and the flags they depend on (native bf16 decides
     whether the PyTorch path's segmenter runs bf16 or fp32)."""
-    flags = " ".join(m.get("cpu_flags") or []) or "not readable"
-    return (f"CPU: {m.get('cpu') or '?'}, {m.get('cpus')} logical CPUs; flags: {flags}; native bf16: "
-            f"{'yes' if m.get('cpu_native_bf16') else 'no'}")
+    flags = "not recorded" if m.get("cpu_flags") is None else " ".join(m["cpu_flags"]) or "not readable"
+    bf16 = {True: "yes", False: "no"}.get(m.get("cpu_native_bf16"), "not recorded")
+    return f"CPU: {m.get('cpu') or '?'}, {m.get('cpus')} logical CPUs; flags: {flags}; native bf16: {bf16}"
 
 
 def table(res: dict[str, Any]) -> str:
