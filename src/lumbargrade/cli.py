@@ -56,7 +56,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args._run(args) or 0)
     except MissingExtra as e:
         if e.what.startswith("-"):  # an option (--runtime torch): name the command it was given to
-            e = MissingExtra(f"{_command_words(args)} {e.what}", e.extra)
+            e = MissingExtra(f"{_command_words(args)} {e.what}", e.extra, e.alternative)
         print(e.one_line(), file=sys.stderr)
         return 2
     except ModuleNotFoundError as e:  # a module of an extra, imported deep inside a command
@@ -81,11 +81,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _command_words(args: argparse.Namespace) -> str:
     """'train', 'pack export-onnx'...: the subcommand a user ran, for messages."""
-    words = [args.command]
-    for sub in ("task", "pack_cmd"):
-        if args.command in ("pack",) and getattr(args, sub, None):
-            words.append(str(getattr(args, sub)))
-    return " ".join(w for w in words if w)
+    words = [str(args.command)]
+    if args.command == "pack" and getattr(args, "pack_cmd", None):
+        words.append(str(args.pack_cmd))
+    return " ".join(words)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -46,6 +46,7 @@ class MissingExtra(InputError):
     def __init__(self, what: str, extra: str = "train", alternative: str | None = None) -> None:
         self.what = what
         self.extra = extra
+        self.alternative = alternative
         alt = f" (or {alternative})" if alternative else ""
         super().__init__(None, f'lumbargrade {what} needs the {EXTRA_NAMES.get(extra, extra)} extra: '
                                f'pip install "lumbargrade[{extra}]"{alt}')

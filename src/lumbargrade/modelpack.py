@@ -299,11 +299,11 @@ def _component_placeholders(folder: Path, run: str | Path | None = None) -> dict
 
 def scrub_pack(path: str | Path, runs: dict[str, str | Path] | None = None) -> list[Path]:
     """Rewrite a pack's records in place without this machine's paths (see
-    :mod:`lumbargrade.provenance`): each component's ``command.txt``, ``config.json``,
-    ``metrics.json``, ``tree.json``, ``README.md``, the pack's ``box_rule.json`` and ``README.md``,
-    then ``pack.json`` (its training commands taken
-    from the clean ``command.txt`` files). ``runs``: the run folders the components were copied
-    from (:func:`build_pack`). Returns the files that changed; weights are never touched."""
+    :mod:`lumbargrade.provenance`): each component's ``command.txt`` (placeholders per option),
+    ``config.json``, ``metrics.json``, ``tree.json`` and ``README.md``, the pack's
+    ``box_rule.json`` and ``README.md``, then ``pack.json`` (its training commands taken from the
+    clean ``command.txt`` files). ``runs``: the run folders the components were copied from
+    (:func:`build_pack`). Returns the files that changed; weights are never touched."""
     import shlex
 
     from .provenance import portable_command, scrub_file, scrub_json
