@@ -265,7 +265,7 @@ def child_main(pack_path: str, studies: list[str], out_json: str, profile: str |
             t1 = time.perf_counter()
             rep = analysis_runner.analyze_one(s, tmp / f"s{i}", pack, config)
             wall = time.perf_counter() - t1
-            rows.append({"study": str(s), "wall_s": wall, "timings_s": rep.get("timings_s", {}),
+            rows.append({"study": Path(s).parent.name, "wall_s": wall, "timings_s": rep.get("timings_s", {}),
                          "writers_s": dict(writer_t), "n_levels": len(rep.get("levels", [])),
                          "n_lateral_probs": sum(1 for lv in rep.get("levels", [])
                                                 for f in ("foramen_left", "foramen_right", "facet_left", "facet_right")
@@ -274,9 +274,9 @@ def child_main(pack_path: str, studies: list[str], out_json: str, profile: str |
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     res = {
-        "pack": pack.label, "pack_path": str(pack.path),
+        "pack": pack.label, "pack_path": _portable(pack.path),
         "components": {c: (pack.info(c).get("architecture") if pack.has(c) else None) for c in COMPONENTS},
-        "runtimes": pack.runtimes(), "torch_imported": "torch" in sys.modules,
+        "runtimes": pack.runtimes(), "precision": pack.precisions(), "torch_imported": "torch" in sys.modules,
         "imports_s": t_import, "model_load_s": t_load, "model_load_per_component_s": per_comp,
         "first_study_s": first, "studies": rows,
         "threads": {"onnxruntime": num_threads(), "torch": (sys.modules["torch"].get_num_threads()
@@ -480,10 +480,18 @@ def summarise(child: dict[str, Any]) -> dict[str, Any]:
             "levels_median": st.median(r["n_levels"] for r in rows)}
 
 
+def cpu_line(m: dict[str, Any]) -> str:
+    """The CPU the figures were measured on and the flags they depend on (native bf16 decides
+    whether the PyTorch path's segmenter runs bf16 or fp32)."""
+    flags = "not recorded" if m.get("cpu_flags") is None else " ".join(m["cpu_flags"]) or "not readable"
+    bf16 = {True: "yes", False: "no"}.get(m.get("cpu_native_bf16"), "not recorded")
+    return f"CPU: {m.get('cpu') or '?'}, {m.get('cpus')} logical CPUs; flags: {flags}; native bf16: {bf16}"
+
+
 def table(res: dict[str, Any]) -> str:
     confs = list(res["configs"])
     w = 14
-    lines = [f"{'':34s}" + "".join(f"{c:>{w}s}" for c in confs)]
+    lines = [cpu_line(res.get("machine", {})), f"{'':34s}" + "".join(f"{c:>{w}s}" for c in confs)]
 
     def row(label: str, f) -> None:
         cells = []
@@ -499,6 +507,7 @@ def table(res: dict[str, Any]) -> str:
     row("runtime", lambda c: "/".join(sorted(set(c["warm"]["runtimes"].values()))) or "-")
     row("threads", lambda c: (c["warm"]["threads"]["onnxruntime"] if "onnx" in c["warm"]["runtimes"].values()
                               else c["warm"]["threads"]["torch"]))
+    row("segmentation precision", lambda c: c["warm"]["precision"]["segmentation"])
     row("warm s/study (median)", lambda c: c["summary"]["wall_median_s"])
     row("  analysis without report writing", lambda c: c["summary"]["analysis_median_s"])
     for k in STAGES:
@@ -534,13 +543,20 @@ def table(res: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _portable(path: Any) -> str:
+    """A path as the results JSON records it (no folder of this machine)."""
+    from lumbargrade.provenance import portable_path
+
+    return portable_path(path) or str(path)
+
+
 def machine() -> dict[str, Any]:
-    info: dict[str, Any] = {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()}
+    from lumbargrade.runtime import cpu_info
+
+    ci = cpu_info()
+    info: dict[str, Any] = {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
+                            "cpu": ci["model"], "cpu_flags": ci["flags"], "cpu_native_bf16": ci["native_bf16"]}
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                info["cpu"] = line.split(":", 1)[1].strip()
-                break
         info["loadavg_at_start"] = os.getloadavg()
     except OSError:
         pass
@@ -609,9 +625,12 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     t_start = time.perf_counter()
-    res: dict[str, Any] = {"machine": machine(), "command": " ".join([Path(sys.argv[0]).name, *(argv or sys.argv[1:])]),
+    from lumbargrade.provenance import portable_command
+
+    res: dict[str, Any] = {"machine": machine(),
+                           "command": portable_command(["benchmarks/pipeline_speed.py", *(argv or sys.argv[1:])]),
                            "n_studies": a.studies, "seed": a.seed, "configs": {}}
-    print(f"machine: {res['machine'].get('cpu', '?')}, {res['machine']['cpus']} logical CPUs", file=sys.stderr)
+    print(cpu_line(res["machine"]), file=sys.stderr)
     t = time.perf_counter()
     studies = phantom_studies(a.studies, a.seed)
     print(f"{len(studies)} phantom studies ready ({time.perf_counter() - t:.1f} s)", file=sys.stderr)
@@ -634,7 +653,7 @@ def main(argv: list[str] | None = None) -> int:
             runs.insert(1, ("default-1thr", packs["default"], 1, None))
         for name, pack, threads, runtime in runs:
             print(f"[{name}] warm timings ({pack})", file=sys.stderr)
-            c: dict[str, Any] = {"pack_path": str(pack), "threads_env": threads, "runtime_requested": runtime or "auto",
+            c: dict[str, Any] = {"pack_path": _portable(pack), "threads_env": threads, "runtime_requested": runtime or "auto",
                                  "python_loop_1e7_s_before": _loop_s()}
             c["warm"] = warm_child(pack, studies[:WARM_STUDIES], profile=(a.profile == name), threads=threads,
                                    runtime=runtime)

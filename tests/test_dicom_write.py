@@ -12,10 +12,12 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent / "fixtures" / "report"))
 
-pydicom = pytest.importorskip("pydicom")
-pytest.importorskip("highdicom")
+import pydicom
 
 from lumbargrade.io.dicom_write import encode_dataset, save_dataset
+
+
+pytestmark = pytest.mark.core  # needs only the inference core
 
 
 def _both(ds, tmp_path: Path) -> tuple[bytes, bytes]:

@@ -14,6 +14,9 @@ from lumbargrade.report import drawing_process
 from lumbargrade.report.overlays import window
 
 
+pytestmark = pytest.mark.core  # needs only the inference core
+
+
 @pytest.fixture(autouse=True)
 def fresh_helper(monkeypatch):
     monkeypatch.setattr(drawing_process, "_DISABLED", False)

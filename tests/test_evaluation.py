@@ -251,6 +251,14 @@ def test_outputs_tables_and_figures(evaluated):
     assert cm.shape == (4, 4) and cm.sum() == m["central_canal"]["tree"]["accuracy"]["n"]
 
 
+def test_metrics_json_records_no_machine_path(evaluated):
+    """The results travel (docs, papers): paths are relative to OUT or placeholders."""
+    cohort, preds, out, m = evaluated
+    assert m["data"] == "COHORT" and m["model_pack"] is None
+    assert m["predictions"] == "PREDICTIONS"  # outside OUT and outside the current folder
+    assert str(cohort.parent) not in (out / "metrics.json").read_text()
+
+
 def test_report_missing_for_a_patient_and_truth_only_from_manifest(tmp_path):
     cohort, preds = make_cohort(tmp_path, n_patients=4, seed=1)
     import shutil

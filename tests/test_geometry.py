@@ -7,6 +7,9 @@ from lumbargrade import geometry as G
 from lumbargrade.io.testing import axial_block, sagittal_stack, slice_through
 
 
+pytestmark = pytest.mark.core  # needs only the inference core
+
+
 def test_from_dicom_values_normalises_and_names_axes():
     g = G.SliceGeometry.from_dicom_values(
         [1, 2, 3], [2, 0, 0, 0, 3, 0], ["0.5", "0.7"], 10, 20, "4"

@@ -18,6 +18,9 @@ from lumbargrade.io.testing import (
     write_series,
 )
 
+pytestmark = pytest.mark.core  # needs only the inference core
+
+
 KEYS = {
     "series_instance_uid",
     "description",

@@ -22,6 +22,9 @@ from lumbargrade.io.testing import (
 )
 
 
+pytestmark = pytest.mark.core  # needs only the inference core
+
+
 @pytest.fixture(scope="module")
 def example(tmp_path_factory):
     root = tmp_path_factory.mktemp("study")

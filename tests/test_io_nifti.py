@@ -9,6 +9,9 @@ from lumbargrade.errors import InputError
 from lumbargrade.io import read_study
 from lumbargrade.io.nifti import choose_slice_axis
 
+pytestmark = pytest.mark.core  # needs only the inference core
+
+
 FIXTURE = Path(__file__).parent / "fixtures" / "nifti" / "t2_lumbar.nii.gz"
 
 

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-torch = pytest.importorskip("torch")
+import torch  # the training extra: a hard dependency of this suite
 
 from lumbargrade.levels import dsnt
 

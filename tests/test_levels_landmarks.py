@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-torch = pytest.importorskip("torch")
+import torch  # the training extra: a hard dependency of this suite
 
 from lumbargrade.levels.landmarks import (
     check_landmarks,

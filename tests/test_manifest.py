@@ -127,7 +127,6 @@ def test_bad_manifests(tmp_path):
 
 
 def test_load_axial_dicom_rescale(tmp_path):
-    pytest.importorskip("pydicom")
     from pydicom.dataset import FileDataset, FileMetaDataset
     from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
 

@@ -14,6 +14,9 @@ from lumbargrade.measurements import (
     transverse_diameter_mm,
 )
 
+pytestmark = pytest.mark.core  # needs only the inference core
+
+
 FOV_MM = 120.0
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import importlib.util
 import itertools
 import json
 import sys
@@ -31,9 +30,6 @@ from lumbargrade.phantom.cohort import (
 from lumbargrade.phantom.config import AcquisitionConfig, PhantomConfig
 
 FIXTURES = Path(__file__).parent / "fixtures" / "phantom"
-HAVE_REAL = all(importlib.util.find_spec(f"lumbargrade.phantom.{m}") is not None
-                for m in ("anatomy", "render", "mr"))
-HAVE_IO = importlib.util.find_spec("lumbargrade.io") is not None
 
 SMALL = PhantomConfig(acquisition=AcquisitionConfig(
     sag_n_slices=(11,), sag_fov_range=(240.0, 260.0), sag_matrix_choices=(96,), sag_spacing_range=(2.0, 3.0),
@@ -58,8 +54,6 @@ def _standin():
 
 def _use_backend(monkeypatch, name: str) -> None:
     if name == "real":
-        if not HAVE_REAL:
-            pytest.skip("lumbargrade.phantom.anatomy/render/mr not present in this build")
         return
     backend = _standin()
     monkeypatch.setattr(cohort_mod, "_default_backend", lambda: backend)
@@ -239,7 +233,6 @@ def test_dicom_readback(cohort):
         assert len({pydicom.dcmread(f, stop_before_pixels=True).SOPInstanceUID for f in files}) == len(files)
 
 
-@pytest.mark.skipif(not HAVE_IO, reason="lumbargrade.io (inspect) is not in this build")
 def test_inspect_roles(cohort, capsys):
     from lumbargrade.cli import main
 
@@ -331,7 +324,6 @@ def _sac_areas_by_severity(n_patients: int, severities=(0.12, 0.37, 0.62, 0.88))
     return {s: np.asarray(v) for s, v in areas.items()}
 
 
-@pytest.mark.skipif(not HAVE_REAL, reason="lumbargrade.phantom.anatomy/render/mr not present in this build")
 def test_dural_sac_area_falls_with_central_grade_fast():
     """Same anatomy rendered at one severity per central grade: median sac area falls monotonically."""
     a = _sac_areas_by_severity(2)
@@ -340,7 +332,6 @@ def test_dural_sac_area_falls_with_central_grade_fast():
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not HAVE_REAL, reason="lumbargrade.phantom.anatomy/render/mr not present in this build")
 def test_dural_sac_area_falls_with_central_grade_cohort(tmp_path):
     """A 15-patient cohort: median truth sac area per reader-independent true grade is monotone."""
     generate_cohort(tmp_path, 15, seed=31, config=SMALL, progress=False)
@@ -353,7 +344,6 @@ def test_dural_sac_area_falls_with_central_grade_cohort(tmp_path):
     assert len(med) >= 3 and all(x > y for x, y in itertools.pairwise(med)), (sorted(by), med)
 
 
-@pytest.mark.skipif(not HAVE_REAL, reason="lumbargrade.phantom.anatomy/render/mr not present in this build")
 def test_workers_give_the_same_bytes(tmp_path):
     """Two worker processes write exactly what one process writes (no per-process state such as
     Python's randomised str hash leaks into the images)."""

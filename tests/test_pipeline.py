@@ -13,6 +13,9 @@ from lumbargrade.cli import main
 from lumbargrade.levels.names import LEVELS, level_dirname
 from lumbargrade.modelpack import COMPONENTS, default_pack_path, load_pack
 
+pytestmark = pytest.mark.core  # needs only the inference core
+
+
 GRADES = {"normal", "mild", "moderate", "severe"}
 FINDINGS = ("foramen_left", "foramen_right", "facet_left", "facet_right")
 

@@ -14,6 +14,9 @@ sys.path.insert(0, str(Path(__file__).parent / "fixtures" / "report"))
 
 from synthetic_result import ellipse, make_tree_pack, write_analysis
 
+pytestmark = pytest.mark.core  # needs only the inference core
+
+
 LEVEL = "L4/L5"
 
 

@@ -16,7 +16,10 @@ sys.path.insert(0, str(Path(__file__).parent / "fixtures" / "report"))
 
 from synthetic_result import LEVELS, write_analysis
 
-hd = pytest.importorskip("highdicom")
+import highdicom as hd
+
+
+pytestmark = pytest.mark.core  # needs only the inference core
 
 
 @pytest.fixture(scope="module")

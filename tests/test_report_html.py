@@ -18,6 +18,9 @@ sys.path.insert(0, str(Path(__file__).parent / "fixtures" / "report"))
 from synthetic_result import LEVELS, write_analysis
 
 
+pytestmark = pytest.mark.core  # needs only the inference core
+
+
 @pytest.fixture(scope="module")
 def analysis(tmp_path_factory):
     out, study, result, pack = write_analysis(tmp_path_factory.mktemp("html"))

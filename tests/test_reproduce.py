@@ -37,6 +37,20 @@ def test_plan_presets_and_scaling(tmp_path):
     assert STAGES[0] == "cohort" and STAGES[-2:] == ("pack", "evaluate")
 
 
+def test_recorded_commands_are_relative_to_the_output_folder(tmp_path):
+    from lumbargrade.reproduce import _recorded_config, recorded_command
+
+    cfg = ReproduceConfig(out=str(tmp_path / "rep"), real="/srv/data/spider-sagittal", bit_checkpoint="/srv/bit.npz")
+    cmds = plan_commands(cfg)
+    rec = recorded_command(cmds["landmark_refiner"], cfg.out)
+    assert rec[:3] == ["lumbargrade", "train", "landmark-refiner"]
+    assert rec[rec.index("--data") + 1] == "cohort" and rec[rec.index("--out") + 1] == "runs/landmark_refiner"
+    assert rec[rec.index("--landmarks") + 1] == "runs/landmarks" and rec[rec.index("--real") + 1] == "SPIDER_DIR"
+    assert str(tmp_path) not in " ".join(rec)
+    d = _recorded_config(cfg)
+    assert d["out"] == "." and d["real"] == "SPIDER_DIR" and d["bit_checkpoint"] == "CHECKPOINT_DIR/bit.npz"
+
+
 def test_bad_settings_are_input_errors(tmp_path):
     with pytest.raises(InputError):
         run_reproduce(ReproduceConfig(out=str(tmp_path), preset="nope"))
@@ -88,6 +102,11 @@ def test_tiny_reproduce_writes_everything_and_resumes(tmp_path):
     BoxRuleConfig.from_dict(json.loads((out / "pack" / "box_rule.json").read_text()))  # what analyze reads
     pack = json.loads((out / "pack" / "pack.json").read_text())
     assert {"segmentation", "landmarks", "tree", "classifier_facet"} <= set(pack["components"])
+
+    # what the run records names no folder of this machine (the pack included)
+    for f in [*out.glob("*.json"), *(out / "pack").rglob("*.json"), *(out / "pack").rglob("command.txt"),
+              out / "evaluation" / "metrics.json"]:
+        assert str(tmp_path) not in f.read_text(), f
 
     # a third run does nothing but skip
     logs = []

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .errors import InputError
+from .errors import InputError, OutputError
 from .grading.names import LATERAL_FINDINGS as _FINDINGS
 
 __all__ = ["analyze_one", "format_table", "read_batch_manifest", "run_analyze"]
@@ -54,10 +54,8 @@ def analyze_one(study_path: str | Path, out: str | Path, pack: Any, config: Any,
     result = analyze_study(study, pack, config)
     result.uid_seed = uid_seed
     result.timings_s = {"reading_headers": t_read, **result.timings_s}
-    resolved = {"analysis": config.to_dict(), "model_pack": str(pack.path), "input": str(Path(study_path).resolve()),
-                "runtime": {"requested": getattr(pack, "runtime", None),
-                            "components": pack.runtimes() if hasattr(pack, "runtimes") else {},
-                            "onnxruntime_threads": _runtime_threads()}}
+    resolved = {"analysis": config.to_dict(), "model_pack": str(pack.path), "input": str(study_path),
+                "runtime": _runtime_record(pack)}
     t0 = time.perf_counter()
     writers = _extra_writers(outputs)
     write_outputs(result, out, pack, resolved, overwrite=overwrite, extra_writers=writers)
@@ -65,10 +63,16 @@ def analyze_one(study_path: str | Path, out: str | Path, pack: Any, config: Any,
     return json.loads((Path(out) / "report.json").read_text())
 
 
-def _runtime_threads() -> int | None:
-    from .runtime import num_threads
+def _runtime_record(pack: Any) -> dict[str, Any]:
+    """How the networks ran (config.json ``runtime``): runtime and precision per component, the
+    CPU's native bf16 support that decided the precision of torch networks, threads."""
+    from .runtime import cpu_native_bf16, num_threads
 
-    return num_threads()
+    return {"requested": getattr(pack, "runtime", None),
+            "components": pack.runtimes() if hasattr(pack, "runtimes") else {},
+            "precision": pack.precisions() if hasattr(pack, "precisions") else {},
+            "cpu_native_bf16": cpu_native_bf16(),
+            "onnxruntime_threads": num_threads()}
 
 
 def _extra_writers(outputs: Any = DEFAULT_OUTPUTS) -> list:

@@ -5,7 +5,10 @@ Each subcommand lives in :mod:`lumbargrade.commands.<name>` and defines ``regist
 it needs). Commands are discovered from that package, so adding one touches no shared file.
 
 A user's mistake (:class:`lumbargrade.errors.InputError`) is printed as one line on stderr and
-gives exit status 2, never a traceback.
+gives exit status 2, never a traceback; so is a command that needs an install extra which is
+missing (:class:`lumbargrade.errors.MissingExtra`, also when a module of the extra turns out to be
+missing only on import). An output that cannot be written
+(:class:`lumbargrade.errors.OutputError`) is one line and exit status 1.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import sys
 from typing import Sequence
 
 from . import __version__
-from .errors import InputError
+from .errors import InputError, MissingExtra, OutputError
 
 __all__ = ["main", "build_parser"]
 
@@ -51,6 +54,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     try:
         return int(args._run(args) or 0)
+    except MissingExtra as e:
+        if e.what.startswith("-"):  # an option (--runtime torch): name the command it was given to
+            e = MissingExtra(f"{_command_words(args)} {e.what}", e.extra, e.alternative)
+        print(e.one_line(), file=sys.stderr)
+        return 2
+    except ModuleNotFoundError as e:  # a module of an extra, imported deep inside a command
+        from .extras import TRAIN_MODULES
+
+        if (e.name or "").split(".")[0] not in TRAIN_MODULES:
+            raise
+        print(MissingExtra(_command_words(args)).one_line(), file=sys.stderr)
+        return 2
+    except OutputError as e:
+        print(f"lumbargrade: error: {e.one_line()}", file=sys.stderr)
+        return 1
     except InputError as e:
         print(f"lumbargrade: error: {e.one_line()}", file=sys.stderr)
         return 2
@@ -59,6 +77,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return 0
+
+
+def _command_words(args: argparse.Namespace) -> str:
+    """'train', 'pack export-onnx'...: the subcommand a user ran, for messages."""
+    words = [str(args.command)]
+    if args.command == "pack" and getattr(args, "pack_cmd", None):
+        words.append(str(args.pack_cmd))
+    return " ".join(words)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -38,6 +38,7 @@ __all__ = [
     "export_pack_onnx",
     "load_pack",
     "pack_summary",
+    "scrub_pack",
 ]
 
 #: Component name -> what it does.
@@ -110,6 +111,19 @@ class ModelPack:
         """Component -> runtime of every loaded network component."""
         out = {c: self.runtime_of(c) for c in COMPONENTS}
         return {c: r for c, r in out.items() if r is not None}
+
+    def precisions(self) -> dict[str, str]:
+        """Component -> ``fp32`` or ``bf16``: the arithmetic each loaded network ran with (ONNX
+        Runtime: fp32; PyTorch: bf16 autocast only where asked and the CPU has native bf16)."""
+        out = {}
+        for comp in self.runtimes():
+            m = self._cache.get(comp)
+            if comp == "landmark_refiner" and m is None:
+                m = getattr(self._cache.get("landmarks"), "refiner", None)
+            net = getattr(m, "net", None)
+            out[comp] = str(getattr(net, "precision", None) or getattr(getattr(m, "model", None), "precision", None)
+                            or "fp32")
+        return out
 
     def get(self, component: str) -> Any:
         """The loaded model of a component (cached), or None when the pack lacks it."""
@@ -253,7 +267,96 @@ def build_pack(
         **(extra or {}),
     }
     (out / "pack.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    scrub_pack(out, runs)
     return out
+
+
+#: Text files of a pack that record paths (weights and ONNX files are never touched).
+_RECORD_FILES = ("config.json", "metrics.json", "command.txt", "tree.json", "README.md")
+
+
+def _component_placeholders(folder: Path, run: str | Path | None = None) -> dict[str, str]:
+    """Path -> placeholder for a component's records: the paths of its training command
+    (``--data`` -> ``COHORT``, ``--real`` -> ``SPIDER_DIR``, ``--out`` -> ``runs/<name>``...),
+    those its trainer recorded under ``data`` / ``manifest`` / ``real`` / ``segmentation``, and the
+    run folder it was copied from."""
+    import shlex
+
+    from .provenance import command_placeholders
+
+    known: dict[str, str] = {}
+    cmd_p = folder / "command.txt"
+    if cmd_p.is_file():
+        try:
+            known.update(command_placeholders(shlex.split(cmd_p.read_text().strip())))
+        except ValueError:
+            pass
+    try:
+        cfg = json.loads((folder / "config.json").read_text()) if (folder / "config.json").is_file() else {}
+    except ValueError:
+        cfg = {}
+    data = cfg.get("data") if isinstance(cfg, dict) else None
+    pairs = [("--data", data.get("manifest")), ("--real", data.get("real"))] if isinstance(data, dict) else [("--data", data)]
+    pairs.append(("--segmentation", cfg.get("segmentation") if isinstance(cfg, dict) else None))
+    if run is not None:
+        pairs.append(("--out", str(run)))
+    for opt, value in pairs:
+        if isinstance(value, str) and value:
+            for k, v in command_placeholders([opt, value]).items():
+                known.setdefault(k, v)
+    return known
+
+
+def scrub_pack(path: str | Path, runs: dict[str, str | Path] | None = None) -> list[Path]:
+    """Rewrite a pack's records in place without this machine's paths (see
+    :mod:`lumbargrade.provenance`): each component's ``command.txt`` (placeholders per option),
+    ``config.json``, ``metrics.json``, ``tree.json`` and ``README.md``, the pack's
+    ``box_rule.json`` and ``README.md``, then ``pack.json`` (its training commands taken from the
+    clean ``command.txt`` files). ``runs``: the run folders the components were copied from
+    (:func:`build_pack`). Returns the files that changed; weights are never touched."""
+    import shlex
+
+    from .provenance import portable_command, scrub_file, scrub_json
+
+    path = Path(path)
+    changed: list[Path] = []
+    known_all: dict[str, str] = {}
+    for comp in COMPONENTS:
+        folder = path / comp
+        if not folder.is_dir():
+            continue
+        known = _component_placeholders(folder, (runs or {}).get(comp))
+        for k, v in known.items():
+            known_all.setdefault(k, v)
+        cmd_p = folder / "command.txt"
+        if cmd_p.is_file():
+            text = cmd_p.read_text()
+            try:
+                new = portable_command(shlex.split(text.strip())) + "\n"
+            except ValueError:
+                new = text
+            if new != text:
+                cmd_p.write_text(new)
+                changed.append(cmd_p)
+        for name in _RECORD_FILES:
+            if name != "command.txt" and (folder / name).is_file() and scrub_file(folder / name, known):
+                changed.append(folder / name)
+    for name in ("box_rule.json", "README.md"):
+        if (path / name).is_file() and scrub_file(path / name, known_all):
+            changed.append(path / name)
+    mf = path / "pack.json"
+    if mf.is_file():
+        text = mf.read_text()
+        manifest = json.loads(text)
+        for comp, entry in (manifest.get("components") or {}).items():
+            cmd_p = path / str(entry.get("folder", comp)) / "command.txt" if isinstance(entry, dict) else None
+            if cmd_p is not None and cmd_p.is_file() and entry.get("training_command"):
+                entry["training_command"] = cmd_p.read_text().strip()
+        new = json.dumps(scrub_json(manifest, known_all), indent=2) + "\n"
+        if new != text:
+            mf.write_text(new)
+            changed.append(mf)
+    return changed
 
 
 def _example_input(component: str, model: Any, rng: Any) -> tuple[Any, Any]:

@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .errors import InputError
+from .errors import InputError, OutputError
 
 __all__ = ["analyze_study_entry", "run_ray"]
 
@@ -67,6 +67,8 @@ def analyze_study_entry(path: Path, out: Path, pack: Any, config: Any, rules: An
                     entry["status"] = "ok"
                 except InputError as e:
                     err = e.one_line()
+                except OutputError as e:  # no report.json: analyzed again on the next run
+                    err = f"{path}: {e.one_line()}"
                 except Exception as e:
                     err = f"{path}: {type(e).__name__}: {e}"
         finally:

@@ -451,7 +451,7 @@ def write_version(
             rel = f"levels/{level_dirname(lv.level)}/labels.png"
             (staging / rel).parent.mkdir(parents=True, exist_ok=True)
             Image.fromarray(level_label_map(lv), mode="L").save(staging / rel)
-        _run_writers(chosen, an.result, staging, new)
+        _run_writers(chosen, an.result, staging, new, final=an.out)
         (staging / "report.json").write_text(json.dumps(new, indent=2, default=_json_default) + "\n")
 
     commit_version(an.out, build, stamp=stamp)

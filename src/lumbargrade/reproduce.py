@@ -28,7 +28,8 @@ Every trainer runs as a subprocess (``python -m lumbargrade train ...``), so an 
 at most the current epoch: each trainer resumes from its own checkpoint. A finished stage is
 recorded in ``OUT/stages.json`` (seconds, command, times) and skipped on a rerun. The resolved
 plan is ``OUT/reproduce_config.json``; each run folder holds its trainer's resolved ``config.json``
-(copied to ``OUT/configs/``).
+(copied to ``OUT/configs/``). The recorded commands and paths are relative to OUT (run them from
+there), the SPIDER folder is ``SPIDER_DIR`` (see :mod:`lumbargrade.provenance`).
 
 Presets: ``fast`` (the CPU defaults of every trainer) and ``paper`` (V-Net segmentation, BiT-R50x1
 classifiers; a local BiT-M checkpoint is used only when given with ``--bit-checkpoint``). ``--tiny``
@@ -212,6 +213,35 @@ def plan_commands(cfg: ReproduceConfig) -> dict[str, list[str]]:
     return cmds
 
 
+def recorded_command(args: list[str], out: str | Path) -> list[str]:
+    """A trainer command as recorded in OUT's JSON files: paths inside OUT relative to it, other
+    path options as placeholders (``--real SPIDER_DIR``)."""
+    from .provenance import PLACEHOLDERS, portable_path
+
+    rec: list[str] = ["lumbargrade"]
+    prev = None
+    for a in args:
+        if prev in PLACEHOLDERS and not a.startswith("-"):
+            ph = None if PLACEHOLDERS[prev] == "runs" else PLACEHOLDERS[prev]
+            rec.append(portable_path(a, base=out, placeholder=ph) or a)
+        else:
+            rec.append(a)
+        prev = a
+    return rec
+
+
+def _recorded_config(cfg: ReproduceConfig) -> dict[str, Any]:
+    from .provenance import portable_path
+
+    d = cfg.resolved()
+    d["out"] = "."  # the folder this record is in
+    if d.get("real") not in (None, "auto"):
+        d["real"] = portable_path(d["real"], placeholder="SPIDER_DIR")
+    if d.get("bit_checkpoint"):
+        d["bit_checkpoint"] = portable_path(d["bit_checkpoint"], placeholder="CHECKPOINT_DIR")
+    return d
+
+
 # --------------------------------------------------------------------------- stage bookkeeping
 class _Stages:
     def __init__(self, out: Path, cfg: ReproduceConfig) -> None:
@@ -269,7 +299,9 @@ def _stage_cohort(cfg: ReproduceConfig, out: Path) -> dict:
     cohort = out / "cohort"
     r = generate_cohort(cohort, cfg.patients, seed=cfg.seed, split=cfg.split, workers=cfg.workers,
                         overwrite=cohort.exists(), progress=True)
-    return {"n_patients": r["n_patients"], "manifest": r["manifest"]}
+    from .provenance import portable_path
+
+    return {"n_patients": r["n_patients"], "manifest": portable_path(r["manifest"], base=out)}
 
 
 def _stage_box_rule(cfg: ReproduceConfig, out: Path) -> dict:
@@ -316,12 +348,12 @@ def _stage_pack(cfg: ReproduceConfig, out: Path) -> dict:
     pack = build_pack(out / "pack", comps, name=f"lumbargrade-reproduce-{cfg.preset}", version="0",
                       trained_on=f"phantom cohort, {cfg.patients} patients, seed {cfg.seed}, split "
                                  f"{'/'.join(map(str, cfg.split))}",
-                      extra={"box_rule": fit, "reproduce": cfg.resolved()}, overwrite=True)
+                      extra={"box_rule": fit, "reproduce": _recorded_config(cfg)}, overwrite=True)
     shutil.copy2(runs / "box_rule" / "box_rule.json", pack / "box_rule.json")
     from .modelpack import export_pack_onnx
 
     onnx = export_pack_onnx(pack)  # the evaluation then runs the pack as `analyze` would
-    return {"pack": str(pack), "onnx": {c: ("error" not in r) for c, r in onnx.items()}}
+    return {"pack": "pack", "onnx": {c: ("error" not in r) for c, r in onnx.items()}}
 
 
 def _stage_evaluate(cfg: ReproduceConfig, out: Path) -> dict:
@@ -343,7 +375,9 @@ def _stage_evaluate(cfg: ReproduceConfig, out: Path) -> dict:
     t_run = time.perf_counter() - t0
     m = evaluate_predictions(out / "cohort", ev / "predictions", ev, split="test", n_boot=cfg.n_boot,
                              seed=cfg.seed, tree_model=pack.get("tree"),
-                             extra={"model_pack": str(out / "pack"), "pipeline_failures": failures,
+                             extra={"data": "cohort", "model_pack": "pack", "predictions": "evaluation/predictions",
+                                    "paths_relative_to": "the reproduce output folder",
+                                    "pipeline_failures": failures,
                                     "pipeline_seconds": round(t_run, 1)})
     for f in ("tables.md", "metrics.json"):
         shutil.copy2(ev / f, out / f)
@@ -376,7 +410,8 @@ def run_reproduce(cfg: ReproduceConfig, stop_after: str | None = None, log=print
     stages = _Stages(out, cfg)
     cmds = plan_commands(cfg)
     (out / "reproduce_config.json").write_text(json.dumps(
-        {**cfg.resolved(), "stages": list(STAGES), "commands": {k: ["lumbargrade", *v] for k, v in cmds.items()}},
+        {**_recorded_config(cfg), "stages": list(STAGES),
+         "commands": {k: recorded_command(v, out) for k, v in cmds.items()}},
         indent=2) + "\n")
     stages.save()
     (out / "logs").mkdir(exist_ok=True)
@@ -394,7 +429,7 @@ def run_reproduce(cfg: ReproduceConfig, stop_after: str | None = None, log=print
                 extra = {"result": info}
             else:
                 _run_trainer(cmds[name], out / "logs" / f"{name}.log", cfg.threads)
-                extra = {"command": ["lumbargrade", *cmds[name]]}
+                extra = {"command": recorded_command(cmds[name], out)}
                 metrics = out / "runs" / name / "metrics.json"
                 if metrics.is_file():
                     extra["metrics_file"] = str(metrics.relative_to(out))

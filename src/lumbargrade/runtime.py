@@ -16,6 +16,14 @@ calibration) are numpy, so both runtimes share them.
 
 The runtime is chosen by ``load_pack(..., runtime=)``, ``--runtime`` on the command line, or the
 environment variable ``LUMBARGRADE_RUNTIME``; ``set_num_threads`` sets the CPU threads of both.
+PyTorch comes with the training extra (``pip install "lumbargrade[train]"``): without it, a
+network whose export is missing or stale is one clear error, not an import traceback.
+
+Precision: ONNX Runtime runs fp32. A torch network asked for bf16 (the segmenter's config) runs
+under bf16 autocast on the CPU only where the CPU has native bf16 arithmetic
+(:func:`cpu_native_bf16`: AVX512-BF16 or AMX on x86, the BF16 extension on Arm); elsewhere bf16
+is emulated and several times slower than fp32, so it runs fp32. ``$LUMBARGRADE_BF16`` (0 or 1)
+overrides the detection.
 """
 
 from __future__ import annotations
@@ -35,6 +43,8 @@ __all__ = [
     "RUNTIMES",
     "OnnxNet",
     "TorchNet",
+    "cpu_info",
+    "cpu_native_bf16",
     "default_threads",
     "export_onnx",
     "file_sha256",
@@ -94,6 +104,69 @@ def file_sha256(path: str | Path) -> str:
     return h.hexdigest()
 
 
+#: /proc/cpuinfo flags that mean native bf16 arithmetic (x86: AVX512-BF16, AMX; Arm: BF16).
+BF16_FLAGS = ("avx512_bf16", "amx_bf16", "bf16")
+#: Flags reported beside benchmark figures: what the networks' speed depends on.
+RELEVANT_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16", "amx_int8",
+                  "asimd", "bf16", "sve", "i8mm")
+
+
+def cpu_info(cpuinfo: str | None = None) -> dict[str, Any]:
+    """``{"model": str|None, "flags": [the RELEVANT_FLAGS present], "native_bf16": bool}`` from
+    ``/proc/cpuinfo`` (or the text given); flags are empty where it is not readable."""
+    this_machine = cpuinfo is None
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text(errors="replace")
+        except OSError:
+            cpuinfo = ""
+    model = None
+    flags: set[str] = set()
+    for line in cpuinfo.splitlines():
+        key, _, value = line.partition(":")
+        key = key.strip().lower()
+        if key in ("model name", "cpu model", "hardware") and model is None and value.strip():
+            model = value.strip()
+        elif key in ("flags", "features") and not flags:
+            flags = set(value.split())
+    if model is None and this_machine:
+        import platform
+
+        model = platform.processor() or None
+    return {"model": model, "flags": [f for f in RELEVANT_FLAGS if f in flags],
+            "native_bf16": any(f in flags for f in BF16_FLAGS)}
+
+
+_NATIVE_BF16: bool | None = None
+
+
+def cpu_native_bf16() -> bool:
+    """Whether this CPU does bf16 arithmetic natively (see :func:`cpu_info`);
+    ``$LUMBARGRADE_BF16`` = 0 / 1 overrides."""
+    global _NATIVE_BF16
+    env = os.environ.get("LUMBARGRADE_BF16", "").strip()
+    if env in ("0", "1"):
+        return env == "1"
+    if _NATIVE_BF16 is None:
+        _NATIVE_BF16 = bool(cpu_info()["native_bf16"])
+    return _NATIVE_BF16
+
+
+def _torch_or_error(where: Any, why: str | None = None) -> None:
+    """Raise a one-line error when PyTorch (the training extra) cannot be imported: ``why`` says
+    why torch was needed (about ``where``, a model file); without it, ``--runtime torch`` was asked."""
+    from .extras import torch_available
+
+    if torch_available():
+        return
+    if why is None:
+        from .errors import MissingExtra
+
+        raise MissingExtra("--runtime torch")
+    raise InputError(where, f"{why}, and PyTorch is not installed to run model.safetensors instead "
+                            '(run `lumbargrade pack export-onnx` where it is, or pip install "lumbargrade[train]")')
+
+
 def _onnxruntime():
     try:
         import onnxruntime
@@ -125,6 +198,7 @@ class OnnxNet:
             raise InputError(path, f"cannot load the ONNX model ({type(e).__name__}: {e})") from e
         self.input_name = self.session.get_inputs()[0].name
         self.runtime = "onnx"
+        self.precision = "fp32"
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         x = np.ascontiguousarray(x, dtype=np.float32)
@@ -136,13 +210,22 @@ class OnnxNet:
 
 class TorchNet:
     """A torch module behind ``net(x) -> logits`` (float32 arrays): eval mode, inference mode,
-    optionally channels-last and bf16 autocast on the CPU. ``module`` is the torch module."""
+    optionally channels-last and bf16 autocast. ``module`` is the torch module.
+
+    ``bf16`` is what the model's config asks for; on the CPU it is used only where the CPU has
+    native bf16 (:func:`cpu_native_bf16`), fp32 otherwise. ``precision`` says which ran."""
 
     def __init__(self, module: Any, bf16: bool = False, channels_last: bool = False) -> None:
         import torch
 
         self.module = module.eval()
-        self.bf16 = bool(bf16)
+        try:
+            on_cpu = next(self.module.parameters()).device.type == "cpu"
+        except (StopIteration, AttributeError):
+            on_cpu = True
+        self.bf16_requested = bool(bf16)
+        self.bf16 = bool(bf16) and (not on_cpu or cpu_native_bf16())
+        self.precision = "bf16" if self.bf16 else "fp32"
         self.memory_format = torch.channels_last if channels_last else None
         if self.memory_format is not None:
             self.module = self.module.to(memory_format=self.memory_format)
@@ -187,8 +270,10 @@ def load_onnx_net(folder: str | Path, runtime: str = "auto") -> OnnxNet | None:
     """The :class:`OnnxNet` of a model folder when ``runtime`` allows it and its ``model.onnx`` is
     current (``onnx.json`` records the SHA-256 of the ``model.safetensors`` it came from); None
     when the torch module should be used. ``runtime="onnx"`` turns a missing or stale file into an
-    :class:`InputError`."""
+    :class:`InputError`, and so does ``auto`` where PyTorch is not installed; ``runtime="torch"``
+    without PyTorch is a :class:`lumbargrade.errors.MissingExtra`."""
     if runtime == "torch":
+        _torch_or_error(folder)
         return None
     folder = Path(folder)
     onnx_p, rec_p, w_p = folder / ONNX_FILE, folder / ONNX_RECORD, folder / "model.safetensors"
@@ -196,6 +281,7 @@ def load_onnx_net(folder: str | Path, runtime: str = "auto") -> OnnxNet | None:
     def unusable(why: str) -> None:
         if runtime == "onnx":
             raise InputError(onnx_p, f"{why} (run `lumbargrade pack export-onnx`, or use --runtime torch)")
+        _torch_or_error(onnx_p, why)  # auto: PyTorch runs the weights instead, where it is installed
 
     if not onnx_p.is_file():
         return unusable("no ONNX export")

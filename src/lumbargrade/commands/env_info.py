@@ -32,13 +32,25 @@ def run(args: argparse.Namespace) -> int:
             info[pkg] = md.version(pkg)
         except md.PackageNotFoundError:
             info[pkg] = None
-    try:
-        import torch
+    from ..extras import TRAIN_MODULES, missing
+    from ..runtime import cpu_info, cpu_native_bf16
 
-        info["torch_threads"] = torch.get_num_threads()
-        info["cuda_available"] = bool(torch.cuda.is_available())
-    except Exception as e:  # torch missing or broken: report, do not fail
-        info["torch_threads"] = f"unavailable ({type(e).__name__})"
+    ci = cpu_info()
+    info["cpu"] = ci["model"]
+    info["cpu_flags"] = " ".join(ci["flags"]) or None
+    info["bf16_on_torch_path"] = cpu_native_bf16()  # native bf16 (or $LUMBARGRADE_BF16)
+    gone = missing(TRAIN_MODULES)
+    info["training_extra"] = "installed" if not gone else f"not installed (missing {', '.join(gone)})"
+    if "torch" in gone:
+        info["torch_threads"] = None
+    else:
+        try:
+            import torch
+
+            info["torch_threads"] = torch.get_num_threads()
+            info["cuda_available"] = bool(torch.cuda.is_available())
+        except Exception as e:  # torch broken: report, do not fail
+            info["torch_threads"] = f"unavailable ({type(e).__name__})"
     try:
         from ..modelpack import NETWORK_COMPONENTS, default_pack_path, load_pack, pack_summary
         from ..runtime import load_onnx_net, resolve_runtime

@@ -1,7 +1,8 @@
 """``lumbargrade evaluate``: run a model pack on every study of a split and compare with the truth.
 
 Writes OUT/metrics.json, OUT/tables.md (the paper's Tables 2 and 3, ours beside the paper's),
-OUT/roc_*.png, OUT/confusion_*.png, OUT/levels.csv and OUT/predictions/<patient>/report.json.
+OUT/roc_*.png, OUT/confusion_*.png (unless --no-figures; they need the training extra),
+OUT/levels.csv and OUT/predictions/<patient>/report.json.
 """
 
 from __future__ import annotations
@@ -28,6 +29,9 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--slice-choice", choices=["landmarks", "block"], default="landmarks",
                    help="axial slice choice when running the pipeline (default: landmarks)")
     p.add_argument("--overwrite", action="store_true", help="re-analyze studies whose report.json already exists")
+    p.add_argument("--no-figures", action="store_true",
+                   help="write metrics.json, tables.md and levels.csv only (the ROC and confusion figures need "
+                   "matplotlib, in the training extra)")
     p.add_argument("--runtime", choices=["auto", "onnx", "torch"], default=None,
                    help="how the networks run (default auto: ONNX Runtime where the pack has a current export)")
     return p
@@ -46,6 +50,10 @@ def run(args: argparse.Namespace) -> int:
         raise InputError("--split", f"{args.split!r} is not train, val, test or all")
     if args.n_boot < 10:
         raise InputError("--n-boot", "use at least 10 resamples")
+    if not args.no_figures:
+        from ..extras import require
+
+        require("evaluate", ("matplotlib",), alternative="--no-figures")
     out = Path(args.out)
     truth = load_truth(args.data, split)
     tree_model = None
@@ -63,18 +71,21 @@ def run(args: argparse.Namespace) -> int:
         pred_dir = out / "predictions"
         failures = run_pipeline(truth, pack, pred_dir, slice_choice=args.slice_choice, overwrite=args.overwrite)
     t_run = time.perf_counter() - t0
-    extra = {
-        "data": str(args.data),
-        "model_pack": str(pack.path) if pack is not None else None,
+    from ..provenance import portable_path
+
+    extra = {  # paths as others can read them: relative to OUT, the package, or placeholders
+        "data": portable_path(args.data, base=out, placeholder="COHORT"),
+        "model_pack": portable_path(pack.path, base=out, placeholder="PACK") if pack is not None else None,
         "runtime": pack.runtimes() if pack is not None and not args.predictions else None,
-        "predictions": str(pred_dir),
+        "predictions": portable_path(pred_dir, base=out, placeholder="PREDICTIONS"),
         "pipeline_failures": failures,
         "pipeline_seconds": round(t_run, 1) if not args.predictions else None,
     }
     m = evaluate_predictions(args.data, pred_dir, out, split=split, n_boot=args.n_boot, seed=args.seed,
-                             tree_model=tree_model, extra=extra)
+                             tree_model=tree_model, extra=extra, figures=not args.no_figures)
     print((out / "tables.md").read_text())
-    print(f"metrics: {out / 'metrics.json'}; tables: {out / 'tables.md'}; figures: {out}/roc_*.png")
+    print(f"metrics: {out / 'metrics.json'}; tables: {out / 'tables.md'}"
+          + ("" if args.no_figures else f"; figures: {out}/roc_*.png"))
     if failures:
         print(f"lumbargrade: {len(failures)} studies failed: see metrics.json pipeline_failures", file=sys.stderr)
     if m.get("patients_without_report"):

@@ -36,6 +36,12 @@ def run(args: argparse.Namespace) -> int:
 
     from ..modelpack import COMPONENTS, build_pack, load_pack
 
+    if args.pack_cmd == "export-onnx" or (args.pack_cmd == "build" and not args.no_onnx):
+        from ..extras import require
+
+        # the networks are loaded with PyTorch and exported (checked against ONNX Runtime);
+        # `pack build --no-onnx` only copies files
+        require(f"pack {args.pack_cmd}", ("torch", "safetensors", "onnx"))
     if args.pack_cmd == "build":
         runs = {}
         for comp in COMPONENTS:

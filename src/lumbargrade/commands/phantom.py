@@ -55,6 +55,10 @@ def run(args: argparse.Namespace) -> int:
     from ..phantom.cohort import generate_cohort
     from ..phantom.config import config_from_dict
 
+    if args.preview:  # the montages are drawn with matplotlib
+        from ..extras import require
+
+        require("phantom --preview", ("matplotlib",))
     config = None
     if args.config:
         path = Path(args.config)

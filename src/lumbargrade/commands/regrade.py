@@ -59,7 +59,5 @@ def run(args: argparse.Namespace) -> int:
         f"\n{h['level']} regraded by {h['by']} at {h['when']}; previous results in "
         f"{Path(args.out) / h['previous']}"
     )
-    for e in (report.get("dicom") or {}).get("errors", []):
-        print(f"warning: {e}")
     print(f"html:   {Path(args.out) / 'report.html'}")
     return 0

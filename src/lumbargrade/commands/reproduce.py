@@ -41,7 +41,10 @@ def run(args: argparse.Namespace) -> int:
     import json
 
     from ..errors import InputError
+    from ..extras import TRAIN_MODULES, require
     from ..reproduce import ReproduceConfig, run_reproduce
+
+    require("reproduce", TRAIN_MODULES)
 
     try:
         split = tuple(int(x) for x in args.split.split(","))

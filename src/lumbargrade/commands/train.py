@@ -20,6 +20,16 @@ _TRAINERS = {
     "boxes": "lumbargrade.boxes.training:run_cli",
 }
 
+# task -> the modules of the training extra it imports (the box rule is numpy only)
+_NEEDS = {
+    "segmentation": ("torch", "monai", "safetensors"),
+    "landmarks": ("torch", "safetensors"),
+    "landmark-refiner": ("torch", "safetensors"),
+    "tree": ("sklearn",),
+    "classifier": ("torch", "timm", "safetensors"),
+    "boxes": (),
+}
+
 
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", required=True, help="manifest.csv (or a phantom cohort folder holding one)")
@@ -80,6 +90,9 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..extras import require
+
+    require("train", _NEEDS[args.task])
     target = _TRAINERS[args.task]
     module, func = target.split(":")
     try:
@@ -97,14 +110,19 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _record_command(args: argparse.Namespace) -> None:
-    """Write RUN_DIR/command.txt: the exact command that produced the run (for the model pack)."""
-    import shlex
+    """Write RUN_DIR/command.txt: the command that produced the run (for the model pack), its
+    paths as placeholders (``--data COHORT/manifest.csv --out runs/segmentation``; see
+    :mod:`lumbargrade.provenance`)."""
     import sys
     from pathlib import Path
 
+    from ..provenance import portable_command
+
     out = Path(args.out)
     if out.is_dir():
-        argv = ["lumbargrade", *sys.argv[1:]] if sys.argv and sys.argv[0].endswith("lumbargrade") else None
+        prog = Path(sys.argv[0]).name if sys.argv else ""
+        from_cli = prog == "lumbargrade" or (prog == "__main__.py" and Path(sys.argv[0]).parent.name == "lumbargrade")
+        argv = ["lumbargrade", *sys.argv[1:]] if from_cli else None
         if argv is None:
             argv = ["lumbargrade", "train", args.task, "--data", str(args.data), "--out", str(args.out)]
-        (out / "command.txt").write_text(shlex.join(argv) + "\n")
+        (out / "command.txt").write_text(portable_command(argv) + "\n")

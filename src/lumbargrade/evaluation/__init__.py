@@ -111,14 +111,15 @@ def compute_metrics(pairs: Sequence[LevelPair], n_boot: int = 1000, seed: int = 
 
 def evaluate_predictions(data: str | Path, predictions: str | Path, out: str | Path, split: str | None = "test",
                          n_boot: int = 1000, seed: int = 0, tree_model: Any = None,
-                         extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """Truth from ``data`` + reports under ``predictions`` -> metrics written into ``out``."""
+                         extra: Mapping[str, Any] | None = None, figures: bool = True) -> dict[str, Any]:
+    """Truth from ``data`` + reports under ``predictions`` -> metrics written into ``out``
+    (``figures``: also the ROC and confusion figures; they need matplotlib, in the training extra)."""
     truth = load_truth(data, split)
     reports = load_reports(predictions)
     pairs, missing = make_pairs(truth, reports)
     metrics = compute_metrics(pairs, n_boot=n_boot, seed=seed, tree_model=tree_model)
     metrics["patients_without_report"] = missing
     metrics["split"] = split
-    write_outputs(metrics, out, extra=extra)
+    write_outputs(metrics, out, extra=extra, figures=figures)
     write_level_csv(pairs, Path(out) / "levels.csv")
     return metrics

@@ -250,8 +250,9 @@ def _jsonable(metrics: Mapping[str, Any]) -> dict:
 
 
 def write_outputs(metrics: Mapping[str, Any], out: str | Path, title: str = "lumbargrade evaluation",
-                  extra: Mapping[str, Any] | None = None) -> dict[str, Path]:
-    """Write ``metrics.json``, ``tables.md`` and the figures into ``out``."""
+                  extra: Mapping[str, Any] | None = None, figures: bool = True) -> dict[str, Path]:
+    """Write ``metrics.json``, ``tables.md`` and (``figures``; needs matplotlib, in the training
+    extra) the figures into ``out``."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     doc = _jsonable(metrics)
@@ -259,7 +260,7 @@ def write_outputs(metrics: Mapping[str, Any], out: str | Path, title: str = "lum
         doc.update(extra)
     (out / "metrics.json").write_text(json.dumps(doc, indent=2) + "\n")
     (out / "tables.md").write_text(format_tables(metrics, title) + "\n")
-    figs = write_figures(metrics, out)
+    figs = write_figures(metrics, out) if figures else []
     return {"metrics": out / "metrics.json", "tables": out / "tables.md", **{p.stem: p for p in figs}}
 
 

@@ -320,12 +320,11 @@ def _write_seg(
 
 
 def write_seg(result: Any, folder: str | Path, report: dict[str, Any], pack: Any = None):
-    """Write the DICOM SEG instance(s); see :func:`_write_seg`. An unexpected failure does not stop the
-    analysis: it is recorded in ``report["dicom"]["errors"]`` and nothing is returned."""
-    try:
-        return _write_seg(result, folder, report, pack)
-    except Exception as e:  # a DICOM export problem must not lose the analysis
-        report.setdefault("dicom", {}).setdefault("errors", []).append(
-            f"write_seg: {type(e).__name__}: {e}"
-        )
-        return []
+    """Write the DICOM SEG instance(s); see :func:`_write_seg`. A failure propagates:
+    :func:`lumbargrade.report.json_report.write_outputs` turns it into a one-line
+    :class:`lumbargrade.errors.OutputError` naming ``seg.dcm`` (and no result is kept)."""
+    return _write_seg(result, folder, report, pack)
+
+
+write_seg.output = "seg.dcm"
+write_seg.what = "DICOM SEG"

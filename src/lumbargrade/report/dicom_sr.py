@@ -358,12 +358,11 @@ def _dicom_datetime(iso: str) -> str:
 
 
 def write_sr(result: Any, folder: str | Path, report: dict[str, Any], pack: Any = None):
-    """Write sr.dcm; see :func:`_write_sr`. An unexpected failure does not stop the
-    analysis: it is recorded in ``report["dicom"]["errors"]`` and nothing is returned."""
-    try:
-        return _write_sr(result, folder, report, pack)
-    except Exception as e:  # a DICOM export problem must not lose the analysis
-        report.setdefault("dicom", {}).setdefault("errors", []).append(
-            f"write_sr: {type(e).__name__}: {e}"
-        )
-        return None
+    """Write sr.dcm; see :func:`_write_sr`. A failure propagates:
+    :func:`lumbargrade.report.json_report.write_outputs` turns it into a one-line
+    :class:`lumbargrade.errors.OutputError` naming ``sr.dcm`` (and no result is kept)."""
+    return _write_sr(result, folder, report, pack)
+
+
+write_sr.output = "sr.dcm"
+write_sr.what = "DICOM SR"

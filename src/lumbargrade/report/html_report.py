@@ -559,3 +559,5 @@ def write_html(result: Any, folder: str | Path, report: dict[str, Any],
 
 #: report writers may offer a ``prepare`` step that runs in a thread beside the other writers
 write_html.prepare = prepare_html
+write_html.output = "report.html"
+write_html.what = "HTML report"

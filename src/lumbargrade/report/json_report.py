@@ -1,6 +1,10 @@
 """Write an analysis result to a folder: ``report.json``, ``levels/<L4-L5>/labels.png``,
 ``config.json`` (the resolved configuration). Writes go to a temporary folder that is renamed
-into place, so a half-written result is never taken for a finished one."""
+into place, so a half-written result is never taken for a finished one.
+
+An output that cannot be written (the DICOM SEG or SR, the HTML page, a file of the folder) is an
+error, :class:`lumbargrade.errors.OutputError`, naming the output and the cause: the folder is then
+left as it was (no ``report.json``), so a batch analyzes the study again on its next run."""
 
 from __future__ import annotations
 
@@ -14,10 +18,10 @@ from typing import Any
 import numpy as np
 
 from .. import __version__
-from ..errors import InputError
+from ..errors import InputError, OutputError
 from ..levels.names import level_dirname
 
-__all__ = ["write_outputs", "check_output_folder", "report_dict"]
+__all__ = ["call_writer", "check_output_folder", "report_dict", "write_outputs"]
 
 DONE_MARKER = "report.json"
 
@@ -73,14 +77,30 @@ def _definitions() -> dict[str, str]:
         return {}
 
 
-def _run_writers(writers: list, result: Any, folder: Path, report: dict[str, Any]) -> None:
-    """Call ``writer(result, folder, report)`` in order. A writer with a ``prepare`` attribute
+def call_writer(writer: Any, final: str | Path, *args: Any, _step: Any = None, **kwargs: Any) -> Any:
+    """``writer(*args, **kwargs)`` (or ``_step(*args, **kwargs)``, a step of that writer); any
+    failure but a user's input error becomes an :class:`OutputError` naming the output it was
+    writing (``final / writer.output``, in the folder the result goes to) and the cause."""
+    try:
+        return (_step or writer)(*args, **kwargs)
+    except (InputError, OutputError):
+        raise
+    except Exception as e:
+        name = getattr(writer, "output", None) or getattr(writer, "__name__", "output")
+        what = getattr(writer, "what", None) or name
+        raise OutputError(Path(final) / name, f"cannot write the {what} ({type(e).__name__}: {e})") from e
+
+
+def _run_writers(writers: list, result: Any, folder: Path, report: dict[str, Any], final: Path | None = None) -> None:
+    """Call ``writer(result, folder, report)`` in order (failures: see :func:`call_writer`; ``final``
+    is the folder the result goes to, named in errors). A writer with a ``prepare`` attribute
     (drawing and PNG encoding for the HTML page, which release the GIL) has it run in a thread
     from the start, beside the writers before it, and then gets its result as ``prepared``."""
+    final = Path(final) if final is not None else Path(folder)
     staged = [w for w in writers if callable(getattr(w, "prepare", None))]
     if not staged:
         for writer in writers:
-            writer(result, folder, report)
+            call_writer(writer, final, result, folder, report)
         return
     from concurrent.futures import ThreadPoolExecutor
 
@@ -88,9 +108,10 @@ def _run_writers(writers: list, result: Any, folder: Path, report: dict[str, Any
         futures = {id(w): pool.submit(w.prepare, result, folder, report) for w in staged}
         for writer in writers:
             if id(writer) in futures:
-                writer(result, folder, report, prepared=futures[id(writer)].result())
+                prepared = call_writer(writer, final, _step=futures[id(writer)].result)
+                call_writer(writer, final, result, folder, report, prepared=prepared)
             else:
-                writer(result, folder, report)
+                call_writer(writer, final, result, folder, report)
 
 
 def write_outputs(result: Any, out: str | Path, pack: Any, config: dict[str, Any], overwrite: bool = False,
@@ -103,7 +124,10 @@ def write_outputs(result: Any, out: str | Path, pack: Any, config: dict[str, Any
     tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
     if tmp.exists():
         shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
+    try:
+        tmp.mkdir(parents=True)
+    except OSError as e:
+        raise OutputError(out, f"cannot create the output folder ({e.strerror or e})") from e
     try:
         for lv in result.levels:
             d = tmp / "levels" / level_dirname(lv.level)
@@ -111,7 +135,7 @@ def write_outputs(result: Any, out: str | Path, pack: Any, config: dict[str, Any
             Image.fromarray(lv.label_map().astype(np.uint8), mode="L").save(d / "labels.png")
         (tmp / "config.json").write_text(json.dumps(config, indent=2, default=str) + "\n")
         report = report_dict(result, pack, config)
-        _run_writers(extra_writers or [], result, tmp, report)
+        _run_writers(extra_writers or [], result, tmp, report, final=out)
         (tmp / DONE_MARKER).write_text(json.dumps(report, indent=2, default=_json_default) + "\n")
         if out.exists():
             old = out.parent / f".{out.name}.old-{os.getpid()}"
@@ -121,6 +145,9 @@ def write_outputs(result: Any, out: str | Path, pack: Any, config: dict[str, Any
         else:
             out.parent.mkdir(parents=True, exist_ok=True)
             tmp.rename(out)
+    except OSError as e:  # labels.png, config.json, report.json, the renames: disk full, permissions
+        where = e.filename if isinstance(getattr(e, "filename", None), str) else out
+        raise OutputError(str(where).replace(str(tmp), str(out)), f"cannot write ({e.strerror or e})") from e
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
