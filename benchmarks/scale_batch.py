@@ -85,7 +85,8 @@ def run_arm(name: str, studies: Path, out: Path, outputs: str, tries: int = 2) -
         print(f"{name}: attempt {attempt} failed: {p.stderr.strip().splitlines()[-1:]}", file=sys.stderr)
     n_ok, span = _finished_span(out / "batch_log.jsonl") if (out / "batch_log.jsonl").is_file() else (0, None)
     n = len(list(studies.iterdir()))
-    res = {"arm": name, "command": " ".join(["lumbargrade", *cmd[3:]]), "exit": p.returncode,
+    shown = " ".join(["lumbargrade", *cmd[3:]]).replace(str(studies), "STUDIES").replace(str(out), f"OUT/{out.name}")
+    res = {"arm": name, "command": shown, "exit": p.returncode,
            "attempts": attempt, "studies": n, "ok": n_ok, "wall_s": round(wall, 2),
            "studies_per_min": round(60 * n_ok / wall, 2),
            "studies_per_min_after_first": round(60 * (n_ok - 1) / span, 2) if span else None,

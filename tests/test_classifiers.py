@@ -11,6 +11,7 @@ import torch  # the training extra: a hard dependency of this suite
 
 from lumbargrade.grading.calibration import (
     expected_calibration_error,
+    fit_platt,
     fit_temperature,
     nll,
     positive_probability,
@@ -131,6 +132,25 @@ def test_temperature_scaling_fixes_overconfidence():
     assert np.array_equal(softmax(logits, t).argmax(1), logits.argmax(1))  # grades unchanged
     # well-calibrated logits keep T near 1
     assert fit_temperature(true, y) == pytest.approx(1.0, abs=0.15)
+
+
+def test_platt_scaling_undoes_a_prior_correction_that_overshoots():
+    rng = np.random.default_rng(1)
+    d = rng.normal(0, 2.0, size=4000)  # true log-odds of the positive class
+    y = (rng.random(4000) < 1 / (1 + np.exp(-d))).astype(int)
+    logits = np.stack([np.zeros_like(d), 0.5 * d + 1.0], 1)  # under-confident and shifted up
+    bias = np.array([0.0, -3.0])  # a prior correction that overshoots the other way
+    t, b = fit_platt(logits, y, bias)
+    p = softmax(logits + b[None, :], t)[:, 1]
+    u = (0.5 * d + 1.0 + b[1] - b[0]) / t  # the fitted log-odds, ideally d
+    assert t == pytest.approx(0.5, rel=0.15)
+    assert np.median(np.abs(u - d)) < 0.3
+    assert nll(logits + b[None, :], y, t) < nll(logits + bias[None, :], y, fit_temperature(logits + bias[None, :], y)) - 0.05
+    assert abs(np.mean(p) - np.mean(y)) < 0.02
+    assert np.array_equal(np.argsort(p), np.argsort(logits[:, 1] - logits[:, 0]))  # ranking (AUROC) kept
+    # one class only: temperature alone, bias untouched
+    t1, b1 = fit_platt(logits[y == 1], y[y == 1], bias)
+    assert np.array_equal(b1, bias)
 
 
 def test_ece_and_youden_worked_examples():

@@ -120,7 +120,12 @@ def test_pack_build_records_no_machine_path(tmp_path):
                    f"--out {tmp_path}/runs/landmarks",
                    {"model": "dsnt", "data": {"manifest": f"{cohort}/manifest.csv", "real": "/srv/spider"},
                     "trained_on": f"SPIDER; sagittal images of manifest {cohort}/manifest.csv (split train)"})
-    pack = build_pack(tmp_path / "pack", {"segmentation": seg, "landmarks": lm},
+    boxes = tmp_path / "runs" / "boxes"
+    boxes.mkdir(parents=True)
+    (boxes / "box_rule.json").write_text("{}\n")
+    (boxes / "command.txt").write_text(f"lumbargrade train boxes --data {cohort}/manifest.csv --out {boxes} "
+                                       f"--segmentation {seg}\n")
+    pack = build_pack(tmp_path / "pack", {"segmentation": seg, "landmarks": lm}, box_rule=boxes / "box_rule.json",
                       trained_on=f"phantom cohort {cohort}", extra={"out": str(tmp_path / "pack")})
     for f in pack.rglob("*"):
         if f.is_file() and f.suffix in (".json", ".txt"):
@@ -129,6 +134,8 @@ def test_pack_build_records_no_machine_path(tmp_path):
     manifest = json.loads((pack / "pack.json").read_text())
     assert manifest["components"]["landmarks"]["training_command"] == (
         "lumbargrade train landmarks --data COHORT/manifest.csv --real SPIDER_DIR --out runs/landmarks")
+    assert manifest["box_rule"]["training_command"] == (
+        "lumbargrade train boxes --data COHORT/manifest.csv --out runs/boxes --segmentation runs/segmentation")
     assert manifest["components"]["landmarks"]["trained_on"].endswith("manifest COHORT/manifest.csv (split train)")
     assert json.loads((pack / "landmarks" / "config.json").read_text())["data"] == {
         "manifest": "COHORT/manifest.csv", "real": "SPIDER_DIR"}

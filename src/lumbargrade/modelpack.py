@@ -246,9 +246,18 @@ def build_pack(
         if not src.is_file():
             raise InputError(src, "box rule file not found")
         shutil.copy2(src, out / "box_rule.json")
-        fit = src.parent / "metrics.json"
+        fit, cmd = src.parent / "metrics.json", src.parent / "command.txt"
         components_extra = {"box_rule": {"file": "box_rule.json",
                                          "metrics": json.loads(fit.read_text()) if fit.is_file() else {}}}
+        if cmd.is_file():
+            import shlex
+
+            from .provenance import portable_command
+
+            try:
+                components_extra["box_rule"]["training_command"] = portable_command(shlex.split(cmd.read_text().strip()))
+            except ValueError:
+                components_extra["box_rule"]["training_command"] = cmd.read_text().strip()
     else:
         components_extra = {}
     if box_source is None:

@@ -9,11 +9,12 @@ Stages (in order; each writes under OUT):
                             real SPIDER slices when available)
 ``landmark_refiner``        ``OUT/runs/landmark_refiner``: ``lumbargrade train landmark-refiner``
                             (second look per disc; same data, the landmarks' real hold-out kept)
-``box_rule``                ``OUT/runs/box_rule/box_rule.json``: facet/foramen box-rule offsets
-                            fitted on the train split's truth masks and boxes
-                            (:func:`lumbargrade.boxes.rule.fit_box_rule`; a flat
-                            ``BoxRuleConfig`` dict, read by the pipeline from the pack) and
-                            ``box_rule_fit.json`` (the fit's IoUs)
+``box_rule``                ``OUT/runs/box_rule/box_rule.json``: ``lumbargrade train boxes
+                            --segmentation``: the facet/foramen box rule fitted on the train
+                            split's masks as the trained segmenter predicts them, with the image
+                            localiser's calibration (a ``BoxRuleConfig`` dict, read by the
+                            pipeline from the pack) and ``box_rule_fit.json`` (IoUs per split and
+                            box source)
 ``tree``                    ``OUT/runs/tree``: ``lumbargrade train tree`` on masks predicted by
                             the trained segmenter (as in the paper)
 ``classifier_<task>``       ``OUT/runs/classifier_<task>`` for central, central_binary, foramen,
@@ -305,36 +306,27 @@ def _stage_cohort(cfg: ReproduceConfig, out: Path) -> dict:
 
 
 def _stage_box_rule(cfg: ReproduceConfig, out: Path) -> dict:
-    from .boxes.rule import BoxRuleConfig, evaluate_box_rule, example_from_label_map, fit_box_rule
-    from .manifest import axial_view_of, load_label_map, read_manifest
+    """``train boxes`` as the bundled pack's recipe runs it: the rule fitted on the masks the trained
+    segmenter predicts, with the image localiser's calibration (``--tiny``: on the truth masks,
+    its one-epoch segmenter finds nothing)."""
+    from .boxes.training import fit_box_rule_from_manifest
+    from .provenance import portable_path
 
-    rows = read_manifest(out / "cohort")
+    segmenter = None
+    if not cfg.tiny:
+        from .segmentation.inference import load_segmenter
 
-    def examples(split: str) -> list:
-        ex = []
-        for r in rows:
-            if r["split"] != split or not r.get("label_map"):
-                continue
-            sp = (float(r["pixel_spacing_row_mm"]), float(r["pixel_spacing_col_mm"]))
-            view = axial_view_of(r)
-            ex.append(example_from_label_map(view.to_canonical(load_label_map(r)), view.canonical_spacing(sp)))
-        return ex
-
-    train, test = examples("train"), examples("test")
-    if not train:
-        raise InputError(out / "cohort", "no train rows with label maps to fit the box rule on")
-    rule = fit_box_rule(train)
-    doc = {"box_rule": rule.to_dict(), "fitted_on": f"{len(train)} train levels (truth masks and boxes)",
-           "train_mean_iou": evaluate_box_rule(train, rule),
-           "test_mean_iou_truth_masks": evaluate_box_rule(test, rule) if test else None,
-           "test_mean_iou_truth_masks_paper_rule": evaluate_box_rule(test, BoxRuleConfig.paper()) if test else None}
+        segmenter = load_segmenter(out / "runs" / SEGMENTER_RUN)
+    rule, report = fit_box_rule_from_manifest(out / "cohort" / "manifest.csv", split="train", segmenter=segmenter)
+    report["fitted_on"]["manifest"] = portable_path(out / "cohort" / "manifest.csv", base=out)
     d = out / "runs" / "box_rule"
     d.mkdir(parents=True, exist_ok=True)
     # box_rule.json is what the pipeline reads from a pack (BoxRuleConfig.from_dict); the fit's
     # figures go beside it
     (d / "box_rule.json").write_text(json.dumps(rule.to_dict(), indent=2) + "\n")
-    (d / "box_rule_fit.json").write_text(json.dumps(doc, indent=2) + "\n")
-    return {"train_mean_iou": doc["train_mean_iou"], "test_mean_iou_truth_masks": doc["test_mean_iou_truth_masks"]}
+    (d / "box_rule_fit.json").write_text(json.dumps(report, indent=2) + "\n")
+    key = "mean_iou_predicted_masks" if segmenter is not None else "mean_iou_truth_masks"
+    return {"masks": report["fitted_on"]["masks"], "mean_iou": report.get(key)}
 
 
 def _stage_pack(cfg: ReproduceConfig, out: Path) -> dict:

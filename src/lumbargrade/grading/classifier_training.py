@@ -24,9 +24,11 @@ validation metric (ties: lower validation loss).
 
 Calibration, after training, on the validation split: balanced training shifts the class prior, so
 the training prior is added back (``logit_bias = log(prior)`` when balancing, else 0); then one
-temperature ``T`` is fitted by NLL. Probabilities are ``softmax((logits + logit_bias) / T)``. The
-binary operating threshold (on the calibrated probability of moderate/severe) is 0.5 by default
-(``threshold: 0.5``: the label agrees with the reported probability, and it does not move with a
+temperature ``T`` is fitted by NLL, and for binary tasks (``calibrate_bias: true``, the default)
+a shift of the positive logit with it (Platt scaling: the prior correction can over- or
+under-shoot when the network is less confident than the balanced training assumed).
+Probabilities are ``softmax((logits + logit_bias) / T)``. The binary operating threshold (on the
+calibrated probability of moderate/severe) is 0.5 by default (``threshold: 0.5``: the label agrees with the reported probability, and it does not move with a
 small validation split), or chosen on validation by Youden's J (``threshold: youden``). The Youden
 threshold and the validation sensitivity / specificity at the stored threshold are reported in
 metrics.json either way.
@@ -57,6 +59,7 @@ import numpy as np
 
 from .calibration import (
     expected_calibration_error,
+    fit_platt,
     fit_temperature,
     nll,
     positive_probability,
@@ -106,6 +109,7 @@ DEFAULT_CONFIG: dict[str, Any] = {
     },
     "threshold": 0.5,  # a number in (0, 1) (on the calibrated probability) | youden
     "calibrate": True,
+    "calibrate_bias": True,  # binary tasks: also fit a shift of the positive logit (Platt scaling)
     "select": "metric",  # best epoch by: metric (AUROC / kappa; ties: lower val loss) | loss (val NLL) | last
     "patience": 0,  # epochs without improvement before stopping; 0 = never
     "num_threads": 1,
@@ -631,11 +635,14 @@ def train_on_patches(
     # ---- calibration and threshold on the validation split, with the best weights
     model.load_state_dict(best_state)
     temperature, calib = 1.0, {}
+    prior_bias = np.asarray(logit_bias, dtype=np.float64).copy()
     threshold = float(cfg["threshold"]) if cfg["threshold"] != "youden" else 0.5
     if len(val):
         vlog = forward_logits(model, val.x, in_chans, int(cfg["eval_batch_size"]), device, imean, istd)
         raw = softmax(vlog)
-        if cfg["calibrate"]:
+        if cfg["calibrate"] and k == 2 and cfg.get("calibrate_bias", True):
+            temperature, logit_bias = fit_platt(vlog, val.y, prior_bias)
+        elif cfg["calibrate"]:
             temperature = fit_temperature(vlog + logit_bias[None, :], val.y)
         cal = softmax(vlog + logit_bias[None, :], temperature)
         calib = {
@@ -669,6 +676,7 @@ def train_on_patches(
         "backbone_checkpoint": str(checkpoint_path) if checkpoint_path else None,
         "temperature": temperature,
         "logit_bias": [float(v) for v in logit_bias],
+        "prior_logit_bias": [float(v) for v in prior_bias],
         "threshold": threshold,
         "threshold_rule": cfg["threshold"],
         "train_class_counts": counts.astype(int).tolist(),
