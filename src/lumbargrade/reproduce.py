@@ -210,7 +210,10 @@ def plan_commands(cfg: ReproduceConfig) -> dict[str, list[str]]:
         if cfg.bit_checkpoint:
             c += ["--checkpoint", cfg.bit_checkpoint]
         scale = [] if cfg.epochs_scale == 1.0 else [f"epochs={_scaled(budget['classifier.epochs'], cfg.epochs_scale)}"]
-        cmds[f"classifier_{task}"] = c + sets("classifier", scale + [f"num_threads={cfg.threads}"])
+        # the bundled pack's foramen classifier learns from the rendered patches only (tied on
+        # validation with the domain-randomised copies, and better on stenotic upper levels)
+        own = ["synth_copies=0"] if task == "foramen" else []
+        cmds[f"classifier_{task}"] = c + sets("classifier", scale + [f"num_threads={cfg.threads}"] + own)
     return cmds
 
 
