@@ -69,7 +69,11 @@ def _read_zip(path: Path, rules: Any) -> Study:
     warns = []
     try:
         with zf:
-            members = [m for m in zf.infolist() if not m.is_dir()]
+            # ZipInfo.is_dir() fails on an empty member name (a damaged central directory)
+            unnamed = sum(1 for m in zf.infolist() if not m.filename)
+            if unnamed:
+                warns.append(f"{where}: {unnamed} member(s) without a name; skipped")
+            members = [m for m in zf.infolist() if m.filename and not m.filename.endswith("/")]
             if not members:
                 raise InputError(where, "empty zip archive: no files")
             problem = _zip_bomb_problem(members)
