@@ -134,3 +134,57 @@ def test_fuzzed_inputs_end_in_success_or_input_error(fuzz, tmp_path):
             raise AssertionError("InputError escaped run_input") from None
 
     check()
+
+
+def _raw_ds(ds, tag: int, value: bytes) -> None:
+    """Put ``value`` into ``ds`` as the raw bytes of a DS element, unvalidated (as a damaged file holds it)."""
+    from pydicom.dataelem import RawDataElement
+    from pydicom.tag import Tag
+
+    value = value + b" " * (len(value) % 2)
+    ds[Tag(tag)] = RawDataElement(Tag(tag), "DS", len(value), value, 0, False, True)
+
+
+def _damaged_copy(phantom_patient, tmp_path, damage) -> Path:
+    """A copy of the phantom study whose axial slices get ``damage(ds)``."""
+    import shutil
+
+    import pydicom
+
+    study = tmp_path / "study"
+    shutil.copytree(phantom_patient / "dicom", study)
+    for f in sorted((study / "ax_t2").glob("*.dcm")):
+        ds = pydicom.dcmread(f)
+        damage(ds)
+        ds.save_as(f)
+    return study
+
+
+def test_damaged_optional_headers_do_not_stop_the_seg_and_sr(phantom_patient, tmp_path, capsys):
+    """Found by the fuzzer: a PatientSex outside M/F/O, a SpacingBetweenSlices that is not a number
+    or a StudyDate that is not a date made highdicom fail while writing the SEG; such values are
+    unknown, and the outputs are written without them."""
+    def damage(ds):
+        ds.PatientSex = "X9"
+        _raw_ds(ds, 0x00180088, b"abc")  # SpacingBetweenSlices
+        ds.StudyDate = "tomorrow"
+
+    study = _damaged_copy(phantom_patient, tmp_path, damage)
+    assert main(["analyze", str(study), "--out", str(tmp_path / "o"), "--outputs", "seg,sr"]) == 0, capsys.readouterr().err
+    assert list((tmp_path / "o").glob("seg*.dcm")) and (tmp_path / "o" / "sr.dcm").is_file()
+
+
+@pytest.mark.parametrize("keyword, message", [("StudyInstanceUID", "StudyInstanceUID is missing"),
+                                              ("SliceThickness", "SliceThickness is not a number")])
+def test_a_source_slice_the_seg_cannot_reference_is_named(phantom_patient, tmp_path, capsys, keyword, message):
+    def damage(ds):
+        if keyword == "StudyInstanceUID":
+            del ds.StudyInstanceUID
+        else:
+            _raw_ds(ds, 0x00180050, b"x")  # SliceThickness
+
+    study = _damaged_copy(phantom_patient, tmp_path, damage)
+    code = main(["analyze", str(study), "--out", str(tmp_path / "o"), "--outputs", "seg,sr"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1, err
+    assert message in err[0] and "ax_t2" in err[0] and ".dcm" in err[0]

@@ -14,6 +14,7 @@ expand past :data:`MAX_INFLATED_BYTES` is refused, and geometry tags must be fin
 
 from __future__ import annotations
 
+import math
 import struct
 import warnings as _warnings
 from collections import Counter, defaultdict
@@ -227,6 +228,12 @@ def _num(v: Any) -> float | None:
         return None if v is None or v == "" else float(v)
     except (TypeError, ValueError):
         return None
+
+
+def _series_number(ds: Any) -> int | None:
+    """SeriesNumber as an int; None when missing, not a number or not finite (NaN, inf)."""
+    v = _num(ds.get("SeriesNumber"))
+    return int(v) if v is not None and math.isfinite(v) and abs(v) < 2**31 else None
 
 
 def _values(v: Any) -> list:
@@ -495,7 +502,7 @@ def _build_series(
         columns=g0.columns,
         pixel_spacing=ps,
         slice_thickness=thick.most_common(1)[0][0] if thick else None,
-        series_number=int(ds0.SeriesNumber) if _num(ds0.get("SeriesNumber")) is not None else None,
+        series_number=_series_number(ds0),
         image_type=image_type,
         sequence_name=_text(ds0.get("SequenceName", "")),
         scanning_sequence=_text(ds0.get("ScanningSequence", "")),

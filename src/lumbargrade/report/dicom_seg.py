@@ -19,6 +19,8 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import InputError
+
 __all__ = ["SEGMENTS", "group_levels", "segment_masks", "write_seg"]
 
 #: Segment kinds per level, in segment-number order.
@@ -127,6 +129,9 @@ def _source_dataset(lv: Any) -> Any:
     if cached is not None and cached[0] is hdr:
         return cached[1]
     ds = copy.deepcopy(hdr)
+    geom = getattr(lv.source, "geometry", None)
+    _check_and_clean_source(ds, getattr(lv.source, "display", "") or str(getattr(lv.source, "path", "")),
+                            thickness=getattr(geom, "thickness", None))
     for kw in _TYPE2:
         if kw not in ds:
             setattr(ds, kw, None)
@@ -135,6 +140,53 @@ def _source_dataset(lv: Any) -> Any:
     except AttributeError:  # a result object that takes no new attributes
         pass
     return ds
+
+
+def _check_and_clean_source(ds: Any, where: str, thickness: float | None = None) -> None:
+    """Make a copied source header safe for the DICOM writers, in place: a missing identifying UID
+    is the input's error (:class:`InputError` naming the file: the SEG and SR must reference it);
+    attributes the writers copy but cannot read are replaced or emptied, as a damaged value is
+    unknown: a SliceThickness that is not a finite number becomes ``thickness`` (mm, the reader's
+    value for the slice; without one the input's error), a damaged SpacingBetweenSlices is dropped, a PatientSex
+    outside M/F/O or a date or time that is not one is emptied."""
+    import math
+    import re
+
+    for kw in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "SOPClassUID"):
+        try:
+            v = str(ds.get(kw, "") or "").strip()
+        except Exception:  # an undecodable value
+            v = ""
+        if not v:
+            raise InputError(where, f"{kw} is missing: the DICOM SEG and SR must reference it")
+    for kw in ("SliceThickness", "SpacingBetweenSlices"):
+        if kw in ds:
+            try:
+                raw = ds[kw].value
+                ok = raw in (None, "") or all(math.isfinite(float(x)) for x in _as_list(raw))
+            except Exception:
+                ok = False
+            if ok:
+                continue
+            del ds[kw]
+            if kw == "SliceThickness":
+                if thickness is None or not math.isfinite(thickness) or thickness <= 0:
+                    raise InputError(where, "SliceThickness is not a number: the DICOM SEG needs it")
+                ds.SliceThickness = round(float(thickness), 6)
+    checks = {"PatientSex": r"[MFO]?", "PatientBirthDate": r"(\d{8})?", "StudyDate": r"(\d{8})?",
+              "StudyTime": r"(\d{2,6}(\.\d{1,6})?)?"}
+    for kw, pattern in checks.items():
+        if kw in ds:
+            try:
+                v = str(ds[kw].value or "").strip()
+            except Exception:
+                v = None
+            if v is None or not re.fullmatch(pattern, v):
+                setattr(ds, kw, None)
+
+
+def _as_list(v: Any) -> list:
+    return list(v) if isinstance(v, (list, tuple)) or type(v).__name__ == "MultiValue" else [v]
 
 
 _TYPE2 = (
