@@ -250,14 +250,8 @@ def build_pack(
         components_extra = {"box_rule": {"file": "box_rule.json",
                                          "metrics": json.loads(fit.read_text()) if fit.is_file() else {}}}
         if cmd.is_file():
-            import shlex
-
-            from .provenance import portable_command
-
-            try:
-                components_extra["box_rule"]["training_command"] = portable_command(shlex.split(cmd.read_text().strip()))
-            except ValueError:
-                components_extra["box_rule"]["training_command"] = cmd.read_text().strip()
+            components_extra["box_rule"]["training_command"] = (
+                _portable_command_line(cmd.read_text()) or cmd.read_text().strip())
     else:
         components_extra = {}
     if box_source is None:
@@ -323,9 +317,7 @@ def scrub_pack(path: str | Path, runs: dict[str, str | Path] | None = None) -> l
     ``box_rule.json`` and ``README.md``, then ``pack.json`` (its training commands taken from the
     clean ``command.txt`` files). ``runs``: the run folders the components were copied from
     (:func:`build_pack`). Returns the files that changed; weights are never touched."""
-    import shlex
-
-    from .provenance import portable_command, scrub_file, scrub_json
+    from .provenance import scrub_file, scrub_json
 
     path = Path(path)
     changed: list[Path] = []
@@ -340,10 +332,8 @@ def scrub_pack(path: str | Path, runs: dict[str, str | Path] | None = None) -> l
         cmd_p = folder / "command.txt"
         if cmd_p.is_file():
             text = cmd_p.read_text()
-            try:
-                new = portable_command(shlex.split(text.strip())) + "\n"
-            except ValueError:
-                new = text
+            line = _portable_command_line(text)
+            new = text if line is None else line + "\n"
             if new != text:
                 cmd_p.write_text(new)
                 changed.append(cmd_p)
@@ -366,6 +356,19 @@ def scrub_pack(path: str | Path, runs: dict[str, str | Path] | None = None) -> l
             mf.write_text(new)
             changed.append(mf)
     return changed
+
+
+def _portable_command_line(text: str) -> str | None:
+    """A recorded command line (``command.txt``) with its paths made portable
+    (:func:`lumbargrade.provenance.portable_command`); None when it does not parse."""
+    import shlex
+
+    from .provenance import portable_command
+
+    try:
+        return portable_command(shlex.split(text.strip()))
+    except ValueError:
+        return None
 
 
 def _example_input(component: str, model: Any, rng: Any) -> tuple[Any, Any]:

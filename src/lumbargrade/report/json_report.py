@@ -137,14 +137,7 @@ def write_outputs(result: Any, out: str | Path, pack: Any, config: dict[str, Any
         report = report_dict(result, pack, config)
         _run_writers(extra_writers or [], result, tmp, report, final=out)
         (tmp / DONE_MARKER).write_text(json.dumps(report, indent=2, default=_json_default) + "\n")
-        if out.exists():
-            old = out.parent / f".{out.name}.old-{os.getpid()}"
-            out.rename(old)
-            tmp.rename(out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            out.parent.mkdir(parents=True, exist_ok=True)
-            tmp.rename(out)
+        _move_into_place(tmp, out)
     except OSError as e:  # labels.png, config.json, report.json, the renames: disk full, permissions
         where = e.filename if isinstance(getattr(e, "filename", None), str) else out
         raise OutputError(str(where).replace(str(tmp), str(out)), f"cannot write ({e.strerror or e})") from e
@@ -152,6 +145,19 @@ def write_outputs(result: Any, out: str | Path, pack: Any, config: dict[str, Any
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return out
+
+
+def _move_into_place(tmp: Path, out: Path) -> None:
+    """Rename the finished folder ``tmp`` to ``out``; an earlier ``out`` is replaced only once the
+    new one is in place."""
+    if out.exists():
+        old = out.parent / f".{out.name}.old-{os.getpid()}"
+        out.rename(old)
+        tmp.rename(out)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp.rename(out)
 
 
 @contextlib.contextmanager
@@ -166,14 +172,7 @@ def atomic_output(out: str | Path, overwrite: bool = False):
     tmp.mkdir(parents=True)
     try:
         yield tmp
-        if out.exists():
-            old = out.parent / f".{out.name}.old-{os.getpid()}"
-            out.rename(old)
-            tmp.rename(out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            out.parent.mkdir(parents=True, exist_ok=True)
-            tmp.rename(out)
+        _move_into_place(tmp, out)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
