@@ -351,15 +351,16 @@ def phantom_studies(root: Path, n: int, seed: int = 11) -> list[tuple[Path, str]
 
 
 def send_with_pynetdicom(files: list[Path | Any], port: int, calling_ae: str = "TESTSCU", called_ae: str = "LUMBARGRADE",
-                         host: str = "127.0.0.1", tls: tuple[Any, str] | None = None) -> list[int] | None:
-    """C-STORE ``files`` (paths, or datasets) in one association; the status of each, or None
-    when the association was not accepted."""
+                         host: str = "127.0.0.1", tls: tuple[Any, str] | None = None,
+                         timeout_s: float = 30) -> list[int] | None:
+    """C-STORE ``files`` (paths, or datasets) in one association; the status of each (-1, and no
+    more, once the association is lost), or None when the association was not accepted."""
     from pynetdicom import AE
     from pynetdicom.presentation import StoragePresentationContexts
 
     ae = AE(ae_title=calling_ae)
     ae.requested_contexts = StoragePresentationContexts[:120]
-    ae.acse_timeout = ae.network_timeout = ae.dimse_timeout = 30
+    ae.acse_timeout = ae.network_timeout = ae.dimse_timeout = timeout_s
     assoc = ae.associate(host, port, ae_title=called_ae, tls_args=tls)
     if not assoc.is_established:
         ae.shutdown()
@@ -367,9 +368,12 @@ def send_with_pynetdicom(files: list[Path | Any], port: int, calling_ae: str = "
     out = []
     try:
         for f in files:
-            st = assoc.send_c_store(f)  # a path is sent as its bytes (no re-encoding)
+            st = assoc.send_c_store(f) if assoc.is_established else None  # a path: sent as its bytes
             out.append(int(st.Status) if st else -1)
+            if out[-1] == -1:  # the peer went away: a PACS notices at once and sends again later
+                break
     finally:
-        assoc.release()
+        if assoc.is_established:
+            assoc.release()
         ae.shutdown()
     return out

@@ -314,10 +314,10 @@ def test_twenty_studies_ten_random_kills_each_delivered_exactly_once(tmp_path):
             files = sorted(f for f in folder.rglob("*") if f.is_file())
             while not stop.is_set():
                 try:
-                    st = send_with_pynetdicom(files, node.port)
+                    st = send_with_pynetdicom(files, node.port, timeout_s=5)
                 except Exception:
                     st = None
-                if st is not None and all(s == 0 for s in st):
+                if st is not None and st == [0] * len(files):
                     sent.append(uid)
                     break
                 time.sleep(0.3)

@@ -183,3 +183,58 @@ def test_two_nodes_cannot_share_a_store(tmp_path):
         Node(cfg)
     first._lockfile.close()
     Node(cfg)._lockfile.close()  # free again once the first one is gone
+
+
+@pytest.mark.parametrize("send_threads", [1, 3])
+def test_sender_overlaps_deliveries_one_thread_per_study(tmp_path, monkeypatch, send_threads):
+    """An archive answers each C-STORE after its own storage latency: the node delivers up to
+    ``send_threads`` studies at once, never one study twice at the same time, each exactly once."""
+    import threading
+    import time
+
+    from lumbargrade.service import sender as sender_mod
+    from lumbargrade.service.node import Node, NodeConfig
+
+    cfg = NodeConfig(store=str(tmp_path / "store"), allow=[parse_allow("A")],
+                     destinations=[parse_destination("PACS@127.0.0.1:104")], send_threads=send_threads)
+    node = Node(cfg)
+    recs = []
+    for i in range(6):
+        _, rec, _ = node.queue.add_instance(f"1.2.{i}", f"1.2.{i}.1", b"x")
+        assert node.queue.mark_complete(rec, _seed) == "complete"
+        out = node.queue.result_dir(rec)
+        out.mkdir(parents=True)
+        (out / "sr.dcm").write_bytes(b"sr")
+        assert node.queue.mark_analyzed(rec, rec.revision, {"sr.dcm": f"9.{i}"})
+        recs.append(rec)
+    lock = threading.Lock()
+    now = {"n": 0, "max": 0}
+    per_study: dict[str, int] = {}
+
+    def slow_send(dest, files, calling_ae, timeout_s=30.0, ssl_context=None):
+        with lock:
+            now["n"] += 1
+            now["max"] = max(now["max"], now["n"])
+            key = files[0].parent.parent.parent.name
+            per_study[key] = per_study.get(key, 0) + 1
+        time.sleep(0.3)
+        with lock:
+            now["n"] -= 1
+
+    monkeypatch.setattr(sender_mod, "send", slow_send)
+    t = threading.Thread(target=node._sender, daemon=True)
+    t0 = time.monotonic()
+    t.start()
+    try:
+        while any(r.state != "delivered" for r in recs) and time.monotonic() - t0 < 30:
+            time.sleep(0.02)
+        took = time.monotonic() - t0
+    finally:
+        node._stop.set()
+        node._wake_sender.set()
+        t.join(timeout=10)
+        node._lockfile.close()
+    assert all(r.state == "delivered" and r.sends == 1 for r in recs)
+    assert sorted(per_study.values()) == [1] * 6
+    assert now["max"] == send_threads
+    assert took < 6 * 0.3 / send_threads + 1.0

@@ -34,6 +34,8 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--stow", action="append", default=[], metavar="URL",
                    help="send results by DICOMweb STOW-RS to this service root, e.g. http://pacs:8042/dicom-web "
                    "(repeatable)")
+    p.add_argument("--send-threads", type=int, default=4,
+                   help="studies whose results are sent at the same time, one association each (default 4)")
     p.add_argument("--outputs", default="seg,sr",
                    help="what is made per study: a comma list of seg, sr, sc, html (default seg,sr). The DICOM "
                    "objects (SEG, SR, and with sc a Secondary Capture summary per level) are sent; report.html "

@@ -72,6 +72,7 @@ class NodeConfig:
     retry_base_s: float = 2.0
     retry_cap_s: float = 600.0
     timeout_s: float = 30.0  # network timeouts (association, DIMSE, HTTP)
+    send_threads: int = 4  # studies delivered at the same time (one association each)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -94,6 +95,7 @@ class Node:
         self.queue = StudyQueue(self.store)
         self._stop = threading.Event()
         self._wake_sender = threading.Event()
+        self._wake_scheduler = threading.Event()
         self._pending: deque[str] = deque()
         self._in_flight: dict[Any, tuple[Any, int, float]] = {}
         self._crashes: dict[str, int] = {}
@@ -371,7 +373,10 @@ class Node:
                 self._schedule_once()
             except Exception:  # the node keeps running; the traceback names no patient data
                 LOG.exception("scheduler error")
-            self._stop.wait(0.2)
+            # a finished analysis wakes it at once (the next study starts without a polling gap);
+            # otherwise it looks for settled studies 5 times a second
+            self._wake_scheduler.wait(0.2)
+            self._wake_scheduler.clear()
 
     def _schedule_once(self) -> None:
         warm = getattr(self, "_warm", None)
@@ -416,6 +421,7 @@ class Node:
         out = self.queue.result_dir(rec)
         future = self._pool.submit(analyze_received, str(self.queue.instances_dir(rec)), str(out), rec.seed)
         self._in_flight[future] = (rec, rec.revision, time.monotonic())
+        future.add_done_callback(lambda _: self._wake_scheduler.set())
         LOG.info("study %s: analysis started", tag(rec.study_uid))
 
     def _collect_finished(self) -> None:
@@ -459,18 +465,38 @@ class Node:
 
     # -- sender thread --------------------------------------------------------------------------------
     def _sender(self) -> None:
-        while not self._stop.is_set():
-            try:
-                for rec in self.queue.due_for_delivery():
-                    if self._stop.is_set():
-                        break
-                    self._deliver(rec)
-            except Exception:
-                LOG.exception("sender error")
-            nxt = self.queue.next_delivery_time()
-            wait = 1.0 if nxt is None else min(1.0, max(0.05, nxt - time.time()))
-            self._wake_sender.wait(wait)
-            self._wake_sender.clear()
+        """Hands due deliveries to up to ``send_threads`` threads, one study per thread at a time:
+        an archive's storage latency (tens of ms per instance), not this node's CPU, bounds
+        one association, so deliveries overlap."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        n = max(1, int(self.config.send_threads))
+        busy: dict[str, Any] = {}
+        with ThreadPoolExecutor(n, thread_name_prefix="lumbargrade-send") as pool:
+            while not self._stop.is_set():
+                try:
+                    for key in [k for k, f in busy.items() if f.done()]:
+                        busy.pop(key)
+                    for rec in self.queue.due_for_delivery():
+                        if self._stop.is_set() or len(busy) >= n:
+                            break
+                        if rec.key in busy:
+                            continue
+                        future = pool.submit(self._deliver_logged, rec)
+                        busy[rec.key] = future
+                        future.add_done_callback(lambda _: self._wake_sender.set())
+                except Exception:
+                    LOG.exception("sender error")
+                nxt = self.queue.next_delivery_time()
+                wait = 1.0 if nxt is None or len(busy) >= n else min(1.0, max(0.05, nxt - time.time()))
+                self._wake_sender.wait(wait)
+                self._wake_sender.clear()
+
+    def _deliver_logged(self, rec: Any) -> None:
+        try:
+            self._deliver(rec)
+        except Exception:
+            LOG.exception("sender error")
 
     def _deliver(self, rec: Any) -> None:
         from .sender import SendError, backoff_seconds, send

@@ -30,7 +30,8 @@ def config_from_args(args: argparse.Namespace):
     dests = [parse_destination(d) for d in _split(args.send_to)] + [parse_stow(u) for u in _split(args.stow)]
     outputs = parse_outputs(args.outputs)
     for name, value, low in (("--workers", args.workers, 1), ("--max-instances", args.max_instances, 1),
-                             ("--max-associations", args.max_associations, 1)):
+                             ("--max-associations", args.max_associations, 1),
+                             ("--send-threads", args.send_threads, 1)):
         if value < low:
             raise InputError(name, f"must be at least {low}, got {value}")
     for name, value in (("--settle-seconds", args.settle_seconds), ("--max-association-mb", args.max_association_mb),
@@ -57,7 +58,7 @@ def config_from_args(args: argparse.Namespace):
         max_association_bytes=int(args.max_association_mb * 2 ** 20), max_instances=int(args.max_instances),
         disk_quota_bytes=int(args.disk_quota_gb * 2 ** 30), tls_cert=args.tls_cert, tls_key=args.tls_key,
         tls_ca=args.tls_ca, keep_instances=bool(args.keep_instances), retry_cap_s=float(args.retry_max_seconds),
-        timeout_s=float(args.timeout),
+        timeout_s=float(args.timeout), send_threads=int(args.send_threads),
     )
 
 
