@@ -24,6 +24,10 @@ How each figure is measured:
   instance received to its SEG and SR stored in Orthanc (the node's delivery record is written
   after Orthanc answered every C-STORE with success), minus the settle time. Also given for the
   stream, where it includes the wait behind the studies ahead in the queue.
+* **CPU seconds per study** (Linux ``/proc``): over the stream, of Orthanc, of the node's own
+  process and of its analysis workers; for ``analyze``, of every process the command started
+  (model loading included). On 2 cores, what Orthanc and the node spend beside the analysis is
+  what the network costs.
 """
 
 from __future__ import annotations
@@ -61,7 +65,40 @@ def machine() -> dict[str, Any]:
             "load_average": list(os.getloadavg())}
 
 
+_TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of one process so far (Linux /proc; 0 elsewhere)."""
+    try:
+        f = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(f[11]) + int(f[12])) / _TICK
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
+def child_pids(pid: int) -> list[int]:
+    out: list[int] = []
+    try:
+        for t in Path(f"/proc/{pid}/task").iterdir():
+            out += [int(x) for x in (t / "children").read_text().split()]
+    except OSError:
+        pass
+    return out
+
+
+def cpu_snapshot(orthanc_pid: int, node_pid: int) -> dict[str, float]:
+    kids = child_pids(node_pid)
+    return {"orthanc": cpu_seconds(orthanc_pid), "node": cpu_seconds(node_pid),
+            "workers": sum(cpu_seconds(k) for k in kids)}
+
+
 def run_analyze_baseline(studies: list[Path], work: Path) -> dict[str, Any]:
+    """``analyze --processes 2`` on ``studies``; its CPU seconds per study are those of every
+    process it started (start-up and model loading included)."""
+    import resource
+
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     batch = work / "batch"
     batch.mkdir(parents=True, exist_ok=True)
     for s in studies:
@@ -78,13 +115,16 @@ def run_analyze_baseline(studies: list[Path], work: Path) -> dict[str, Any]:
     t0 = time.perf_counter()
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wall = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
     import datetime as dt
 
     times = sorted(dt.datetime.fromisoformat(json.loads(line)["finished"]).timestamp()
                    for line in (out / "batch_log.jsonl").read_text().splitlines() if line.strip())
     n = len(studies)
     return {"studies": n, "wall_s": round(wall, 2), "per_minute_whole_command": round(60 * n / wall, 1),
-            "per_minute_after_first": round(60 * (n - 1) / (times[-1] - times[0]), 1) if n > 1 else None}
+            "per_minute_after_first": round(60 * (n - 1) / (times[-1] - times[0]), 1) if n > 1 else None,
+            "cpu_s_per_study_with_start_up": round(cpu / n, 3)}
 
 
 def run_node(studies: list[tuple[Path, str]], work: Path, workers: int, settle: float, isolated: int) -> dict[str, Any]:
@@ -103,10 +143,12 @@ def run_node(studies: list[tuple[Path, str]], work: Path, workers: int, settle: 
             st = node.wait_state(uid, "delivered", timeout_s=300)
             rt_isolated.append(st["times"]["delivered"] - st["times"]["last_received"] - settle)
         rest = studies[isolated:]
+        cpu0 = cpu_snapshot(orthanc.proc.pid, node.proc.pid)
         t_send = time.time()
         for folder, uid in rest:  # the stream: Orthanc sends them one after the other
             orthanc.send_study("lumbargrade", ids[uid])
         sts = [node.wait_state(uid, "delivered", timeout_s=900) for _, uid in rest]
+        cpu1 = cpu_snapshot(orthanc.proc.pid, node.proc.pid)
         for _, uid in studies:  # every result is in Orthanc
             got = orthanc.instances_by_modality(uid)
             assert len(got.get("SR", [])) == 1 and got.get("SEG"), (uid, got)
@@ -125,6 +167,9 @@ def run_node(studies: list[tuple[Path, str]], work: Path, workers: int, settle: 
             "round_trip_stream_median_s": round(statistics.median(rt_stream), 2),
             "round_trip_stream_max_s": round(max(rt_stream), 2),
             "analysis_in_worker_median_s": round(statistics.median(analysis), 2) if analysis else None,
+            # CPU seconds per study of the stream, by process: Orthanc (sending the instances, storing
+            # the results), the node (receiving, scheduling, sending), its analysis workers
+            "cpu_s_per_study": {k: round((cpu1[k] - cpu0[k]) / len(rest), 3) for k in cpu0},
         }
     finally:
         node.stop()

@@ -238,3 +238,15 @@ def test_sender_overlaps_deliveries_one_thread_per_study(tmp_path, monkeypatch, 
     assert sorted(per_study.values()) == [1] * 6
     assert now["max"] == send_threads
     assert took < 6 * 0.3 / send_threads + 1.0
+
+
+def test_worker_warm_up_runs_the_whole_analysis(monkeypatch):
+    """The node's workers analyze a small synthetic study at start (so that the first received
+    study does not pay for first runs and imports); the warm-up reaches the SEG and SR writers."""
+    from lumbargrade.modelpack import load_pack
+    from lumbargrade.pipeline import AnalysisConfig
+    from lumbargrade.service import worker
+
+    monkeypatch.setattr(worker, "_STATE", {"pack": load_pack(None), "config": AnalysisConfig(),
+                                           "outputs": ("seg", "sr")})
+    assert worker.warm_up() is None

@@ -386,8 +386,11 @@ class Node:
             if bad:
                 LOG.error("analysis workers could not start: %s", _short_error(bad[0].exception()))
             else:
-                LOG.info("%d analysis worker(s) ready (models loaded in %.1f s)", len(warm),
+                LOG.info("%d analysis worker(s) ready (models loaded and warmed up in %.1f s)", len(warm),
                          time.monotonic() - self._warm_t0)
+                why = next((f.result() for f in warm if f.result()), None)
+                if why:
+                    LOG.warning("the warm-up analysis failed (%s): the first study of a worker takes longer", why)
         for rec in self.queue.settled(self.config.settle_s):
             n = self.queue.instance_count(rec.key)
             what = self.queue.mark_complete(rec, self._seed)

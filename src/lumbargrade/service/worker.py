@@ -41,6 +41,42 @@ def init_worker(models: str | None, runtime: str | None, threads: int, outputs: 
     from ..io import read_study  # noqa: F401
 
     _extra_writers(outputs)
+    _STATE["warm_up"] = warm_up()
+
+
+def warm_up() -> str | None:
+    """Analyze a small synthetic study once (in a temporary folder, nothing kept), so that the
+    first received study does not pay for the first run of every network and the lazy imports of
+    the readers and writers (1-2 s on 2 cores). Returns None, or why it failed (the worker works
+    all the same, only its first study is slower)."""
+    import tempfile
+
+    from ..analysis_runner import analyze_one
+
+    try:
+        import pydicom
+
+        from ..io.testing import new_uid, write_example_study
+
+        with tempfile.TemporaryDirectory(prefix="lumbargrade-warm-up-") as td:
+            study = Path(td) / "study"
+            write_example_study(study, junk=False)
+            frame = new_uid()
+            for f in study.rglob("*"):  # a frame of reference, so that the SEG writer runs too
+                if f.is_file():
+                    ds = pydicom.dcmread(f, force=True)
+                    ds.FrameOfReferenceUID = frame
+                    ds.save_as(f, enforce_file_format=False)
+            report = analyze_one(study, Path(td) / "out", _STATE["pack"], _STATE["config"], overwrite=True,
+                                 outputs=_STATE["outputs"])
+    except Exception as e:  # never stops the worker
+        return f"{type(e).__name__}: {e}"[:200]
+    dicom = report.get("dicom") or {}
+    missing = [o for o in ("seg", "sr") if o in _STATE["outputs"] and not dicom.get(o)]
+    if missing:
+        return f"no {' or '.join(m.upper() for m in missing)} written" + (
+            f" ({dicom['warnings'][0]})" if dicom.get("warnings") else "")
+    return None
 
 
 def _die_with_parent() -> None:
@@ -61,9 +97,10 @@ def _die_with_parent() -> None:
         os._exit(3)
 
 
-def warm() -> str:
-    """A no-op task that makes the pool start a worker (and load the pack) before the first study."""
-    return _STATE["pack"].label
+def warm() -> str | None:
+    """A no-op task that makes the pool start a worker (load the pack, warm it up) before the
+    first study. Returns why the warm-up failed, or None."""
+    return _STATE.get("warm_up")
 
 
 def result_files(report: dict[str, Any]) -> dict[str, str]:
