@@ -73,3 +73,28 @@ def _raise_input_error():
     if current().is_main:
         raise InputError("x", "boom")
     current().barrier()
+
+
+def test_project_errors_survive_pickling_and_are_found_inside_a_wrapped_error():
+    """Ray sends a worker's exception to the driver pickled: the project's errors must arrive whole,
+    and the driver finds the user's InputError inside Ray's wrapper to print it as one line."""
+    import pickle
+
+    from lumbargrade.distributed import _user_error
+    from lumbargrade.errors import InputError, MissingExtra, OutputError
+
+    for e in (InputError("cohort/manifest.csv", "no manifest.csv here"), InputError(None, "bad"),
+              MissingExtra("train segmentation", alternative="x"), OutputError("out/sr.dcm", "disk full")):
+        back = pickle.loads(pickle.dumps(e))
+        assert type(back) is type(e) and str(back) == str(e) and back.one_line() == e.one_line()
+
+    class WorkerGroupError(RuntimeError):
+        def __init__(self, failures):
+            super().__init__("training failed")
+            self.worker_failures = failures
+
+    user = InputError("cohort/manifest.csv", "no manifest.csv here")
+    wrapped = WorkerGroupError({1: RuntimeError("wrapper")})
+    wrapped.worker_failures[1].__cause__ = user
+    assert _user_error(wrapped) is user
+    assert _user_error(RuntimeError("no user error here")) is None

@@ -193,17 +193,24 @@ def _launch_ray(fn: Callable, workers: int, args: tuple, address: str, threads: 
     import logging
     import tempfile
 
+    cwd = os.getcwd()
+
     def loop(config: dict) -> None:
         import torch
         import torch.distributed as dist
 
-        global _CURRENT
+        # Ray pickles this closure by value, with a copy of this module's globals: the context the
+        # trainers read (``current()``) must be set on the module itself
+        import lumbargrade.distributed as module
+
+        if os.path.isdir(cwd):  # Ray starts its workers elsewhere: relative paths are the driver's
+            os.chdir(cwd)
         torch.set_num_threads(threads)
-        _CURRENT = DistContext(dist.get_rank(), dist.get_world_size())
+        module._CURRENT = module.DistContext(dist.get_rank(), dist.get_world_size())
         try:
             out = fn(*args)
         finally:
-            _CURRENT = DistContext()
+            module._CURRENT = module.DistContext()
         if dist.get_rank() == 0:
             import ray.train
 
@@ -218,9 +225,38 @@ def _launch_ray(fn: Callable, workers: int, args: tuple, address: str, threads: 
                                torch_config=None,
                                run_config=RunConfig(storage_path=tempfile.mkdtemp(prefix="lumbargrade-raytrain-"),
                                                     name="train"))
-        result = trainer.fit()
+        try:
+            result = trainer.fit()
+        except Exception as e:  # a user's mistake found in a worker: its one line, not Ray's report
+            user = _user_error(e)
+            if user is None:
+                raise
+            raise user from None
         if result.error:
-            raise result.error
+            raise _user_error(result.error) or result.error
         return (result.metrics or {}).get("result")
     finally:
         ray.shutdown()
+
+
+def _user_error(error: BaseException) -> InputError | None:
+    """The :class:`InputError` a Ray Train worker raised, found inside the error Ray reports
+    (its worker-group error, or the exception chain), so the CLI prints it as one line."""
+    seen: set[int] = set()
+    todo: list[Any] = [error]
+    while todo:
+        e = todo.pop()
+        if e is None or id(e) in seen:
+            continue
+        seen.add(id(e))
+        if isinstance(e, InputError):
+            return e
+        if isinstance(e, BaseException):
+            todo += [e.__cause__, e.__context__]
+        for attr in ("worker_failures", "errors"):
+            v = getattr(e, attr, None)
+            if isinstance(v, dict):
+                todo += list(v.values())
+            elif isinstance(v, (list, tuple)):
+                todo += list(v)
+    return None

@@ -27,6 +27,9 @@ class InputError(Exception):
         self.problem = problem
         super().__init__(self.one_line())
 
+    def __reduce__(self) -> tuple:  # pickled across processes (worker pools, Ray) whole
+        return (self.__class__, (self.where, self.problem))
+
     def one_line(self) -> str:
         text = f"{self.where}: {self.problem}" if self.where else self.problem
         return " ".join(text.split())
@@ -51,6 +54,9 @@ class MissingExtra(InputError):
         super().__init__(None, f'lumbargrade {what} needs the {EXTRA_NAMES.get(extra, extra)} extra: '
                                f'pip install "lumbargrade[{extra}]"{alt}')
 
+    def __reduce__(self) -> tuple:
+        return (self.__class__, (self.what, self.extra, self.alternative))
+
 
 class OutputError(Exception):
     """An output (report.json, a DICOM SEG or SR, report.html...) could not be written.
@@ -63,6 +69,9 @@ class OutputError(Exception):
         self.output = str(output)
         self.cause = cause
         super().__init__(self.one_line())
+
+    def __reduce__(self) -> tuple:
+        return (self.__class__, (self.output, self.cause))
 
     def one_line(self) -> str:
         return " ".join(f"{self.output}: {self.cause}".split())
