@@ -21,7 +21,7 @@ from .. import __version__
 from ..errors import InputError, OutputError
 from ..levels.names import level_dirname
 
-__all__ = ["call_writer", "check_output_folder", "report_dict", "write_outputs"]
+__all__ = ["call_writer", "check_output_folder", "move_into_place", "report_dict", "write_outputs"]
 
 DONE_MARKER = "report.json"
 
@@ -137,7 +137,7 @@ def write_outputs(result: Any, out: str | Path, pack: Any, config: dict[str, Any
         report = report_dict(result, pack, config)
         _run_writers(extra_writers or [], result, tmp, report, final=out)
         (tmp / DONE_MARKER).write_text(json.dumps(report, indent=2, default=_json_default) + "\n")
-        _move_into_place(tmp, out)
+        move_into_place(tmp, out)
     except OSError as e:  # labels.png, config.json, report.json, the renames: disk full, permissions
         where = e.filename if isinstance(getattr(e, "filename", None), str) else out
         raise OutputError(str(where).replace(str(tmp), str(out)), f"cannot write ({e.strerror or e})") from e
@@ -147,7 +147,7 @@ def write_outputs(result: Any, out: str | Path, pack: Any, config: dict[str, Any
     return out
 
 
-def _move_into_place(tmp: Path, out: Path) -> None:
+def move_into_place(tmp: Path, out: Path) -> None:
     """Rename the finished folder ``tmp`` to ``out``; an earlier ``out`` is replaced only once the
     new one is in place."""
     if out.exists():
@@ -172,7 +172,7 @@ def atomic_output(out: str | Path, overwrite: bool = False):
     tmp.mkdir(parents=True)
     try:
         yield tmp
-        _move_into_place(tmp, out)
+        move_into_place(tmp, out)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)

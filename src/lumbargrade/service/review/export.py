@@ -235,13 +235,9 @@ def export_cohort(
             "skipped": skipped,
         }
         (tmp / "export.json").write_text(json.dumps(summary, indent=2) + "\n")
-        if out.exists():
-            old = out.parent / f".{out.name}.old-{os.getpid()}"
-            out.rename(old)
-            tmp.rename(out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            tmp.rename(out)
+        from ...report.json_report import move_into_place
+
+        move_into_place(tmp, out)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
