@@ -98,3 +98,70 @@ def test_project_errors_survive_pickling_and_are_found_inside_a_wrapped_error():
     wrapped.worker_failures[1].__cause__ = user
     assert _user_error(wrapped) is user
     assert _user_error(RuntimeError("no user error here")) is None
+
+
+def _landmark_manifest(cohort, out):
+    """The cohort's manifest with absolute paths, all patients but the last in split=train."""
+    import csv
+
+    with open(cohort / "manifest.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    patients = sorted({r["patient_id"] for r in rows})
+    for r in rows:
+        r["split"] = "val" if r["patient_id"] == patients[-1] else "train"
+        for k in ("sagittal_image", "sagittal_tissue_map"):
+            if r.get(k):
+                r[k] = str(cohort / r[k])
+    with open(out, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    return out
+
+
+def _weights(path):
+    from safetensors.numpy import load_file
+
+    return load_file(str(path))
+
+
+def _train_cli(task, manifest, out, workers, *sets):
+    from lumbargrade.cli import main
+
+    argv = ["train", task, "--data", str(manifest), "--out", str(out), "--workers", str(workers)]
+    for s in sets:
+        argv += ["--set", s]
+    assert main(argv) == 0
+    return _weights(out / "model.safetensors")
+
+
+def test_landmark_trainers_run_data_parallel(phantom_cohort, tmp_path):
+    """``train landmarks|landmark-refiner --workers 2``: one run folder written by rank 0 (each log
+    line once), the network trained, and not the model one process trains on the whole batch: a
+    rank that did not take its half of every batch would give that model exactly (CPU DDP has no
+    synchronised BatchNorm, so the two differ by the half-batch statistics)."""
+    import json
+
+    manifest = _landmark_manifest(phantom_cohort, tmp_path / "manifest.csv")
+    one = _train_cli("landmarks", manifest, tmp_path / "lm1", 1, "steps=10", "eval_every=10")
+    two = _train_cli("landmarks", manifest, tmp_path / "lm2", 2, "steps=10", "eval_every=10")
+    log = (tmp_path / "lm2" / "train.log").read_text().splitlines()
+    assert sum("phantom val" in line for line in log) == 1, log
+    assert json.loads((tmp_path / "lm2" / "metrics.json").read_text())["phantom_val"]
+    assert json.loads((tmp_path / "lm2" / "config.json").read_text())["workers"] == 2
+    params = [k for k in one if "running" not in k and "num_batches" not in k]
+    assert max(np.abs(two[k] - one[k]).max() for k in params) > 1e-4
+
+    _train_cli("landmark-refiner", manifest, tmp_path / "rf2", 2, "steps=20", "batch_size=8")
+    log = (tmp_path / "rf2" / "train.log").read_text().splitlines()
+    assert sum(line.startswith("step 20/20") for line in log) == 1, log
+    assert json.loads((tmp_path / "rf2" / "config.json").read_text())["workers"] == 2
+    assert "phantom_val" in json.loads((tmp_path / "rf2" / "metrics.json").read_text())
+
+
+def test_landmark_trainers_refuse_too_few_steps(phantom_cohort, tmp_path):
+    from lumbargrade.cli import main
+
+    manifest = _landmark_manifest(phantom_cohort, tmp_path / "manifest.csv")
+    assert main(["train", "landmarks", "--data", str(manifest), "--out", str(tmp_path / "r"),
+                 "--set", "steps=3"]) == 2

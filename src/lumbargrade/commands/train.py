@@ -65,6 +65,8 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     lr_.add_argument("--real", help="folder of real labelled sagittal slices (SPIDER PNG layout: images/, masks/)")
     lr_.add_argument("--landmarks", help="coarse landmark model folder or pack (default: the packaged one); "
                      "its held-out real studies stay out of training")
+    _data_parallel(l_)
+    _data_parallel(lr_)
     t = tsub.add_parser("tree", help="decision tree on the dural-sac-to-disc ratio (central canal)")
     _common(t)
     t.add_argument("--segmentation", help="segmentation run folder or model pack whose masks the tree is fitted on")

@@ -325,15 +325,27 @@ def train_refiner(cfg: dict[str, Any], prm: dict[str, Any], phantom: Sequence, r
     normalised, with true targets); returns the network (eval mode)."""
     import torch
 
-    from .dsnt import euclidean_loss, js_regulariser, pixel_to_normalized, soft_argmax, spatial_softmax
+    from ..distributed import current  # data-parallel hook (lumbargrade.distributed)
+    from .dsnt import (
+        euclidean_loss,
+        js_regulariser,
+        pixel_to_normalized,
+        soft_argmax,
+        spatial_softmax,
+    )
+    from .training import one_cycle
 
+    dist = current()
+    if not dist.is_main:
+        log = _silent
     torch.set_num_threads(int(cfg["threads"]))
     torch.manual_seed(int(cfg["seed"]))
     rng = np.random.default_rng(int(cfg["seed"]))
     net = create_refiner(**prm)
     opt = torch.optim.AdamW(net.parameters(), lr=float(cfg["lr"]), weight_decay=float(cfg["weight_decay"]))
     steps = int(cfg["steps"])
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=float(cfg["lr"]), total_steps=steps, pct_start=0.1)
+    sched = one_cycle(opt, float(cfg["lr"]), steps)
+    train_net = dist.wrap(net)  # data-parallel hook: DDP for the training forward only
     size = int(prm["size"])
     p_ph = float(cfg["phantom_fraction"]) if phantom and real else (1.0 if phantom else 0.0)
     by_group: dict[str, list] = {}
@@ -353,14 +365,16 @@ def train_refiner(cfg: dict[str, Any], prm: dict[str, Any], phantom: Sequence, r
             x, t = _training_patch(smp, int(rng.integers(len(smp.targets))), rng, prm, cfg)
             xs.append(x)
             ts.append(t)
-        x = torch.from_numpy(np.stack(xs)[:, None])
-        tgt = pixel_to_normalized(torch.from_numpy(np.stack(ts)).float()[:, None], size, size)
-        heat = spatial_softmax(net(x))
+        n_global = len(xs)
+        x_np, t_np = dist.shard(np.stack(xs)[:, None], np.stack(ts))  # data-parallel hook: this rank's part
+        x = torch.from_numpy(x_np)
+        tgt = pixel_to_normalized(torch.from_numpy(t_np).float()[:, None], size, size)
+        heat = spatial_softmax(train_net(x))
         xy = soft_argmax(heat)
         loss_e = euclidean_loss(xy, tgt).mean()
         loss = loss_e + float(cfg["reg_weight"]) * js_regulariser(heat, tgt, float(cfg["sigma_px"])).mean()
         opt.zero_grad()
-        loss.backward()
+        (loss * dist.loss_scale(n_global)).backward()
         opt.step()
         sched.step()
         if (step + 1) % 100 == 0 or step + 1 == steps:
@@ -382,11 +396,9 @@ def run_cli(args) -> int:
     import shlex
     import sys
 
-    from safetensors.torch import save_file
-
     from ..errors import InputError
-    from .landmarks import PREPROCESS_DEFAULTS, load_model
-    from .training import _parse_sets, add_synthetic_copies, evaluate, load_manifest, load_real, predict_samples, run_logger
+    from .landmarks import load_model
+    from .training import _parse_sets
 
     out = Path(args.out)
     if (out / "model.safetensors").exists() and not args.overwrite:
@@ -413,10 +425,41 @@ def run_cli(args) -> int:
             raise InputError(f"--set {k}", f"unknown config key (known: {', '.join(sorted(cfg))}, refiner.*)")
     cfg["seed"] = int(args.seed)
     coarse = load_model(getattr(args, "landmarks", None))
+    out.mkdir(parents=True, exist_ok=True)
+    argv = getattr(args, "_argv", None) or sys.argv[1:]
+    command = "lumbargrade " + " ".join(shlex.quote(a) for a in argv)
+    workers = int(getattr(args, "workers", 1) or 1)
+    from ..distributed import launch  # data-parallel hook: --workers N processes (DDP)
+
+    launch(_train_and_measure, workers, cfg, prm, str(coarse.folder), manifest, real_root, out, command,
+           ray_address=getattr(args, "ray", None))
+    return 0
+
+
+def _train_and_measure(cfg: dict[str, Any], prm: dict[str, Any], coarse_folder: str, manifest: str | None,
+                       real_root: str | None, out: Path, command: str) -> dict[str, Any]:
+    """Load the data, train (:func:`train_refiner`) and, on rank 0, measure coarse and refined
+    errors and write the run folder; returns the metrics (``{}`` on other ranks). Module-level, so
+    that data-parallel workers can be given it."""
+    from safetensors.torch import save_file
+
+    from ..distributed import current
+    from ..errors import InputError
+    from .landmarks import PREPROCESS_DEFAULTS, load_model
+    from .training import (
+        add_synthetic_copies,
+        evaluate,
+        load_manifest,
+        load_real,
+        predict_samples,
+        run_logger,
+    )
+
+    coarse = load_model(coarse_folder)
     pre = dict(PREPROCESS_DEFAULTS, **coarse.config.get("preprocess", {}))
     hold = list(coarse.config.get("real_holdout") or [])
-    out.mkdir(parents=True, exist_ok=True)
-    log, close = run_logger(out / "train.log")
+    main = current().is_main
+    log, close = run_logger(out / "train.log") if main else (_silent, lambda: None)
     try:
         ph: dict[str, list] = {"train": [], "val": [], "test": []}
         if manifest:
@@ -436,6 +479,8 @@ def run_cli(args) -> int:
         t0 = time.time()
         net = train_refiner(cfg, prm, ph["train"], real_train, log=log)
         seconds = round(time.time() - t0, 1)
+        if not main:  # data-parallel hook: rank 0 measures and writes
+            return {}
         refiner = LoadedRefiner(net, {"refiner": prm, "preprocess": pre}, out)
         metrics: dict[str, Any] = {"steps": int(cfg["steps"]), "train_seconds": seconds,
                                    "selection": "weights of the last step (held-out data not used for selection)",
@@ -451,7 +496,6 @@ def run_cli(args) -> int:
             log(f"{name}: mean error coarse {metrics[name]['coarse'][unit]['all']['mean']:.2f} {unit} -> "
                 f"refined {metrics[name]['refined'][unit]['all']['mean']:.2f} {unit}; identification "
                 f"{metrics[name]['refined']['level_identification_accuracy']:.3f}")
-        argv = getattr(args, "_argv", None) or sys.argv[1:]
         parts = []
         if real_root:
             parts.append("SPIDER sagittal T2 PNG slices (van der Graaf et al., Sci Data 2024; CC BY 4.0), "
@@ -460,11 +504,15 @@ def run_cli(args) -> int:
             parts.append(f"sagittal images of manifest {manifest} (split train)")
         config = {"refiner": prm, "preprocess": pre, "train": cfg, "real_holdout": hold,
                   "architecture": "dsnt_unet_small (1 heatmap, local patch)",
-                  "command": "lumbargrade " + " ".join(shlex.quote(a) for a in argv),
+                  "command": command, "workers": current().world_size,
                   "data": {"manifest": manifest, "real": real_root}, "trained_on": "; ".join(parts)}
         save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(out / "model.safetensors"))
         (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
         (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     finally:
         close()
-    return 0
+    return metrics
+
+
+def _silent(msg: str) -> None:
+    """The log of ranks other than 0."""

@@ -335,6 +335,19 @@ def predict_samples(net, samples: Sequence[Sample], pre: dict[str, Any], flip_tt
 
 
 # --------------------------------------------------------------------------- training
+def one_cycle(opt, lr: float, steps: int):
+    """The one-cycle learning-rate schedule of the landmark trainers: warm-up over the first 10% of
+    ``steps`` (at least 2 steps, so that short runs work), then annealing to ``lr / 1e4``."""
+    import torch
+
+    from ..errors import InputError
+
+    if steps < 4:
+        raise InputError("--set steps", f"must be at least 4, got {steps}")
+    return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps,
+                                               pct_start=max(0.1, 2.0 / steps))
+
+
 def _choose_holdout(studies: list[str], n: int, seed: int) -> list[str]:
     cand = sorted(s for s in set(studies) if s != "11")
     rng = np.random.default_rng(seed + 12345)
@@ -346,6 +359,7 @@ def train(config: dict[str, Any], out: Path, real_root: str | None, manifest: st
     """Train with ``config`` (DEFAULT_CONFIG plus overrides); write RUN_DIR files; return metrics."""
     import torch
 
+    from ..distributed import current  # data-parallel hook (lumbargrade.distributed): rank 0 writes
     from .dsnt import (
         euclidean_loss,
         js_regulariser,
@@ -355,6 +369,9 @@ def train(config: dict[str, Any], out: Path, real_root: str | None, manifest: st
     )
     from .landmarks import ARCH_DEFAULTS, PREPROCESS_DEFAULTS, create_model, save_model
 
+    dist = current()
+    if not dist.is_main:
+        log = _silent
     torch.set_num_threads(int(config["threads"]))
     seed = int(config["seed"])
     torch.manual_seed(seed)
@@ -409,7 +426,8 @@ def train(config: dict[str, Any], out: Path, real_root: str | None, manifest: st
     net = create_model(arch["name"], **{k: v for k, v in arch.items() if k != "name"})
     opt = torch.optim.AdamW(net.parameters(), lr=float(config["lr"]), weight_decay=float(config["weight_decay"]))
     steps = int(config["steps"])
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=float(config["lr"]), total_steps=steps, pct_start=0.1)
+    sched = one_cycle(opt, float(config["lr"]), steps)
+    train_net = dist.wrap(net)  # data-parallel hook: DDP for the training forward only
     start = 0
     ck = out / "checkpoint.pt"
     if ck.is_file():
@@ -431,22 +449,24 @@ def train(config: dict[str, Any], out: Path, real_root: str | None, manifest: st
             x, t = augment(draw(), rng, pre, config["aug"])
             xs.append(x)
             ts.append(t)
-        x = torch.from_numpy(np.stack(xs)[:, None])
-        tgt = pixel_to_normalized(torch.from_numpy(np.stack(ts)).float(), size, size)
-        heat = spatial_softmax(net(x))
+        n_global = len(xs)
+        x_np, t_np = dist.shard(np.stack(xs)[:, None], np.stack(ts))  # data-parallel hook: this rank's part
+        x = torch.from_numpy(x_np)
+        tgt = pixel_to_normalized(torch.from_numpy(t_np).float(), size, size)
+        heat = spatial_softmax(train_net(x))
         xy = soft_argmax(heat)
         loss_e = euclidean_loss(xy, tgt).mean()
         loss_r = js_regulariser(heat, tgt, sigma).mean()
         loss = loss_e + float(config["reg_weight"]) * loss_r
         opt.zero_grad()
-        loss.backward()
+        (loss * dist.loss_scale(n_global)).backward()
         opt.step()
         sched.step()
         if (step + 1) % 25 == 0:
             err_px = float(loss_e.detach()) * size / 2.0
             log(f"step {step + 1}/{steps} loss {float(loss.detach()):.4f} coord-err {err_px:.1f} input-px "
                 f"js {float(loss_r.detach()):.3f} {time.time() - t0:.0f}s")
-        if (step + 1) % int(config["eval_every"]) == 0 or step + 1 == steps:
+        if dist.is_main and ((step + 1) % int(config["eval_every"]) == 0 or step + 1 == steps):
             torch.save({"model": net.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
                         "step": step + 1}, ck)
             if ph.get("val"):
@@ -455,6 +475,8 @@ def train(config: dict[str, Any], out: Path, real_root: str | None, manifest: st
                 net.train()
                 log(f"  phantom val: mean {m['mm']['all']['mean']:.2f} mm" if "mm" in m else
                     f"  phantom val: mean {m['px']['all']['mean']:.2f} px")
+    if not dist.is_main:  # data-parallel hook: rank 0 evaluates and writes
+        return {}
     net.eval()
     metrics: dict[str, Any] = {"steps": steps, "train_seconds": round(time.time() - t0, 1),
                                "selection": "weights of the last step (held-out data not used for selection)"}
@@ -536,12 +558,29 @@ def run_cli(args) -> int:
         parts.append(f"sagittal images of manifest {manifest} (split train)")
     config["trained_on"] = "; ".join(parts)
     (out / "command.txt").write_text(config["command"] + "\n")
+    config["workers"] = int(getattr(args, "workers", 1) or 1)
+    from ..distributed import launch  # data-parallel hook: --workers N processes (DDP)
+
+    launch(_train_logged, config["workers"], config, out, real, manifest, ray_address=getattr(args, "ray", None))
+    return 0
+
+
+def _train_logged(config: dict[str, Any], out: Path, real: str | None, manifest: str | None) -> dict[str, Any]:
+    """:func:`train` with the run's train.log (rank 0 of a data-parallel run logs; the others are
+    silent). Module-level, so that worker processes can be given it."""
+    from ..distributed import current
+
+    if not current().is_main:
+        return train(config, out, real, manifest, _silent)
     log, close = run_logger(out / "train.log")
     try:
-        train(config, out, real, manifest, log)
+        return train(config, out, real, manifest, log)
     finally:
         close()
-    return 0
+
+
+def _silent(msg: str) -> None:
+    """The log of ranks other than 0."""
 
 
 def run_logger(path: Path):
