@@ -60,6 +60,36 @@ def test_two_ddp_processes_train_the_same_model_as_one(batch):
 
 
 @pytest.mark.slow
+def test_ray_train_workers_return_rank_0s_model():
+    """Through Ray Train (a local Ray): the run ends (not waiting on a collective that rank 0
+    alone entered) and gives back rank 0's result, the model two local DDP processes train."""
+    pytest.importorskip("ray.train.torch")
+    import sys
+    import threading
+
+    from ray import cloudpickle
+
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])  # Ray's workers cannot import tests/
+    box: dict = {}
+
+    def run():
+        try:
+            box["r"] = launch(_toy_train, 2, 25, 16, ray_address="local")
+        except BaseException as e:  # shown by the assertion below
+            box["r"] = e
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    t.join(timeout=300)
+    assert not t.is_alive(), "the Ray Train run did not end within 300 s"
+    local = launch(_toy_train, 2, 25, 16, threads_per_worker=1)
+    assert isinstance(box.get("r"), dict), box.get("r")
+    assert set(box["r"]) == set(local)
+    for k in local:
+        np.testing.assert_allclose(box["r"][k], local[k], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.slow
 def test_an_input_error_on_rank_0_is_reported_as_such():
     from lumbargrade.errors import InputError
 

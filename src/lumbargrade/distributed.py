@@ -211,15 +211,19 @@ def _launch_ray(fn: Callable, workers: int, args: tuple, address: str, threads: 
             out = fn(*args)
         finally:
             module._CURRENT = module.DistContext()
+        # rank 0's result goes to the driver through a small actor, not `ray.train.report`: a report
+        # is collective in Ray Train 2 (rank 0 alone would wait for the others forever), and which
+        # rank's metrics the run's result keeps is not rank 0's by rule
         if dist.get_rank() == 0:
-            import ray.train
+            import ray
 
-            ray.train.report({"result": out})
+            ray.get(box.put.remote(out))
 
     local = address in ("", "local")
     ray.init(address=None if local else address, num_cpus=(os.cpu_count() if local else None),
              include_dashboard=False, logging_level=logging.ERROR, log_to_driver=True)
     try:
+        box = ray.remote(num_cpus=0)(_ResultBox).remote()
         trainer = TorchTrainer(loop, scaling_config=ScalingConfig(num_workers=workers, use_gpu=False,
                                                                   resources_per_worker={"CPU": 1}),
                                torch_config=None,
@@ -234,9 +238,22 @@ def _launch_ray(fn: Callable, workers: int, args: tuple, address: str, threads: 
             raise user from None
         if result.error:
             raise _user_error(result.error) or result.error
-        return (result.metrics or {}).get("result")
+        return ray.get(box.get.remote())
     finally:
         ray.shutdown()
+
+
+class _ResultBox:
+    """Holds rank 0's result for the driver (a Ray actor in :func:`_launch_ray`)."""
+
+    def __init__(self) -> None:
+        self.value: Any = None
+
+    def put(self, value: Any) -> None:
+        self.value = value
+
+    def get(self) -> Any:
+        return self.value
 
 
 def _user_error(error: BaseException) -> InputError | None:
