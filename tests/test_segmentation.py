@@ -374,3 +374,13 @@ def test_small_sac_oversampling_weights():
     drawn = np.concatenate([y.reshape(len(y), -1).sum(1) for _ in range(50)
                             for _, y in ds.batches(5, shuffle=True, weights=w)])
     assert abs((drawn < 100).mean() - 4 / 11) < 0.08  # the smallest sac (~50 px) has 4 of 11 weight units
+    # slices whose tissue map holds the spinal cord weigh cord_weight times more, on top
+    from lumbargrade.phantom.tissues import Tissue
+
+    cord = np.zeros((64, 64), np.uint8)
+    cord[30:34, 30:34] = Tissue.CORD
+    ds.tissues = [None, cord, np.zeros((64, 64), np.uint8), cord, None]
+    assert ds.sampling_weights(0.0, 1.0) is None
+    w0, w3 = ds.sampling_weights(0.0, 3.0), ds.sampling_weights(2.0, 3.0)
+    assert np.allclose(w0 / w0[0], [1, 3, 1, 3, 1])
+    assert np.allclose(w3 / w, (w3 / w)[0] * np.array([1, 3, 1, 3, 1]))

@@ -189,14 +189,23 @@ class SegmentationDataset:
             np.ascontiguousarray(lab, dtype=np.int64),
         )
 
-    def sampling_weights(self, small_sac_power: float) -> np.ndarray | None:
+    def sampling_weights(self, small_sac_power: float, cord_weight: float = 1.0) -> np.ndarray | None:
         """Per-item draw probabilities that favour small dural sacs (stenotic levels, rare and the
         hardest to outline): ``(median_area / area) ** small_sac_power``, clipped to [1, 4] x the
-        median item's weight; ``None`` for uniform (power 0)."""
-        if small_sac_power <= 0 or not len(self):
+        median item's weight; items whose tissue map puts the spinal cord or conus inside the field
+        (the upper sac, where a real sac is mostly cord) weigh ``cord_weight`` times more.
+        ``None`` for uniform (power 0, cord weight 1)."""
+        if (small_sac_power <= 0 and cord_weight == 1.0) or not len(self):
             return None
-        area = np.array([max(int((lab == 1).sum()), 1) for lab in self.labels], float)
-        w = np.clip((np.median(area) / area) ** small_sac_power, 1.0, 4.0)
+        w = np.ones(len(self))
+        if small_sac_power > 0:
+            area = np.array([max(int((lab == 1).sum()), 1) for lab in self.labels], float)
+            w = np.clip((np.median(area) / area) ** small_sac_power, 1.0, 4.0)
+        if cord_weight != 1.0:
+            from ..phantom.tissues import Tissue
+
+            cord = np.array([t is not None and bool((t == Tissue.CORD).any()) for t in self.tissues])
+            w = w * np.where(cord, float(cord_weight), 1.0)
         return w / w.sum()
 
     def batches(self, batch_size: int, shuffle: bool, weights: np.ndarray | None = None,
