@@ -75,7 +75,7 @@ def test_ray_train_workers_return_rank_0s_model():
     def run():
         try:
             box["r"] = launch(_toy_train, 2, 25, 16, ray_address="local")
-        except BaseException as e:  # shown by the assertion below
+        except Exception as e:  # noqa: BLE001 - shown by the assertion below
             box["r"] = e
 
     t = threading.Thread(target=run, daemon=True)
