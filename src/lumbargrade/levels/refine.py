@@ -333,7 +333,7 @@ def train_refiner(cfg: dict[str, Any], prm: dict[str, Any], phantom: Sequence, r
         soft_argmax,
         spatial_softmax,
     )
-    from .training import one_cycle
+    from .training import _silent, one_cycle
 
     dist = current()
     if not dist.is_main:
@@ -447,6 +447,7 @@ def _train_and_measure(cfg: dict[str, Any], prm: dict[str, Any], coarse_folder: 
     from ..errors import InputError
     from .landmarks import PREPROCESS_DEFAULTS, load_model
     from .training import (
+        _silent,
         add_synthetic_copies,
         evaluate,
         load_manifest,
@@ -512,7 +513,3 @@ def _train_and_measure(cfg: dict[str, Any], prm: dict[str, Any], coarse_folder: 
     finally:
         close()
     return metrics
-
-
-def _silent(msg: str) -> None:
-    """The log of ranks other than 0."""

@@ -336,8 +336,9 @@ def predict_samples(net, samples: Sequence[Sample], pre: dict[str, Any], flip_tt
 
 # --------------------------------------------------------------------------- training
 def one_cycle(opt, lr: float, steps: int):
-    """The one-cycle learning-rate schedule of the landmark trainers: warm-up over the first 10% of
-    ``steps`` (at least 2 steps, so that short runs work), then annealing to ``lr / 1e4``."""
+    """The one-cycle learning-rate schedule of the landmark trainers (PyTorch's ``OneCycleLR``,
+    peak ``lr``): warm-up over the first 10% of ``steps`` (at least 2 steps, so that short runs
+    work), then cosine annealing."""
     import torch
 
     from ..errors import InputError
@@ -580,7 +581,7 @@ def _train_logged(config: dict[str, Any], out: Path, real: str | None, manifest:
 
 
 def _silent(msg: str) -> None:
-    """The log of ranks other than 0."""
+    """The log of data-parallel ranks other than 0 (they write nothing)."""
 
 
 def run_logger(path: Path):
