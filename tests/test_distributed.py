@@ -189,9 +189,20 @@ def test_landmark_trainers_run_data_parallel(phantom_cohort, tmp_path):
     assert "phantom_val" in json.loads((tmp_path / "rf2" / "metrics.json").read_text())
 
 
-def test_landmark_trainers_refuse_too_few_steps(phantom_cohort, tmp_path):
-    from lumbargrade.cli import main
+def test_landmark_schedule_runs_any_number_of_steps(phantom_cohort, tmp_path):
+    """PyTorch's one-cycle schedule divides by zero where its warm-up is one step long (10 steps at
+    10 %): every step count from 1 runs; 0 steps is the user's one-line error."""
+    import torch
 
+    from lumbargrade.cli import main
+    from lumbargrade.levels.training import one_cycle
+
+    for n in range(1, 41):
+        opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
+        sched = one_cycle(opt, 0.1, n)
+        for _ in range(n):
+            opt.step()
+            sched.step()
     manifest = _landmark_manifest(phantom_cohort, tmp_path / "manifest.csv")
     assert main(["train", "landmarks", "--data", str(manifest), "--out", str(tmp_path / "r"),
-                 "--set", "steps=3"]) == 2
+                 "--set", "steps=0"]) == 2

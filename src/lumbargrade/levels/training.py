@@ -337,16 +337,17 @@ def predict_samples(net, samples: Sequence[Sample], pre: dict[str, Any], flip_tt
 # --------------------------------------------------------------------------- training
 def one_cycle(opt, lr: float, steps: int):
     """The one-cycle learning-rate schedule of the landmark trainers (PyTorch's ``OneCycleLR``,
-    peak ``lr``): warm-up over the first 10% of ``steps`` (at least 2 steps, so that short runs
-    work), then cosine annealing."""
+    peak ``lr``): warm-up over the first 10% of ``steps``, then cosine annealing. From 3 steps on
+    the warm-up lasts at least 2 steps: PyTorch divides by zero where it would last exactly one
+    (10 steps at 10%)."""
     import torch
 
     from ..errors import InputError
 
-    if steps < 4:
-        raise InputError("--set steps", f"must be at least 4, got {steps}")
-    return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps,
-                                               pct_start=max(0.1, 2.0 / steps))
+    if steps < 1:
+        raise InputError("--set steps", f"must be at least 1, got {steps}")
+    pct = 0.1 if steps < 3 else max(0.1, 2.0 / steps)
+    return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=pct)
 
 
 def _choose_holdout(studies: list[str], n: int, seed: int) -> list[str]:
