@@ -47,6 +47,10 @@ def test_recorded_commands_are_relative_to_the_output_folder(tmp_path):
     assert rec[rec.index("--data") + 1] == "cohort" and rec[rec.index("--out") + 1] == "runs/landmark_refiner"
     assert rec[rec.index("--landmarks") + 1] == "runs/landmarks" and rec[rec.index("--real") + 1] == "SPIDER_DIR"
     assert str(tmp_path) not in " ".join(rec)
+    for name in cmds:  # every stage, the fine-tunes' --set init_from=RUN included
+        assert str(tmp_path) not in " ".join(recorded_command(cmds[name], cfg.out)), name
+    ft = recorded_command(cmds["segmentation_ft1"], cfg.out)
+    assert "init_from=runs/segmentation" in ft
     d = _recorded_config(cfg)
     assert d["out"] == "." and d["real"] == "SPIDER_DIR" and d["bit_checkpoint"] == "CHECKPOINT_DIR/bit.npz"
 
@@ -73,7 +77,8 @@ def test_tiny_reproduce_writes_everything_and_resumes(tmp_path):
     cfg = ReproduceConfig(out=str(out), patients=5, split=(3, 1, 1), seed=3, tiny=True, n_boot=30)
     doc = run_reproduce(cfg, stop_after="box_rule")  # "interrupted" after five stages
     done = list(doc["stages"])
-    assert done == ["cohort", "segmentation", "landmarks", "landmark_refiner", "box_rule"]
+    assert done == list(STAGES[: STAGES.index("box_rule") + 1])
+    assert done[:2] == ["cohort", "segmentation"] and done[-3:] == ["landmarks", "landmark_refiner", "box_rule"]
     first = {k: dict(v) for k, v in doc["stages"].items()}
     assert not (out / "pack").exists()
 

@@ -218,18 +218,22 @@ def plan_commands(cfg: ReproduceConfig) -> dict[str, list[str]]:
 
 
 def recorded_command(args: list[str], out: str | Path) -> list[str]:
-    """A trainer command as recorded in OUT's JSON files: paths inside OUT relative to it, other
-    path options as placeholders (``--real SPIDER_DIR``)."""
-    from .provenance import PLACEHOLDERS, portable_path
+    """A trainer command as recorded in OUT's JSON files: paths inside OUT relative to it (also
+    in ``--set KEY=PATH``, e.g. a fine-tune's ``init_from``), other path options as placeholders
+    (``--real SPIDER_DIR``), any other absolute path made portable."""
+    from .provenance import PLACEHOLDERS, portable_path, scrub_text
 
     rec: list[str] = ["lumbargrade"]
     prev = None
     for a in args:
+        key, eq, val = a.partition("=")
         if prev in PLACEHOLDERS and not a.startswith("-"):
             ph = None if PLACEHOLDERS[prev] == "runs" else PLACEHOLDERS[prev]
             rec.append(portable_path(a, base=out, placeholder=ph) or a)
+        elif prev == "--set" and eq and Path(val).is_absolute():
+            rec.append(f"{key}={portable_path(val, base=out) or val}")
         else:
-            rec.append(a)
+            rec.append(scrub_text(a))
         prev = a
     return rec
 
