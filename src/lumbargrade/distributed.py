@@ -58,9 +58,15 @@ class DistContext:
         running alone. Parameters are shared: optimise, save and evaluate ``model``."""
         if not self.enabled:
             return model
+        import warnings
+
         from torch.nn.parallel import DistributedDataParallel
 
-        return DistributedDataParallel(model, broadcast_buffers=False)
+        with warnings.catch_warnings():
+            # torch 2.14 deprecates `broadcast_buffers`, but its successor still syncs the buffers
+            # at init; buffers (BatchNorm statistics) stay per rank, as this flag asks
+            warnings.filterwarnings("ignore", message=".*broadcast_buffers.*", category=FutureWarning)
+            return DistributedDataParallel(model, broadcast_buffers=False)
 
     def shard(self, *arrays: Any) -> Any:
         """This rank's contiguous part of each array (first axis) of a global batch; the parts of
