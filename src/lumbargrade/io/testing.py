@@ -135,8 +135,10 @@ def make_dataset(
     pixels: np.ndarray | None = None,
     value_fn: Callable[[np.ndarray], np.ndarray] = pattern_value,
     omit: Sequence[str] = (),
+    frame_of_reference_uid: str | None = None,
 ):
-    """A pydicom Dataset for one MR slice (16-bit unsigned) with the given geometry.
+    """A pydicom Dataset for one MR slice (16-bit unsigned) with the given geometry (and a
+    FrameOfReferenceUID when one is given).
 
     ``pixels`` (stored values) defaults to ``value_fn`` at every pixel centre, inverted through
     ``rescale = (slope, intercept)`` when given. ``omit`` lists keywords to delete (e.g.
@@ -168,6 +170,8 @@ def make_dataset(
     ds.SeriesNumber = series_number
     ds.InstanceNumber = instance_number
     ds.PatientID = "SYNTH"
+    if frame_of_reference_uid:
+        ds.FrameOfReferenceUID = frame_of_reference_uid
     ds.ImagePositionPatient = [f"{v:.6f}" for v in g.position]
     ds.ImageOrientationPatient = [f"{v:.8f}" for v in g.orientation]
     ds.PixelSpacing = [f"{v:.6f}" for v in g.pixel_spacing]
@@ -262,11 +266,13 @@ def write_example_study(
     seed: int = 0,
     tilts: Sequence[float] = (0.0, 10.0, 30.0),
     junk: bool = True,
+    frame_of_reference_uid: str | None = None,
 ) -> dict:
     """A small study under ``root``: an axial T2 series of one angled block per tilt (4 slices,
     4 mm apart, block centres 40 mm apart along z, superior block first in ``tilts``), a sagittal
     T2 series (9 slices, no preamble), a one-slice scout with ImageType LOCALIZER, and (``junk``)
-    a text file. File names are random and InstanceNumbers shuffled.
+    a text file. File names are random and InstanceNumbers shuffled. Every slice carries
+    ``frame_of_reference_uid`` when one is given (the DICOM SEG writer needs it).
 
     Returns a dict with the UIDs, the per-block geometries (superior block first) and paths.
     """
@@ -291,6 +297,7 @@ def write_example_study(
         echo_time=100.0,
         repetition_time=4000.0,
         scanning_sequence="SE",
+        frame_of_reference_uid=frame_of_reference_uid,
     )
     sag = sagittal_stack(centre=(0.0, 10.0, 0.0))
     write_series(
@@ -302,6 +309,7 @@ def write_example_study(
         series_number=2,
         rng=rng,
         preamble=False,
+        frame_of_reference_uid=frame_of_reference_uid,
     )
     write_series(
         root / "series_c",
@@ -311,6 +319,7 @@ def write_example_study(
         description="3-plane loc",
         series_number=1,
         image_type=("ORIGINAL", "PRIMARY", "LOCALIZER"),
+        frame_of_reference_uid=frame_of_reference_uid,
     )
     if junk:
         (root / "notes.txt").write_text("not an image\n")

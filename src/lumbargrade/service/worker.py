@@ -54,19 +54,12 @@ def warm_up() -> str | None:
     from ..analysis_runner import analyze_one
 
     try:
-        import pydicom
-
         from ..io.testing import new_uid, write_example_study
 
         with tempfile.TemporaryDirectory(prefix="lumbargrade-warm-up-") as td:
             study = Path(td) / "study"
-            write_example_study(study, junk=False)
-            frame = new_uid()
-            for f in study.rglob("*"):  # a frame of reference, so that the SEG writer runs too
-                if f.is_file():
-                    ds = pydicom.dcmread(f, force=True)
-                    ds.FrameOfReferenceUID = frame
-                    ds.save_as(f, enforce_file_format=False)
+            # a frame of reference, so that the SEG writer runs too
+            write_example_study(study, junk=False, frame_of_reference_uid=new_uid())
             report = analyze_one(study, Path(td) / "out", _STATE["pack"], _STATE["config"], overwrite=True,
                                  outputs=_STATE["outputs"])
     except Exception as e:  # never stops the worker
