@@ -47,6 +47,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
 from orthanc_server import NodeProcess, Orthanc, free_port, orthanc_binary, phantom_studies
+from proc_cpu import child_pids, cpu_seconds
 
 
 def machine() -> dict[str, Any]:
@@ -63,28 +64,6 @@ def machine() -> dict[str, Any]:
         pass
     return {"cpu": cpu, "flags": flags, "cores": len(os.sched_getaffinity(0)), "python": platform.python_version(),
             "load_average": list(os.getloadavg())}
-
-
-_TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of one process so far (Linux /proc; 0 elsewhere)."""
-    try:
-        f = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(f[11]) + int(f[12])) / _TICK
-    except (OSError, IndexError, ValueError):
-        return 0.0
-
-
-def child_pids(pid: int) -> list[int]:
-    out: list[int] = []
-    try:
-        for t in Path(f"/proc/{pid}/task").iterdir():
-            out += [int(x) for x in (t / "children").read_text().split()]
-    except OSError:
-        pass
-    return out
 
 
 def cpu_snapshot(orthanc_pid: int, node_pid: int) -> dict[str, float]:

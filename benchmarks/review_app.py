@@ -43,6 +43,10 @@ from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from proc_cpu import tree_cpu_s
+
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
         "--disable-component-update", "--disable-sync", "--no-first-run"]
 TOKEN = "benchmark-token-0123456789abcdef"
@@ -91,26 +95,6 @@ def cohort(n: int, seed: int) -> Path:
                    stdout=subprocess.DEVNULL)
     (base / "done").write_text("ok")
     return out
-
-
-def tree_cpu_s(pid: int) -> float:
-    """CPU seconds (user + system) used so far by process ``pid`` and its children (Linux /proc):
-    the server's work, less sensitive than wall time to other load on the machine."""
-    total, todo, seen = 0.0, [pid], set()
-    tick = os.sysconf("SC_CLK_TCK")
-    while todo:
-        p = todo.pop()
-        if p in seen:
-            continue
-        seen.add(p)
-        try:
-            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
-            total += (int(fields[11]) + int(fields[12])) / tick
-            for task in Path(f"/proc/{p}/task").iterdir():
-                todo += [int(c) for c in (task / "children").read_text().split()]
-        except (OSError, ValueError, IndexError):
-            continue
-    return total
 
 
 def start_server(root: Path) -> tuple[subprocess.Popen, str, float]:
