@@ -75,3 +75,30 @@ def test_training_without_regions_on_a_bank_that_has_none(bank, tmp_path):
     assert run_cli(_args(tmp_path / "manifest.csv", tmp_path / "r2", TINY + ["epochs=1", "regions=false"])) == 0
     log = (tmp_path / "r2" / "train.log").read_text()
     assert "domain randomisation is off" in log
+
+
+def test_cord_insertion_changes_training_draws_not_the_fixed_validation_images(bank):
+    """synth.p_cord acts on training draws only: the domain-randomised validation images are the
+    same with and without it, so runs with and without it are scored on the same images."""
+    import csv
+
+    from lumbargrade.segmentation.dataset import SegmentationDataset
+    from lumbargrade.segmentation.synth import SynthConfig
+    from lumbargrade.segmentation.training import SegConfig, _synthetic_val
+
+    rows = [dict(r, **{k: str(bank / r[k]) for k in ("axial_image", "label_map", "tissue_map")})
+            for r in csv.DictReader((bank / "slices.csv").read_text().splitlines()) if r["kind"] == "disc_centre"]
+    cfg = SegConfig(val_synth_items=4)
+
+    def dataset(p_cord):
+        return SegmentationDataset(rows, 1.0, (96, 96), 8, regions=True, synth=SynthConfig(p_cord=p_cord))
+
+    plain, cords = dataset(0.0), dataset(1.0)
+    for a, b in zip(_synthetic_val(plain, cfg).items, _synthetic_val(cords, cfg).items):
+        np.testing.assert_array_equal(a[0], b[0])
+    # a training draw with it differs from the same draw without it
+    i = next(k for k, y in enumerate(plain.labels) if (y == 1).sum() > 150)
+    img_plain, _ = plain._synthetic(i)
+    img_cords, lab = cords._synthetic(i)
+    assert not np.array_equal(img_plain, img_cords)
+    assert (lab == 1).any()

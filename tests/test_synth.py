@@ -7,6 +7,7 @@ import pytest
 
 from lumbargrade.segmentation.synth import (
     SynthConfig,
+    insert_cord,
     normalise_inside,
     random_fov_mask,
     synthesize,
@@ -85,3 +86,38 @@ def test_config_round_trip_and_unknown_keys():
     assert SynthConfig.from_dict(d) == SynthConfig(p_crop=0.5)
     with pytest.raises(KeyError):
         SynthConfig.from_dict({"no_such": 1})
+
+
+def test_inserted_cord_stays_inside_the_sac_and_leaves_a_csf_ring():
+    t, sac = _tissues()
+    t[58:62, 44:53] = 24  # a dark band inside the sac (dura, a flow void): not fluid, kept
+    cfg = SynthConfig(p_cord=1.0, cord_fill=(0.6, 0.8))
+    sac_area = sac.sum()
+    fills = []
+    for s in range(20):
+        out = insert_cord(t, sac, 0.7, np.random.default_rng(s), cfg)
+        cord = out == 16
+        assert cord.any() and not (cord & ~sac).any()
+        # only fluid inside the sac changed; everything else is as it was
+        changed = out != t
+        assert not (changed & ~sac).any()
+        assert set(np.unique(out[changed])) <= {1, 16}
+        assert (out[58:62, 44:53] == 24).all()
+        # the sac's edge is never cord: a CSF ring of at least one pixel is kept
+        edge = sac & ~np.pad(sac, 1)[2:, 1:-1] | sac & ~np.pad(sac, 1)[:-2, 1:-1] \
+            | sac & ~np.pad(sac, 1)[1:-1, 2:] | sac & ~np.pad(sac, 1)[1:-1, :-2]
+        assert not (cord & edge).any()
+        fills.append(cord.sum() / sac_area)
+    # the toy's own cord fills 19 % of its sac; the inserted ones 0.6-0.8 of the semi-axes (less the band)
+    assert 0.15 < min(fills) and max(fills) < 0.75 and max(fills) - min(fills) > 0.1
+
+
+def test_cord_insertion_is_off_by_default_and_uses_no_random_numbers():
+    t, sac = _tissues()
+    rng = np.random.default_rng(0)
+    state = rng.bit_generator.state
+    assert insert_cord(t, sac, 0.7, rng, SynthConfig()) is t
+    assert rng.bit_generator.state == state
+    # a stenotic sac (below cord_min_sac_mm2) keeps its own content
+    small = insert_cord(t, sac, 0.3, np.random.default_rng(0), SynthConfig(p_cord=1.0))
+    assert small is t

@@ -143,15 +143,26 @@ class SegmentationDataset:
     def __len__(self) -> int:
         return len(self.images)
 
-    def _synthetic(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+    def _synthetic(self, i: int, label_augment: bool = True) -> tuple[np.ndarray, np.ndarray]:
+        """One domain-randomised image of item ``i`` and its labels; ``label_augment``: the
+        tissue map may also change (:func:`~.synth.insert_cord`; off for the fixed validation
+        images, so that runs with other recipes are scored on the same images)."""
         from scipy import ndimage
 
-        from .synth import normalise_inside, random_fov_mask, synthesize, warp_coordinates
+        from .synth import (
+            insert_cord,
+            normalise_inside,
+            random_fov_mask,
+            synthesize,
+            warp_coordinates,
+        )
 
         tis, lab = self.tissues[i], self.labels[i]
         coords = warp_coordinates(self.size, tis.shape, self.spacing, self.rng, self.synth)
         t = ndimage.map_coordinates(tis, coords, order=0, mode="constant", cval=0)
         y = ndimage.map_coordinates(lab, coords, order=0, mode="constant", cval=0)
+        if label_augment:
+            t = insert_cord(t, y == 1, self.spacing, self.rng, self.synth)
         img = synthesize(t, y == 1, self.spacing, self.rng, self.synth)
         inside = random_fov_mask(self.size, self.spacing, self.rng, self.synth, _centre(y == 1))
         return normalise_inside(img, inside), y

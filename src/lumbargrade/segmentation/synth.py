@@ -19,6 +19,9 @@ through what an MR acquisition does to it, each step with random strength:
 7. field of view: the slice cropped to a band or box (narrow sagittal slabs reformatted to axial,
    small FOVs) and zero-filled outside (``p_crop``).
 
+Before the intensities the tissue map itself may change (:func:`insert_cord`, ``p_cord``): a
+spinal cord or conus of random size inside the dural sac, with a CSF ring that can be thin.
+
 Spatial augmentation (rotation, scaling, translation, left-right flip and an elastic warp) is
 applied to the tissue and structure maps before the intensities (:func:`warp_coordinates`).
 Everything works on the network's field grid (``spacing`` mm per pixel) with numpy/scipy.
@@ -32,6 +35,7 @@ import numpy as np
 
 __all__ = [
     "SynthConfig",
+    "insert_cord",
     "normalise_inside",
     "random_fov_mask",
     "synthesize",
@@ -71,6 +75,10 @@ class SynthConfig:
     p_flip: float = 0.5
     elastic_mm: float = 2.5  # SD of the control-point displacements
     elastic_grid: int = 5
+    # label-map augmentation (training draws only): a cord or conus inside the dural sac
+    p_cord: float = 0.0
+    cord_fill: tuple[float, float] = (0.5, 0.8)  # its semi-axes as a fraction of the sac's
+    cord_min_sac_mm2: float = 90.0  # sacs smaller than this (stenotic) are left as they are
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -116,6 +124,61 @@ def warp_coordinates(
             coarse = rng.normal(0.0, sd, size=(g, g)).astype(np.float32)
             arr += ndimage.zoom(coarse, (h / g, w / g), order=3, mode="nearest")[:h, :w]
     return np.stack([r, q]).astype(np.float32)
+
+
+def insert_cord(
+    tissues: np.ndarray,
+    sac: np.ndarray,
+    spacing: float,
+    rng: np.random.Generator,
+    cfg: SynthConfig,
+    cord_code: int | None = None,
+    fluid_codes: tuple[int, ...] | None = None,
+) -> np.ndarray:
+    """A spinal cord or conus of random size in the dural sac of a tissue map (``[H, W]`` codes,
+    ``sac`` bool, ``spacing`` mm per pixel); returns a new map, the structure labels stay as they
+    are (the sac holds the cord).
+
+    Above L2 a real sac is often mostly cord with a thin CSF ring; the phantom draws its cord
+    from one size and taper, so most of its upper sacs have a thick ring. The cord here is an
+    ellipse on the sac's own principal axes, ``cord_fill`` of its semi-axes (area 25-64 % of the
+    sac by default), off-centre by a random 12 % (SD), kept one pixel inside the sac; only CSF,
+    rootlet and cord pixels change (a cord already there is replaced). Drawn with probability
+    ``p_cord`` on sacs of at least ``cord_min_sac_mm2``; no random number is used when
+    ``p_cord`` is 0. ``cord_code`` / ``fluid_codes``: the phantom's codes by default
+    (:class:`~lumbargrade.phantom.tissues.Tissue` CORD; CSF, ROOTLET and CORD)."""
+    from scipy import ndimage
+
+    from ..phantom.tissues import Tissue
+
+    if cfg.p_cord <= 0 or rng.random() >= cfg.p_cord:
+        return tissues
+    if sac.sum() * spacing * spacing < cfg.cord_min_sac_mm2:
+        return tissues
+    if cord_code is None:
+        cord_code = int(Tissue.CORD)
+    if fluid_codes is None:
+        fluid_codes = (int(Tissue.CSF), int(Tissue.ROOTLET), int(Tissue.CORD))
+    ii, jj = np.nonzero(sac)
+    i0, i1, j0, j1 = ii.min(), ii.max() + 1, jj.min(), jj.max() + 1
+    ci, cj = ii.mean(), jj.mean()
+    evals, evecs = np.linalg.eigh(np.cov(np.stack([ii - ci, jj - cj])))
+    semi = 2.0 * np.sqrt(np.maximum(evals, 1e-6))  # the ellipse with the sac's second moments
+    f = rng.uniform(*cfg.cord_fill)
+    off = rng.normal(0.0, 0.12, 2) * semi
+    gi, gj = np.mgrid[i0:i1, j0:j1]
+    d = np.stack([gi - ci, gj - cj], axis=-1).astype(np.float64) @ evecs
+    cord = ((d[..., 0] - off[0]) / (f * semi[0])) ** 2 + ((d[..., 1] - off[1]) / (f * semi[1])) ** 2 <= 1.0
+    sub_sac = sac[i0:i1, j0:j1]
+    cord &= ndimage.binary_erosion(np.pad(sub_sac, 1))[1:-1, 1:-1]
+    sub = tissues[i0:i1, j0:j1]
+    fluid = sub_sac & np.isin(sub, fluid_codes)
+    new = sub.copy()
+    new[fluid & (sub == cord_code)] = fluid_codes[0]
+    new[fluid & cord] = cord_code
+    out = tissues.copy()
+    out[i0:i1, j0:j1] = new
+    return out
 
 
 def _smooth_noise(shape: tuple[int, int], rng: np.random.Generator, sigma_px: float) -> np.ndarray:

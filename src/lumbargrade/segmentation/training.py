@@ -300,7 +300,7 @@ def _synthetic_val(val_ds, cfg: SegConfig):
     pick = val_ds.rng.choice(idx, size=int(cfg.val_synth_items), replace=len(idx) < cfg.val_synth_items)
     items = []
     for i in pick:
-        x, y = val_ds._synthetic(int(i))
+        x, y = val_ds._synthetic(int(i), label_augment=False)
         items.append((np.ascontiguousarray(x[None], dtype=np.float32), np.ascontiguousarray(y, dtype=np.int64)))
     val_ds.rng.bit_generator.state = state
     return FixedSet(items)
