@@ -206,3 +206,34 @@ def test_bean_disc_trefoil_recess_and_back_without_wall_ring():
     fat = tr == Tissue.SUBCUT_FAT
     first = int(np.argmax(fat))
     assert fat.any() and not (tr[first:] == Tissue.MUSCLE).any()
+
+
+def _centreline_tissues(anat, s_lo, s_hi):
+    """Tissue codes along the spine's centreline (midline) between arc lengths s_lo..s_hi (mm;
+    0 at the S1 upper endplate, negative below)."""
+    m = (anat.curve_s >= s_lo) & (anat.curve_s <= s_hi)
+    yz = anat.curve_yz[m]
+    pts = np.stack([np.zeros(len(yz)), yz[:, 0], yz[:, 1]], axis=1)
+    return tissue_at(anat, pts)
+
+
+def test_lumbarised_s1_adds_a_disc_below_l5_s1_and_changes_nothing_else():
+    path = {lv: LevelPathology() for lv in LEVELS}
+    plain = sample_anatomy(np.random.default_rng(5), path, 50.0, "M")
+    lumb = sample_anatomy(np.random.default_rng(5), path, 50.0, "M", config={"lumbarised_s1_rate": 1.0})
+    assert plain.p["s1s2_h"] == 0.0 and 3.0 <= lumb.p["s1s2_h"] <= 7.0
+    # the same patient otherwise: same levels, same centreline
+    for lv in LEVELS:
+        np.testing.assert_array_equal(plain.levels[lv].centre_lps, lumb.levels[lv].centre_lps)
+    # around 30 mm below the S1 endplate: bone (marrow, endplate lines) without, a disc with
+    below_plain = set(_centreline_tissues(plain, -34, -26).tolist())
+    below_lumb = set(_centreline_tissues(lumb, -34, -26).tolist())
+    assert not below_plain & DISC_TISSUES
+    assert below_lumb & DISC_TISSUES and int(Tissue.CORTEX) in below_lumb
+    # above S1 nothing changes
+    np.testing.assert_array_equal(_centreline_tissues(plain, 0, 120), _centreline_tissues(lumb, 0, 120))
+    # the S1/S2 disc is not a graded level: no structure label on it
+    m = (lumb.curve_s >= -31) & (lumb.curve_s <= -29)
+    yz = lumb.curve_yz[m]
+    pts = np.stack([np.zeros(len(yz)), yz[:, 0], yz[:, 1]], axis=1)
+    assert (structure_at(lumb, pts) == Structure.BACKGROUND).all()

@@ -297,6 +297,20 @@ def test_cli_with_config_file(tmp_path, monkeypatch):
     assert main(["phantom", "--out", str(tmp_path / "o2"), "--patients", "1", "--config", str(bad)]) == 2
 
 
+def test_cli_lumbarised_s1_rate_reaches_the_anatomy_config(tmp_path, monkeypatch, capsys):
+    _use_backend(monkeypatch, "standin")
+    from lumbargrade.cli import main
+
+    out = tmp_path / "out"
+    assert main(["phantom", "--out", str(out), "--patients", "1", "--split", "1,0,0", "--quiet",
+                 "--lumbarised-s1", "0.25"]) == 0
+    saved = json.loads((out / "phantom_config.json").read_text())
+    assert saved["config"]["anatomy"] == {"lumbarised_s1_rate": 0.25}
+    assert main(["phantom", "--out", str(tmp_path / "o2"), "--patients", "1", "--lumbarised-s1", "1.5"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--lumbarised-s1" in err[0] and "1.5" in err[0]
+
+
 def _sac_areas_by_severity(n_patients: int, severities=(0.12, 0.37, 0.62, 0.88)):
     """Render only the disc-centre axial slices of the same anatomy at several central severities."""
     from lumbargrade.phantom.acquisition import plan_axial

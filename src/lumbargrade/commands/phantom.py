@@ -36,6 +36,9 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                    "8 rotations/flips at random per patient: prone, feet first, transposed...), or one of "
                    "+x+y, -x+y, +x-y, -x-y, +y+x, -y+x, +y-x, -y-x (the patient axes the row and column "
                    "cosines follow)")
+    p.add_argument("--lumbarised-s1", type=float, default=None, metavar="RATE",
+                   help="share of patients (0-1) with a lumbarised S1 (a lumbosacral transitional vertebra: "
+                   "a mobile S1/S2 disc below L5/S1; default 0); truth.json says which")
     p.add_argument("--no-slice-bank", action="store_true",
                    help="do not write the slice bank (tissue and label maps of every slice: the segmenter's "
                    "domain-randomised training data) nor OUT/slices.csv")
@@ -68,7 +71,10 @@ def run(args: argparse.Namespace) -> int:
             raise InputError(path, "file not found") from None
         except (json.JSONDecodeError, ValueError, TypeError) as e:
             raise InputError(path, f"not a valid phantom config: {e}") from None
-    if args.axial_layout is not None or args.no_slice_bank:
+    rate = getattr(args, "lumbarised_s1", None)
+    if rate is not None and not 0.0 <= rate <= 1.0:
+        raise InputError("--lumbarised-s1", f"{rate} is not a share between 0 and 1")
+    if args.axial_layout is not None or args.no_slice_bank or rate is not None:
         import dataclasses
 
         from ..phantom.acquisition import INPLANE_VARIANTS
@@ -83,6 +89,8 @@ def run(args: argparse.Namespace) -> int:
                                                                                  ax_inplane=args.axial_layout))
         if args.no_slice_bank:
             config = dataclasses.replace(config, slice_bank=False)
+        if rate is not None:
+            config = dataclasses.replace(config, anatomy={**(config.anatomy or {}), "lumbarised_s1_rate": rate})
     res = generate_cohort(args.out, args.patients, args.seed, split=args.split, config=config,
                           preview=args.preview, workers=args.workers, overwrite=args.overwrite,
                           progress=not args.quiet)

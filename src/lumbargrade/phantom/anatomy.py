@@ -153,6 +153,13 @@ class AnatomyConfig:
     conus_offset_mm: float = -8.0
     conus_sd_mm: float = 12.0
     sac_end_below_s1_mm: float = 42.0  # thecal sac ends at S2 [E]
+    # --- lumbosacral transitional vertebra ---
+    # share of patients with a lumbarised S1: a mobile S1/S2 disc and an S1 body shaped like a
+    # lumbar one (lumbarisation is found in a few per cent of adults, Konin & Walz 2010, AJNR
+    # 31:1778 [S]; 0 by default, the cohorts of the bundled pack have none)
+    lumbarised_s1_rate: float = 0.0
+    s1s2_disc_height_mm: tuple = (3.0, 7.0)  # its disc's height range [E]
+    s1s2_disc_depth_mm: float = 30.0  # its centre below the S1 upper endplate (first sacral segment) [E]
     # --- epidural fat and ligamentum flavum (spec 1f) ---
     posterior_fat_mm: float = 4.5  # 1f: dorsal triangle 3-7 mm
     lateral_fat_mm: float = 3.0
@@ -521,6 +528,9 @@ def sample_anatomy(
         + g.normal(0, cfg.conus_sd_mm), "bounds": np.concatenate([[np.inf], (s_c[:-1] + s_c[1:]) / 2, [-np.inf]]),
         "texture_seed": int(g.integers(2 ** 31)),
     }
+    # transitional anatomy from its own stream (every other draw is the same with or without it)
+    tg = np.random.default_rng([p["texture_seed"], 1])
+    p["s1s2_h"] = float(tg.uniform(*cfg.s1s2_disc_height_mm)) if tg.random() < cfg.lumbarised_s1_rate else 0.0
     # smooth random fields (5 mm grid): bowel loops, fatty streaks in muscle
     nstep = 5.0
     nx0, ny0, nz0 = -170.0, y.min() - 150.0, z.min() - 10.0
@@ -959,7 +969,9 @@ def _spine(anat, ops, gidx, u, v, w, s, k, kn, tt, LT):
     if jb.size:
         ub, vb, wb, hb = u[jb], v[jb], w[jb], half[jb]
         sacral = (k[jb] == _NL - 1) & (wb < -hb)
-        depth = np.where(sacral, -(wb + hb), 0.0)
+        h12 = _F(p["s1s2_h"])  # lumbarised S1 (0: none): the sacrum's taper starts below S1/S2
+        s12 = _F(cfg.s1s2_disc_depth_mm)
+        depth = np.where(sacral, np.maximum(-(wb + hb) - (s12 if h12 > 0 else 0.0), 0.0), 0.0)
         ta = np.where(sacral, np.clip(1.0 - depth / 150.0, 0.35, 1.0), 1.0).astype(_F)
         tb = np.where(sacral, np.clip(1.0 - (depth - 25) / 90.0, 0.3, 1.0), 1.0).astype(_F)
         ab = (ad[jb] - _F(cfg.body_width_inset_mm / 2)) * ta
@@ -972,6 +984,13 @@ def _spine(anat, ops, gidx, u, v, w, s, k, kn, tt, LT):
             (np.abs(wb) > hb + _F(cfg.endplate_mm))
         # sacral segment remnants (dark lines between S1..S5)
         srem = inner & (s[jb] < -30) & (np.abs(((s[jb] + 30) % 22.0) - 11.0) > 10.2)
+        if h12 > 0:  # the S1/S2 disc between its own endplates (not a graded level: no label)
+            d12 = np.abs(s[jb] + s12)
+            srem |= inner & (d12 < h12 / 2 + _F(cfg.endplate_mm))
+            disc12 = inner & (d12 < h12 / 2)
+            ops.add(32, gidx[jb], disc12, Tissue.ANNULUS)
+            nuc12 = disc12 & (_ell(ub, vb, ab * 0.55, bb * 0.45) + (d12 / (0.4 * h12)) ** 2 <= 1.0)
+            ops.add(33, gidx[jb], nuc12, Tissue.NUCLEUS_P2)
         ops.add(31, gidx[jb], inner & ~srem, Tissue.MARROW)
 
     # ================= posterior elements =================
