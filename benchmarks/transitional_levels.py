@@ -1,13 +1,14 @@
 """Level naming on spines with a lumbosacral transitional vertebra (phantom).
 
-A lumbarised S1 puts one more mobile disc (S1/S2) below L5/S1; a landmark network that names the
-levels from the bottom of the lumbar spine up may then call S1/S2 "L5/S1" and shift every name by
-one. This benchmark writes the same patients twice with the phantom, without and with a
-lumbarised S1 (``lumbargrade phantom --lumbarised-s1 1``: every other draw of a patient is the
-same), runs the pack's landmark stage on each mid-sagittal slice as ``analyze`` does (coarse
-network, refiner, naming check) and counts, per version: images with every level right (each
-predicted disc centre nearest its own true one), images wrong, and of those how many were flagged.
-The target of the real-MRI work: every level right, or the image flagged.
+A lumbarised S1 puts one more mobile disc (S1/S2) below L5/S1, and a sacralised L5 leaves only a
+thin, rudimentary L5/S1 disc: a landmark network that names the levels from the sacrum up may then
+shift every name by one. This benchmark writes the same patients three times with the phantom:
+without, with a lumbarised S1 (``lumbargrade phantom --lumbarised-s1 1``) and with a sacralised
+L5 (``--sacralised-l5 1``); every other draw of a patient is the same. It runs the pack's landmark
+stage on each mid-sagittal slice as ``analyze`` does (coarse network, refiner, naming check) and
+counts, per version: images with every level right (each predicted disc centre nearest its own
+true one), images wrong, and of those how many were flagged. The target of the real-MRI work:
+every level right, or the image flagged.
 
     python benchmarks/transitional_levels.py [--patients 20] [--seed 8080] [--models PACK] [--work DIR]
 """
@@ -38,13 +39,13 @@ def _cpu() -> str:
     return platform.processor() or platform.machine()
 
 
-def make_cohort(out: Path, patients: int, seed: int, rate: float, workers: int) -> Path:
-    """``lumbargrade phantom`` (no slice bank) into ``out``; reuses a finished one."""
+def make_cohort(out: Path, patients: int, seed: int, flags: list[str], workers: int) -> Path:
+    """``lumbargrade phantom`` (no slice bank, extra ``flags``) into ``out``; reuses a finished one."""
     if (out / "manifest.csv").is_file():
         return out
     subprocess.run([sys.executable, "-m", "lumbargrade", "phantom", "--out", str(out), "--patients", str(patients),
                     "--seed", str(seed), "--split", "0,0,1", "--no-slice-bank", "--quiet",
-                    "--workers", str(workers), "--lumbarised-s1", str(rate)], check=True)
+                    "--workers", str(workers), *flags], check=True)
     return out
 
 
@@ -108,8 +109,9 @@ def main(argv=None) -> int:
         out = {"cpu": _cpu(), "model_pack": pack.name if args.models else "bundled",
                "patients": args.patients, "seed": args.seed,
                "command": f"python benchmarks/transitional_levels.py --patients {args.patients} --seed {args.seed}"}
-        for name, rate in (("standard", 0.0), ("lumbarised_s1", 1.0)):
-            cohort = make_cohort(work / name, args.patients, args.seed, rate, args.workers)
+        for name, flags in (("standard", []), ("lumbarised_s1", ["--lumbarised-s1", "1"]),
+                            ("sacralised_l5", ["--sacralised-l5", "1"])):
+            cohort = make_cohort(work / name, args.patients, args.seed, flags, args.workers)
             rows = evaluate_cohort(cohort, model)
             out[name] = {**summarise(rows), "rows": rows}
             s = out[name]

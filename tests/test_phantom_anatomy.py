@@ -222,6 +222,7 @@ def test_lumbarised_s1_adds_a_disc_below_l5_s1_and_changes_nothing_else():
     plain = sample_anatomy(np.random.default_rng(5), path, 50.0, "M")
     lumb = sample_anatomy(np.random.default_rng(5), path, 50.0, "M", config={"lumbarised_s1_rate": 1.0})
     assert plain.p["s1s2_h"] == 0.0 and 3.0 <= lumb.p["s1s2_h"] <= 7.0
+    assert plain.p["transition"] is None and lumb.p["transition"] == "lumbarised S1"
     # the same patient otherwise: same levels, same centreline
     for lv in LEVELS:
         np.testing.assert_array_equal(plain.levels[lv].centre_lps, lumb.levels[lv].centre_lps)
@@ -237,3 +238,21 @@ def test_lumbarised_s1_adds_a_disc_below_l5_s1_and_changes_nothing_else():
     yz = lumb.curve_yz[m]
     pts = np.stack([np.zeros(len(yz)), yz[:, 0], yz[:, 1]], axis=1)
     assert (structure_at(lumb, pts) == Structure.BACKGROUND).all()
+
+
+def test_sacralised_l5_thins_the_l5_s1_disc_only():
+    path = {lv: LevelPathology() for lv in LEVELS}
+    plain = sample_anatomy(np.random.default_rng(6), path, 50.0, "F")
+    sacr = sample_anatomy(np.random.default_rng(6), path, 50.0, "F", config={"sacralised_l5_rate": 1.0})
+    assert sacr.p["transition"] == "sacralised L5" and sacr.p["s1s2_h"] == 0.0
+    assert sacr.levels["L5/S1"].disc_height_mm <= 4.0 < plain.levels["L5/S1"].disc_height_mm
+    for lv in LEVELS[:-1]:
+        assert sacr.levels[lv].disc_height_mm == plain.levels[lv].disc_height_mm
+        assert sacr.levels[lv].disc_ap_mm == plain.levels[lv].disc_ap_mm
+    # still a disc at the L5/S1 centre
+    assert int(tissue_at(sacr, sacr.levels["L5/S1"].centre_lps[None])[0]) in DISC_TISSUES
+    # both rates: each patient gets at most one of the two
+    both = [sample_anatomy(np.random.default_rng(s), path, 50.0, "F",
+                           config={"lumbarised_s1_rate": 0.5, "sacralised_l5_rate": 0.5}).p["transition"]
+            for s in range(8)]
+    assert set(both) == {"lumbarised S1", "sacralised L5"}

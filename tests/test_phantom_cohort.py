@@ -309,6 +309,13 @@ def test_cli_lumbarised_s1_rate_reaches_the_anatomy_config(tmp_path, monkeypatch
     assert main(["phantom", "--out", str(tmp_path / "o2"), "--patients", "1", "--lumbarised-s1", "1.5"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--lumbarised-s1" in err[0] and "1.5" in err[0]
+    assert main(["phantom", "--out", str(tmp_path / "o3"), "--patients", "1", "--lumbarised-s1", "0.6",
+                 "--sacralised-l5", "0.6"]) == 2
+    assert "more than 1" in capsys.readouterr().err
+    assert main(["phantom", "--out", str(tmp_path / "o4"), "--patients", "1", "--split", "1,0,0", "--quiet",
+                 "--sacralised-l5", "0.1"]) == 0
+    saved = json.loads((tmp_path / "o4" / "phantom_config.json").read_text())
+    assert saved["config"]["anatomy"] == {"sacralised_l5_rate": 0.1}
 
 
 def _sac_areas_by_severity(n_patients: int, severities=(0.12, 0.37, 0.62, 0.88)):

@@ -39,6 +39,9 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--lumbarised-s1", type=float, default=None, metavar="RATE",
                    help="share of patients (0-1) with a lumbarised S1 (a lumbosacral transitional vertebra: "
                    "a mobile S1/S2 disc below L5/S1; default 0); truth.json says which")
+    p.add_argument("--sacralised-l5", type=float, default=None, metavar="RATE",
+                   help="share of patients (0-1) with a sacralised L5 (a thin, rudimentary L5/S1 disc; "
+                   "default 0); with --lumbarised-s1 the two shares add up to at most 1")
     p.add_argument("--no-slice-bank", action="store_true",
                    help="do not write the slice bank (tissue and label maps of every slice: the segmenter's "
                    "domain-randomised training data) nor OUT/slices.csv")
@@ -71,10 +74,16 @@ def run(args: argparse.Namespace) -> int:
             raise InputError(path, "file not found") from None
         except (json.JSONDecodeError, ValueError, TypeError) as e:
             raise InputError(path, f"not a valid phantom config: {e}") from None
-    rate = getattr(args, "lumbarised_s1", None)
-    if rate is not None and not 0.0 <= rate <= 1.0:
-        raise InputError("--lumbarised-s1", f"{rate} is not a share between 0 and 1")
-    if args.axial_layout is not None or args.no_slice_bank or rate is not None:
+    rates = {}
+    for flag, key in (("--lumbarised-s1", "lumbarised_s1_rate"), ("--sacralised-l5", "sacralised_l5_rate")):
+        rate = getattr(args, flag[2:].replace("-", "_"), None)
+        if rate is not None:
+            if not 0.0 <= rate <= 1.0:
+                raise InputError(flag, f"{rate} is not a share between 0 and 1")
+            rates[key] = rate
+    if sum(rates.values()) > 1.0:
+        raise InputError("--lumbarised-s1/--sacralised-l5", "the two shares add up to more than 1")
+    if args.axial_layout is not None or args.no_slice_bank or rates:
         import dataclasses
 
         from ..phantom.acquisition import INPLANE_VARIANTS
@@ -89,8 +98,8 @@ def run(args: argparse.Namespace) -> int:
                                                                                  ax_inplane=args.axial_layout))
         if args.no_slice_bank:
             config = dataclasses.replace(config, slice_bank=False)
-        if rate is not None:
-            config = dataclasses.replace(config, anatomy={**(config.anatomy or {}), "lumbarised_s1_rate": rate})
+        if rates:
+            config = dataclasses.replace(config, anatomy={**(config.anatomy or {}), **rates})
     res = generate_cohort(args.out, args.patients, args.seed, split=args.split, config=config,
                           preview=args.preview, workers=args.workers, overwrite=args.overwrite,
                           progress=not args.quiet)

@@ -53,6 +53,7 @@ Everything is a pure function of arrays; every number is a field of :class:`Anat
 from __future__ import annotations
 
 import dataclasses
+import zlib
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -153,13 +154,16 @@ class AnatomyConfig:
     conus_offset_mm: float = -8.0
     conus_sd_mm: float = 12.0
     sac_end_below_s1_mm: float = 42.0  # thecal sac ends at S2 [E]
-    # --- lumbosacral transitional vertebra ---
-    # share of patients with a lumbarised S1: a mobile S1/S2 disc and an S1 body shaped like a
-    # lumbar one (lumbarisation is found in a few per cent of adults, Konin & Walz 2010, AJNR
-    # 31:1778 [S]; 0 by default, the cohorts of the bundled pack have none)
+    # --- lumbosacral transitional vertebra (in 4-30 % of adults: Konin & Walz 2010, AJNR
+    # 31:1778 [S]); 0 by default, the cohorts of the bundled pack have none. Drawn from a
+    # stream of their own.
+    # lumbarised S1: a mobile S1/S2 disc and an S1 body shaped like a lumbar one
     lumbarised_s1_rate: float = 0.0
     s1s2_disc_height_mm: tuple = (3.0, 7.0)  # its disc's height range [E]
     s1s2_disc_depth_mm: float = 30.0  # its centre below the S1 upper endplate (first sacral segment) [E]
+    # sacralised L5: a rudimentary, thin L5/S1 disc (L5 partly fused to the sacrum)
+    sacralised_l5_rate: float = 0.0
+    sacralised_disc_height_mm: tuple = (2.0, 4.0)  # [E]
     # --- epidural fat and ligamentum flavum (spec 1f) ---
     posterior_fat_mm: float = 4.5  # 1f: dorsal triangle 3-7 mm
     lateral_fat_mm: float = 3.0
@@ -320,6 +324,15 @@ def sample_anatomy(
         cent[i] = forL[i] = forR[i] = facL[i] = facR[i] = 0.0
         pf[i] = 2
 
+    # a lumbosacral transitional vertebra, from a stream of its own (a jumped copy of the rng:
+    # every other draw of the patient is the same with or without it)
+    jumped = getattr(g.bit_generator, "jumped", None)
+    tg = np.random.Generator(jumped()) if jumped else np.random.default_rng(
+        zlib.crc32(repr(g.bit_generator.state).encode()))
+    u_lstv, h_s1s2, h_l5s1 = tg.random(), tg.uniform(*cfg.s1s2_disc_height_mm), tg.uniform(*cfg.sacralised_disc_height_mm)
+    transition = ("lumbarised S1" if u_lstv < cfg.lumbarised_s1_rate else
+                  "sacralised L5" if u_lstv < cfg.lumbarised_s1_rate + cfg.sacralised_l5_rate else None)
+
     size = float(np.exp(g.normal(0.0, 0.05))) * (1.03 if male else 0.97)
     # --- discs ---
     hmid = np.full(nl, cfg.thoracic_disc_height_mm)
@@ -327,6 +340,8 @@ def sample_anatomy(
     hmid = np.clip(hmid, 4.0, 18.0)
     hfac = np.asarray(cfg.pfirrmann_height_factor)[np.clip(pf, 1, 5) - 1]
     hmid = hmid * hfac
+    if transition == "sacralised L5":
+        hmid[-1] = min(float(hmid[-1]), float(h_l5s1))
     hant = np.full(nl, cfg.thoracic_disc_height_mm + 0.5)
     hpost = np.full(nl, cfg.thoracic_disc_height_mm - 0.5)
     ap_tab = np.asarray(cfg.disc_ant_post_mm)
@@ -528,9 +543,8 @@ def sample_anatomy(
         + g.normal(0, cfg.conus_sd_mm), "bounds": np.concatenate([[np.inf], (s_c[:-1] + s_c[1:]) / 2, [-np.inf]]),
         "texture_seed": int(g.integers(2 ** 31)),
     }
-    # transitional anatomy from its own stream (every other draw is the same with or without it)
-    tg = np.random.default_rng([p["texture_seed"], 1])
-    p["s1s2_h"] = float(tg.uniform(*cfg.s1s2_disc_height_mm)) if tg.random() < cfg.lumbarised_s1_rate else 0.0
+    p["transition"] = transition
+    p["s1s2_h"] = float(h_s1s2) if transition == "lumbarised S1" else 0.0
     # smooth random fields (5 mm grid): bowel loops, fatty streaks in muscle
     nstep = 5.0
     nx0, ny0, nz0 = -170.0, y.min() - 150.0, z.min() - 10.0

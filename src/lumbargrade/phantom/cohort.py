@@ -319,9 +319,9 @@ def generate_patient(
         "index": int(index),
         "age": age,
         "sex": sex,
-        # a lumbosacral transitional vertebra (AnatomyConfig.lumbarised_s1_rate); the level names
-        # count down from T12 whatever lies below L5
-        "lumbosacral_transition": "lumbarised S1" if float(getattr(anat, "p", {}).get("s1s2_h", 0.0)) > 0 else None,
+        # a lumbosacral transitional vertebra ("lumbarised S1", "sacralised L5" or None; the
+        # AnatomyConfig rates); the level names count down from T12 whatever lies below L5
+        "lumbosacral_transition": getattr(anat, "p", {}).get("transition"),
         "mr": _jsonable(mr.to_dict() if hasattr(mr, "to_dict") else mr),
         "field_strength_t": field_t,
         "echo_train_length": etl,
