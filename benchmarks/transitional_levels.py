@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import platform
 import subprocess
 import sys
 import tempfile
@@ -27,16 +26,6 @@ from pathlib import Path
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
-
-
-def _cpu() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def make_cohort(out: Path, patients: int, seed: int, flags: list[str], workers: int) -> Path:
@@ -101,12 +90,13 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     from lumbargrade.levels.landmarks import load_model
     from lumbargrade.modelpack import default_pack_path
+    from lumbargrade.runtime import cpu_info
 
     pack = Path(args.models) if args.models else default_pack_path()
     model = load_model(pack)
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(args.work) if args.work else Path(tmp)
-        out = {"cpu": _cpu(), "model_pack": pack.name if args.models else "bundled",
+        out = {"cpu": cpu_info(), "model_pack": pack.name if args.models else "bundled",
                "patients": args.patients, "seed": args.seed,
                "command": f"python benchmarks/transitional_levels.py --patients {args.patients} --seed {args.seed}"}
         for name, flags in (("standard", []), ("lumbarised_s1", ["--lumbarised-s1", "1"]),
