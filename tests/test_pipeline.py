@@ -103,3 +103,52 @@ def test_analyze_refuses_to_overwrite(analysis, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "error" in err[0]
     assert (out / "report.json").read_bytes() == before
+
+
+def test_a_slice_without_a_disc_is_replaced_by_the_next_one_that_shows_it(phantom_study):
+    """A thin or collapsed disc can fall between two slices: when the slice nearest the disc-centre
+    landmark shows no disc, the next slice of the block that passes the plausibility gate with a
+    disc is used, and the report says so."""
+    from lumbargrade.io import read_study
+    from lumbargrade.pipeline import analyze_study
+
+    pack = load_pack(None)
+    seg = pack.get("segmentation")
+    patient = next(p for p in phantom_study.iterdir() if p.is_dir())
+    study = read_study(patient / "dicom")
+    base = analyze_study(study, pack)
+    assert not any("moved_from" in lv.slice_choice for lv in base.levels)
+    target = next(lv for lv in base.levels if lv.level == "L5/S1")
+    blank = target.canonical(target.image)
+
+    class NoDiscOnTarget:  # the segmenter misses the disc on that one slice only
+        def __getattr__(self, name):
+            return getattr(seg, name)
+
+        def predict(self, items, centres=None):
+            outs = seg.predict(items, centres)
+            for (img, _), o in zip(items, outs):
+                if img.shape == blank.shape and np.array_equal(img, blank):
+                    o.labels[o.labels == 2] = 0
+                    o.quality["disc_confidence"] = None
+            return outs
+
+    class Pack:
+        def __getattr__(self, name):
+            return getattr(pack, name)
+
+        def get(self, name):
+            return NoDiscOnTarget() if name == "segmentation" else pack.get(name)
+
+    res = analyze_study(study, Pack())
+    lv = next(x for x in res.levels if x.level == "L5/S1")
+    assert lv.sop_instance_uid != target.sop_instance_uid and lv.disc_mask.any()
+    moved = lv.slice_choice["moved_from"]
+    assert moved["sop_instance_uid"] == target.sop_instance_uid
+    assert abs(lv.slice_choice["distance_mm"]) <= 6.0
+    assert any("no disc found on the slice nearest" in w for w in lv.warnings)
+    assert "no disc found on a disc-level slice" not in lv.review_reasons
+    # the other levels keep their slices
+    for a, b in zip(base.levels, res.levels):
+        if a.level != "L5/S1":
+            assert a.sop_instance_uid == b.sop_instance_uid

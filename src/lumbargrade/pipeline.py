@@ -200,6 +200,67 @@ def _choose_slices(study: Any, pack: Any, cfg: AnalysisConfig, warnings: list[st
     return axial, chosen, sag_record, sag_ref
 
 
+def _level_on_slice(level: str, axial: Any, b: int, k: int, rec: dict[str, Any],
+                    warnings: list[str]) -> LevelResult | None:
+    """A :class:`LevelResult` on slice ``k`` of block ``b`` (its pixels read now); None, with a
+    warning, when the slice is too oblique to grade."""
+    from .io.orientation import axial_view
+
+    ref = axial.blocks[b].slices[k]
+    try:
+        view = axial_view(ref.geometry)
+    except ValueError as e:
+        warnings.append(f"{level}: not graded: {ref.display or ref.sop_instance_uid}: {e}")
+        return None
+    return LevelResult(
+        level=level,
+        series_instance_uid=axial.series_instance_uid,
+        sop_instance_uid=ref.sop_instance_uid,
+        geometry=ref.geometry,
+        image=np.asarray(ref.pixels(), dtype=np.float32),
+        slice_choice=rec,
+        source=ref,
+        view=view,
+    )
+
+
+def _next_slice_where_no_disc(levels: list[LevelResult], where: dict[str, tuple[int, int]], axial: Any,
+                              segmenter: Any, cfg: AnalysisConfig, warnings: list[str]) -> None:
+    """Levels chosen by landmark whose slice shows no disc (a thin or collapsed disc falling
+    between two slices, or a landmark a little off): the other slices of the block within
+    ``cfg.max_landmark_distance_mm`` of the disc-centre landmark (the two nearest, nearest first)
+    are segmented, and the first that passes the plausibility gate with a disc replaces the slice
+    (in place; ``slice_choice["moved_from"]`` and a warning say so). Without one the level keeps
+    its slice and its review reasons."""
+    for i, lv in enumerate(levels):
+        rec = lv.slice_choice or {}
+        if lv.disc_mask is None or lv.disc_mask.any() or rec.get("method") != "landmarks" or lv.level not in where:
+            continue
+        b, k = where[lv.level]
+        point = np.asarray(rec["landmark_patient_mm"], dtype=np.float64)
+        block = axial.blocks[b].slices
+        near = sorted((abs(float(s.geometry.signed_distance(point))), j) for j, s in enumerate(block) if j != k)
+        trials = []
+        for _, j in [c for c in near if c[0] <= cfg.max_landmark_distance_mm][:2]:
+            d = float(block[j].geometry.signed_distance(point))
+            t = _level_on_slice(lv.level, axial, b, j, {**rec, "distance_mm": round(d, 3)}, warnings)
+            if t is not None:
+                trials.append(t)
+        if not trials:
+            continue
+        segment_levels(trials, segmenter, cfg)
+        for t in trials:
+            if t.disc_mask.any() and not t.review_reasons:
+                t.slice_choice["moved_from"] = {"sop_instance_uid": lv.sop_instance_uid,
+                                                "distance_mm": rec.get("distance_mm"),
+                                                "reason": "no disc found on the slice nearest the disc centre"}
+                t.warnings.append(
+                    f"no disc found on the slice nearest the disc centre ({abs(rec.get('distance_mm') or 0.0):.1f} mm); "
+                    f"the next one ({abs(t.slice_choice['distance_mm']):.1f} mm) shows it and was used")
+                levels[i] = t
+                break
+
+
 def analyze_study(study: Any, pack: Any, config: AnalysisConfig | None = None) -> StudyResult:
     """Run the whole pipeline on one study.
 
@@ -221,32 +282,20 @@ def analyze_study(study: Any, pack: Any, config: AnalysisConfig | None = None) -
 
     t0 = time.perf_counter()
     levels: list[LevelResult] = []
+    where: dict[str, tuple[int, int]] = {}
     for level in LEVELS:
         if level not in chosen:
             continue
         b, k, rec = chosen[level]
-        ref = axial.blocks[b].slices[k]  # only the chosen slice's pixels are read
-        from .io.orientation import axial_view
-
-        try:
-            view = axial_view(ref.geometry)
-        except ValueError as e:
-            warnings.append(f"{level}: not graded: {ref.display or ref.sop_instance_uid}: {e}")
-            continue
-        levels.append(LevelResult(
-            level=level,
-            series_instance_uid=axial.series_instance_uid,
-            sop_instance_uid=ref.sop_instance_uid,
-            geometry=ref.geometry,
-            image=np.asarray(ref.pixels(), dtype=np.float32),
-            slice_choice=rec,
-            source=ref,
-            view=view,
-        ))
+        lv = _level_on_slice(level, axial, b, k, rec, warnings)
+        if lv is not None:
+            levels.append(lv)
+            where[level] = (b, k)
     timings["reading"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
     segment_levels(levels, segmenter, cfg)
+    _next_slice_where_no_disc(levels, where, axial, segmenter, cfg, warnings)
     timings["segmentation"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
