@@ -152,3 +152,18 @@ def test_a_slice_without_a_disc_is_replaced_by_the_next_one_that_shows_it(phanto
     for a, b in zip(base.levels, res.levels):
         if a.level != "L5/S1":
             assert a.sop_instance_uid == b.sop_instance_uid
+    # neighbours that cannot be read are no candidates: the level keeps its slice, flagged
+    from lumbargrade.errors import InputError
+
+    def unreadable():
+        raise InputError("neighbour.dcm", "pixel data cannot be decoded")
+
+    block = next(b for b in study.find("axial_t2").blocks
+                 if any(s.sop_instance_uid == target.sop_instance_uid for s in b.slices))
+    for s in block.slices:
+        if s.sop_instance_uid != target.sop_instance_uid:
+            s._pixels, s._loader = None, unreadable
+    res = analyze_study(study, Pack())
+    lv = next(x for x in res.levels if x.level == "L5/S1")
+    assert lv.sop_instance_uid == target.sop_instance_uid and "moved_from" not in lv.slice_choice
+    assert "no disc found on a disc-level slice" in lv.review_reasons

@@ -225,13 +225,13 @@ def _level_on_slice(level: str, axial: Any, b: int, k: int, rec: dict[str, Any],
 
 
 def _next_slice_where_no_disc(levels: list[LevelResult], where: dict[str, tuple[int, int]], axial: Any,
-                              segmenter: Any, cfg: AnalysisConfig, warnings: list[str]) -> None:
+                              segmenter: Any, cfg: AnalysisConfig) -> None:
     """Levels chosen by landmark whose slice shows no disc (a thin or collapsed disc falling
     between two slices, or a landmark a little off): the other slices of the block within
     ``cfg.max_landmark_distance_mm`` of the disc-centre landmark (the two nearest, nearest first)
     are segmented, and the first that passes the plausibility gate with a disc replaces the slice
     (in place; ``slice_choice["moved_from"]`` and a warning say so). Without one the level keeps
-    its slice and its review reasons."""
+    its slice and its review reasons; a neighbour that cannot be read is skipped."""
     for i, lv in enumerate(levels):
         rec = lv.slice_choice or {}
         if lv.disc_mask is None or lv.disc_mask.any() or rec.get("method") != "landmarks" or lv.level not in where:
@@ -243,7 +243,10 @@ def _next_slice_where_no_disc(levels: list[LevelResult], where: dict[str, tuple[
         trials = []
         for _, j in [c for c in near if c[0] <= cfg.max_landmark_distance_mm][:2]:
             d = float(block[j].geometry.signed_distance(point))
-            t = _level_on_slice(lv.level, axial, b, j, {**rec, "distance_mm": round(d, 3)}, warnings)
+            try:  # a neighbour that cannot be read is no candidate (the chosen slice was read)
+                t = _level_on_slice(lv.level, axial, b, j, {**rec, "distance_mm": round(d, 3)}, [])
+            except InputError:
+                continue
             if t is not None:
                 trials.append(t)
         if not trials:
@@ -295,7 +298,7 @@ def analyze_study(study: Any, pack: Any, config: AnalysisConfig | None = None) -
 
     t0 = time.perf_counter()
     segment_levels(levels, segmenter, cfg)
-    _next_slice_where_no_disc(levels, where, axial, segmenter, cfg, warnings)
+    _next_slice_where_no_disc(levels, where, axial, segmenter, cfg)
     timings["segmentation"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
