@@ -239,12 +239,12 @@ def _next_slice_where_no_disc(levels: list[LevelResult], where: dict[str, tuple[
         b, k = where[lv.level]
         point = np.asarray(rec["landmark_patient_mm"], dtype=np.float64)
         block = axial.blocks[b].slices
-        near = sorted((abs(float(s.geometry.signed_distance(point))), j) for j, s in enumerate(block) if j != k)
+        dist = {j: float(s.geometry.signed_distance(point)) for j, s in enumerate(block) if j != k}
+        near = sorted((j for j, d in dist.items() if abs(d) <= cfg.max_landmark_distance_mm), key=lambda j: abs(dist[j]))
         trials = []
-        for _, j in [c for c in near if c[0] <= cfg.max_landmark_distance_mm][:2]:
-            d = float(block[j].geometry.signed_distance(point))
+        for j in near[:2]:
             try:  # a neighbour that cannot be read is no candidate (the chosen slice was read)
-                t = _level_on_slice(lv.level, axial, b, j, {**rec, "distance_mm": round(d, 3)}, [])
+                t = _level_on_slice(lv.level, axial, b, j, {**rec, "distance_mm": round(dist[j], 3)}, [])
             except InputError:
                 continue
             if t is not None:

@@ -75,8 +75,8 @@ def run(args: argparse.Namespace) -> int:
         except (json.JSONDecodeError, ValueError, TypeError) as e:
             raise InputError(path, f"not a valid phantom config: {e}") from None
     rates = {}
-    for flag, key in (("--lumbarised-s1", "lumbarised_s1_rate"), ("--sacralised-l5", "sacralised_l5_rate")):
-        rate = getattr(args, flag[2:].replace("-", "_"), None)
+    for flag, rate, key in (("--lumbarised-s1", args.lumbarised_s1, "lumbarised_s1_rate"),
+                            ("--sacralised-l5", args.sacralised_l5, "sacralised_l5_rate")):
         if rate is not None:
             if not 0.0 <= rate <= 1.0:
                 raise InputError(flag, f"{rate} is not a share between 0 and 1")
