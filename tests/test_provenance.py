@@ -75,6 +75,10 @@ def test_a_recorded_command_uses_placeholders():
     assert shlex.split(portable_command(argv)) == portable_argv(argv)
     assert portable_argv(["lumbargrade", "train", "tree", "--data", "/tmp/x/cohort", "--out", "r"])[3:6] == [
         "--data", "COHORT", "--out"]
+    # a file inside a run folder keeps the folder: two box rules of one project stay apart
+    assert portable_argv(["lumbargrade", "train", "classifier", "--box-rule", "/tmp/x/runs/boxes_cal/box_rule.json",
+                          "--segmentation", "/tmp/x/runs/seg"])[3:] == [
+        "--box-rule", "runs/boxes_cal/box_rule.json", "--segmentation", "runs/seg"]
 
 
 def test_recorded_paths_are_relative_or_placeholders(tmp_path):

@@ -30,6 +30,22 @@ def analysis(tmp_path):
     return out, result, pack
 
 
+def test_normalised_sac_area_tree_grades_from_the_levels_measurements(tmp_path):
+    from lumbargrade.modelpack import load_pack
+
+    pack = load_pack(make_tree_pack(tmp_path / "pack", "normalised_sac_area", 4.0, exponent=0.5))
+    out, study, result, pack = write_analysis(tmp_path, pack=pack, grade_with_pack=True)
+    graded = 0
+    for lv in result.levels:
+        m, tree = lv.measurements, lv.findings["central_canal"].get("tree")
+        value = m["dural_sac_area_mm2"] / m["disc_area_mm2"] ** 0.5
+        assert tree is not None and tree["ratio_name"] == "normalised_sac_area"
+        assert tree["ratio"] == pytest.approx(value, abs=1e-4)
+        assert tree["grade"] == ("moderate" if value <= 4.0 else "normal")
+        graded += 1
+    assert graded == len(result.levels) > 0
+
+
 def _edited_png(out: Path, dest: Path, radii=(8, 11)) -> Path:
     from PIL import Image
 

@@ -384,3 +384,52 @@ def test_small_sac_oversampling_weights():
     w0, w3 = ds.sampling_weights(0.0, 3.0), ds.sampling_weights(2.0, 3.0)
     assert np.allclose(w0 / w0[0], [1, 3, 1, 3, 1])
     assert np.allclose(w3 / w, (w3 / w)[0] * np.array([1, 3, 1, 3, 1]))
+
+
+def _write_axial_dicom(path, pixels, geometry):
+    from pydicom.dataset import FileDataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = MRImageStorage
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128)
+    ds.SOPClassUID, ds.SOPInstanceUID, ds.Modality = MRImageStorage, meta.MediaStorageSOPInstanceUID, "MR"
+    ds.Rows, ds.Columns = pixels.shape
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit = 16, 16, 15
+    ds.PixelRepresentation, ds.SamplesPerPixel, ds.PhotometricInterpretation = 0, 1, "MONOCHROME2"
+    ds.PixelSpacing = [float(v) for v in geometry.pixel_spacing]
+    ds.ImageOrientationPatient = [float(v) for v in (*geometry.row_cosine, *geometry.col_cosine)]
+    ds.ImagePositionPatient = [float(v) for v in geometry.position]
+    ds.SliceThickness = 4.0
+    ds.PixelData = np.ascontiguousarray(pixels.astype(np.uint16)).tobytes()
+    ds.save_as(path, enforce_file_format=True)
+
+
+@pytest.mark.parametrize("layout", ["+x-y", "-y+x", "-x-y"])
+def test_training_items_are_in_the_canonical_view_whatever_the_stored_layout(tmp_path, layout):
+    """A prone, transposed or feet-first stored slice gives the trainer the same canonical image and
+    labels as the radiological layout (the pipeline segments the canonical view)."""
+    from lumbargrade.geometry import SliceGeometry
+    from lumbargrade.io.orientation import restore
+    from lumbargrade.segmentation.dataset import SegmentationDataset
+
+    rng = np.random.default_rng(1)
+    img, lab = _synthetic_slice(rng, (96, 80), (0.8, 0.9))
+    lab[70:, :12] = 2  # something asymmetric: a flip or transpose changes the picture
+    g = SliceGeometry(position=np.array([-40.0, -60.0, 10.0]), row_cosine=np.array([1.0, 0, 0]),
+                      col_cosine=np.array([0, 1.0, 0]), pixel_spacing=(0.8, 0.9), rows=96, columns=80,
+                      thickness=4.0)
+    rows = []
+    for name, lay in (("standard", "+x+y"), ("other", layout)):
+        pix, g2 = restore(img.astype(np.uint16), g, lay) if lay != "+x+y" else (img, g)
+        labs, _ = restore(lab, g, lay) if lay != "+x+y" else (lab, g)
+        _write_axial_dicom(tmp_path / f"{name}.dcm", np.asarray(pix), g2)
+        Image.fromarray(np.ascontiguousarray(labs).astype(np.uint8)).save(tmp_path / f"{name}.png")
+        rows.append({"patient_id": name, "split": "train", "level": "L4/L5", "axial_image": f"{name}.dcm",
+                     "label_map": f"{name}.png", "_base_dir": str(tmp_path)})
+    assert np.asarray(Image.open(tmp_path / "other.png")).tolist() != lab.tolist()  # stored differently
+    ds = SegmentationDataset(rows, size=(64, 64), target_spacing=1.5, margin=8)
+    np.testing.assert_array_equal(ds.labels[0], ds.labels[1])
+    np.testing.assert_allclose(ds.images[0], ds.images[1], atol=1e-5)

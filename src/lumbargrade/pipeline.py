@@ -429,8 +429,8 @@ def grade_levels(levels: list[LevelResult], pack: Any, cfg: AnalysisConfig) -> N
     for lv in levels:
         central: dict[str, Any] = {}
         if tree is not None:
-            value = lv.measurements.get(tree.feature)
-            if value is None or not np.isfinite(value):
+            value = tree.value_of(lv.measurements) if tree.n_features == 1 else None
+            if value is None:
                 lv.warnings.append(f"tree: {tree.feature} unavailable (empty mask)")
             else:
                 g = int(tree.predict([value])[0])

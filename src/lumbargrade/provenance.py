@@ -106,6 +106,8 @@ def _placeholder_value(option: str, value: str) -> str:
     if _inside(p, _PACKAGE) is not None or _IN_A_CHECKOUT.fullmatch(p.as_posix()):
         return portable_path(p)  # the bundled pack or one of its models
     if ph == "runs":
+        if p.suffix and p.parent.name:  # a file in a run folder: keep the folder (runs/boxes_cal/box_rule.json)
+            return f"runs/{p.parent.name}/{p.name}"
         return f"runs/{p.name}" if p.name else "runs"
     return ph if not p.suffix else f"{ph}/{p.name}"
 

@@ -35,7 +35,7 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                    help="how the axial series is stored: standard (the radiological display), mixed (one of the "
                    "8 rotations/flips at random per patient: prone, feet first, transposed...), or one of "
                    "+x+y, -x+y, +x-y, -x-y, +y+x, -y+x, +y-x, -y-x (the patient axes the row and column "
-                   "cosines follow)")
+                   "cosines follow; write those starting with '-' as --axial-layout=-x+y)")
     p.add_argument("--lumbarised-s1", type=float, default=None, metavar="RATE",
                    help="share of patients (0-1) with a lumbarised S1 (a lumbosacral transitional vertebra: "
                    "a mobile S1/S2 disc below L5/S1; default 0); truth.json says which")

@@ -22,8 +22,10 @@ import numpy as np
 __all__ = [
     "CANDIDATE_FEATURES",
     "CENTRAL_GRADE_NAMES",
+    "NORMALISED_SAC_AREA",
     "PAPER_TREE",
     "RatioTree",
+    "fit_normalised_tree",
     "fit_tree",
     "paper_tree",
     "select_feature",
@@ -32,14 +34,26 @@ __all__ = [
 
 from .names import CENTRAL_GRADES as CENTRAL_GRADE_NAMES
 
-#: Features tried by :func:`select_feature` (names of :class:`lumbargrade.measurements.Measurements`).
-CANDIDATE_FEATURES = ("area_ratio", "ap_ratio", "sqrt_area_ratio", "dural_sac_area_mm2")
+#: The dural sac area normalised by disc size, ``dural_sac_area_mm2 / disc_area_mm2 ** a``, with the
+#: exponent ``a`` fitted on the training data (``a = 1``: the area ratio; ``a = 0``: the absolute
+#: dural sac area). Not a stored measurement: the tree computes it (:meth:`RatioTree.value_of`).
+NORMALISED_SAC_AREA = "normalised_sac_area"
+#: Exponents tried for :data:`NORMALISED_SAC_AREA`.
+NORMALISED_EXPONENTS = tuple(round(0.05 * i, 2) for i in range(21))
+#: Features tried by :func:`select_feature` (names of :class:`lumbargrade.measurements.Measurements`,
+#: and :data:`NORMALISED_SAC_AREA`).
+CANDIDATE_FEATURES = ("area_ratio", "ap_ratio", "sqrt_area_ratio", "dural_sac_area_mm2", NORMALISED_SAC_AREA)
 
 _LEAF = -1
 
 
-def _definition(name: str) -> str:
+def _definition(name: str, exponent: float | None = None) -> str:
     from ..measurements import MEASUREMENT_DEFINITIONS
+
+    if name == NORMALISED_SAC_AREA:
+        a = "a" if exponent is None else _fmt(exponent)
+        return (f"dural sac area / disc area^{a} (mm² / (mm²)^{a}; the exponent is fitted on the training "
+                "data: 1 gives the area ratio, 0 the absolute dural sac area)")
 
     return MEASUREMENT_DEFINITIONS.get(name, name)
 
@@ -56,7 +70,8 @@ class RatioTree:
     "frequencies": [per class]}`` with node 0 the root; go left when ``x[j] <= t``.
     ``frequencies`` are the (class-weighted) training class frequencies in the node, over
     ``classes``. ``compatible_features`` lists the measurements the thresholds may be applied to
-    (used by the paper preset, whose ratio definition is uncertain).
+    (used by the paper preset, whose ratio definition is uncertain). ``exponent``: the disc-area
+    exponent of the feature :data:`NORMALISED_SAC_AREA` (None for the other features).
     """
 
     feature_names: list[str]
@@ -68,6 +83,7 @@ class RatioTree:
     note: str = ""
     compatible_features: list[str] | None = None
     training: dict = field(default_factory=dict)
+    exponent: float | None = None
 
     # ------------------------------------------------------------------ basics
     @property
@@ -83,6 +99,21 @@ class RatioTree:
     @property
     def n_features(self) -> int:
         return len(self.feature_names)
+
+    def value_of(self, measurements: Mapping[str, float]) -> float | None:
+        """The one-feature tree's input for one level from its measurements (a dict of
+        :class:`lumbargrade.measurements.Measurements` fields); None when it cannot be computed
+        (a missing or non-finite measurement, e.g. from an empty mask)."""
+        if self.n_features != 1:
+            raise ValueError("value_of needs a one-feature tree")
+        name = self.feature_names[0]
+        if name == NORMALISED_SAC_AREA:
+            sac, disc = measurements.get("dural_sac_area_mm2"), measurements.get("disc_area_mm2")
+            if sac is None or disc is None or not (np.isfinite(sac) and np.isfinite(disc)) or disc <= 0:
+                return None
+            return float(sac) / float(disc) ** float(self.exponent)
+        v = measurements.get(name)
+        return None if v is None or not np.isfinite(v) else float(v)
 
     def thresholds(self) -> list[float]:
         """The split thresholds, sorted (ascending)."""
@@ -223,7 +254,7 @@ class RatioTree:
         if d.get("format") not in (None, "lumbargrade.ratio_tree/1"):
             raise ValueError(f"unknown tree format {d.get('format')!r}")
         keys = {"feature_names", "feature_definitions", "nodes", "classes", "class_names", "name",
-                "note", "compatible_features", "training"}
+                "note", "compatible_features", "training", "exponent"}
         tree = cls(**{k: d[k] for k in keys if k in d})
         tree.validate()
         return tree
@@ -254,6 +285,9 @@ class RatioTree:
             raise ValueError("tree has no nodes")
         if len(self.feature_definitions) != len(self.feature_names):
             raise ValueError("one definition per feature needed")
+        if NORMALISED_SAC_AREA in self.feature_names and (
+                self.n_features != 1 or self.exponent is None or not (0.0 <= self.exponent <= 1.0)):
+            raise ValueError(f"{NORMALISED_SAC_AREA} needs a one-feature tree and an exponent in [0, 1]")
         for i, nd in enumerate(self.nodes):
             if nd["feature"] == _LEAF:
                 if len(nd["frequencies"]) != len(self.classes):
@@ -326,6 +360,35 @@ def fit_tree(X_ratio, grades, feature_name: str | Sequence[str], max_depth: int 
     return tree_from_sklearn(clf, names, classes, class_names, training=training)
 
 
+def fit_normalised_tree(sac_mm2, disc_mm2, grades, exponents: Sequence[float] = NORMALISED_EXPONENTS,
+                        **fit_kwargs) -> RatioTree:
+    """Fit a tree on ``dural sac area / disc area ** a`` (:data:`NORMALISED_SAC_AREA`) for each
+    exponent ``a`` and keep the one with the best linearly weighted kappa on these (training) rows
+    (ties: the exponent closest to 1, the area ratio). Areas in mm²; ``tree.training["exponents"]``
+    records the kappa of every exponent tried."""
+    from ..metrics import linear_weighted_kappa
+
+    sac, disc = np.asarray(sac_mm2, float), np.asarray(disc_mm2, float)
+    y = np.asarray(grades).astype(int)
+    k = len(fit_kwargs.get("classes", (0, 1, 2, 3)))
+    ok = np.isfinite(sac) & np.isfinite(disc) & (disc > 0)
+    best, best_key, tried = None, None, {}
+    for a in exponents:
+        x = np.full(sac.shape, np.nan)
+        x[ok] = sac[ok] / disc[ok] ** a
+        tree = fit_tree(x, y, NORMALISED_SAC_AREA, **fit_kwargs)
+        tree.exponent = float(a)
+        kap = linear_weighted_kappa(y[ok], tree.predict(x[ok]), n_classes=k)
+        tried[f"{a:g}"] = None if math.isnan(kap) else round(float(kap), 4)
+        key = (-math.inf if math.isnan(kap) else kap, -abs(1.0 - a))
+        if best_key is None or key > best_key:
+            best, best_key = tree, key
+    best.feature_definitions = [_definition(NORMALISED_SAC_AREA, best.exponent)]
+    best.training = {**best.training, "exponent_selected_by": "training linear weighted kappa",
+                     "exponents": tried}
+    return best
+
+
 def select_feature(train: tuple[Mapping[str, Sequence[float]], Sequence[int]],
                    val: tuple[Mapping[str, Sequence[float]], Sequence[int]],
                    candidates: Sequence[str] = CANDIDATE_FEATURES, **fit_kwargs
@@ -345,10 +408,17 @@ def select_feature(train: tuple[Mapping[str, Sequence[float]], Sequence[int]],
     k = len(fit_kwargs.get("classes", (0, 1, 2, 3)))
     best, best_key, scores = None, None, {}
     for name in candidates:
-        if name not in ftr or name not in fva:
+        need = ("dural_sac_area_mm2", "disc_area_mm2") if name == NORMALISED_SAC_AREA else (name,)
+        if any(n not in ftr or n not in fva for n in need):
             raise KeyError(f"feature {name!r} missing from the data")
-        tree = fit_tree(np.asarray(ftr[name], float), ytr, name, **fit_kwargs)
-        xv = np.asarray(fva[name], float)
+        if name == NORMALISED_SAC_AREA:
+            tree = fit_normalised_tree(ftr["dural_sac_area_mm2"], ftr["disc_area_mm2"], ytr, **fit_kwargs)
+            xv = np.array([tree.value_of({"dural_sac_area_mm2": s, "disc_area_mm2": d}) for s, d in
+                           zip(np.asarray(fva["dural_sac_area_mm2"], float), np.asarray(fva["disc_area_mm2"], float))],
+                          dtype=float)
+        else:
+            tree = fit_tree(np.asarray(ftr[name], float), ytr, name, **fit_kwargs)
+            xv = np.asarray(fva[name], float)
         ok = np.isfinite(xv)
         if ok.sum() == 0:
             scores[name] = {"kappa": None, "accuracy": None, "n_val": 0, "rules": tree.rules_in_words()}

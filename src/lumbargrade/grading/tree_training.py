@@ -25,7 +25,8 @@ __all__ = ["DEFAULT_CONFIG", "measure_rows", "resolve_config", "run_cli"]
 
 DEFAULT_CONFIG: dict = {
     "feature": "auto",  # "auto": best validation kappa among `candidates`; or one feature name
-    "candidates": ["area_ratio", "ap_ratio", "sqrt_area_ratio", "dural_sac_area_mm2"],
+    # normalised_sac_area: dural sac area / disc area ** a, a in 0..1 fitted on the train rows
+    "candidates": ["area_ratio", "ap_ratio", "sqrt_area_ratio", "dural_sac_area_mm2", "normalised_sac_area"],
     "max_depth": 3,
     "max_leaf_nodes": 4,
     "class_weight": None,  # or "balanced"
@@ -36,6 +37,8 @@ DEFAULT_CONFIG: dict = {
 
 _FEATURES = ("dural_sac_area_mm2", "disc_area_mm2", "dural_sac_ap_mm", "disc_ap_mm",
              "dural_sac_transverse_mm", "disc_transverse_mm", "area_ratio", "ap_ratio", "sqrt_area_ratio")
+#: What the tree may be fitted on: the measurements, and the dural sac area normalised by disc size.
+_TREE_FEATURES = (*_FEATURES, "normalised_sac_area")
 
 
 def _parse_value(v: str):
@@ -75,10 +78,10 @@ def resolve_config(config_file: str | None = None, sets: list[str] | None = None
     if isinstance(cfg["candidates"], str):
         cfg["candidates"] = [c.strip() for c in cfg["candidates"].split(",") if c.strip()]
     for c in cfg["candidates"]:
-        if c not in _FEATURES:
-            raise InputError("config candidates", f"unknown feature {c!r}; known: {', '.join(_FEATURES)}")
-    if cfg["feature"] != "auto" and cfg["feature"] not in _FEATURES:
-        raise InputError("config feature", f"{cfg['feature']!r} is not 'auto' or one of {', '.join(_FEATURES)}")
+        if c not in _TREE_FEATURES:
+            raise InputError("config candidates", f"unknown feature {c!r}; known: {', '.join(_TREE_FEATURES)}")
+    if cfg["feature"] != "auto" and cfg["feature"] not in _TREE_FEATURES:
+        raise InputError("config feature", f"{cfg['feature']!r} is not 'auto' or one of {', '.join(_TREE_FEATURES)}")
     for k in ("max_depth", "max_leaf_nodes"):
         if not isinstance(cfg[k], int) or cfg[k] < (1 if k == "max_depth" else 2):
             raise InputError(f"config {k}", f"{cfg[k]!r} is not a valid integer")
@@ -154,7 +157,7 @@ def run_cli(args) -> int:
 
     from ..manifest import read_manifest
     from ..metrics import accuracy, linear_weighted_kappa
-    from .tree import PAPER_TREE, fit_tree, select_feature
+    from .tree import NORMALISED_SAC_AREA, PAPER_TREE, fit_normalised_tree, fit_tree, select_feature
 
     t_start = time.perf_counter()
     truth = bool(getattr(args, "truth_masks", False))
@@ -232,7 +235,10 @@ def run_cli(args) -> int:
         if n_va:
             tree, scores = select_feature(train, val, candidates, **fit_kw)
         else:
-            tree = fit_tree(train[0][cfg["feature"]], train[1], cfg["feature"], **fit_kw)
+            if cfg["feature"] == NORMALISED_SAC_AREA:
+                tree = fit_normalised_tree(train[0]["dural_sac_area_mm2"], train[0]["disc_area_mm2"], train[1], **fit_kw)
+            else:
+                tree = fit_tree(train[0][cfg["feature"]], train[1], cfg["feature"], **fit_kw)
             scores = {}
         tree.training = {**tree.training, "masks": cfg["masks"], "data": cfg["data"], "target": target,
                          "diameter_method": cfg["diameter_method"]}

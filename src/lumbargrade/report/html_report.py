@@ -260,9 +260,9 @@ def _measurements_table(rec: dict[str, Any], defs: dict[str, str]) -> str:
 def _tree_words(c: dict[str, Any]) -> str:
     tree = c.get("tree")
     if not tree:
-        return '<p class="note">No decision-tree grade (the model pack has no tree, or the ratio could not be measured).</p>'
+        return '<p class="note">No decision-tree grade (the model pack has no tree, or its input could not be measured).</p>'
     return (
-        f"<p>Decision tree: the ratio <b>{_e(tree.get('ratio_name'))} = {_num(tree.get('ratio'), 4)}</b> "
+        f"<p>Decision tree: <b>{_e(tree.get('ratio_name'))} = {_num(tree.get('ratio'), 4)}</b> "
         f'satisfies the rule <span class="rule">{_e(tree.get("rule"))}</span>, so the tree grades the central '
         f"canal <b>{_e(tree.get('grade'))}</b>.</p>"
     )

@@ -97,7 +97,7 @@ class SegmentationDataset:
         synth=None,
         p_synth: float = 0.0,
     ) -> None:
-        from ..manifest import load_axial, load_label_map
+        from ..manifest import axial_view_of, load_axial, load_label_map
 
         self.size = (int(size[0]), int(size[1]))
         self.margin = int(margin)
@@ -121,15 +121,21 @@ class SegmentationDataset:
                     row.get("label_map"),
                     f"label map shape {labels.shape} differs from the image's {image.shape}",
                 )
+            # train in the canonical view, as the pipeline segments (anterior up, patient's left at
+            # higher columns), whatever the stored layout (prone, feet first, transposed)
+            view, stored_shape = axial_view_of(row), image.shape
+            image, labels = view.to_canonical(image), view.to_canonical(labels)
+            spacing = view.canonical_spacing(spacing)
             any_regions = any_regions or bool(np.isin(labels, (3, 4, 5, 6)).any())
             f, lab, grid = prepare_item(image, spacing, labels, target_spacing, self.size, self.margin,
                                         self.regions)
             tis = _load_tissues(row) if synth is not None else None
             if tis is not None:
-                if tis.shape != image.shape:
+                if tis.shape != stored_shape:
                     raise InputError(row.get("tissue_map"), f"tissue map shape {tis.shape} differs from the "
-                                     f"image's {image.shape}")
-                tis = to_field(tis.astype(np.float32), grid, order=0, cval=0.0, antialias=False).astype(np.uint8)
+                                     f"image's {stored_shape}")
+                tis = to_field(view.to_canonical(tis).astype(np.float32), grid, order=0, cval=0.0,
+                               antialias=False).astype(np.uint8)
             self.images.append(f)
             self.labels.append(lab)
             self.tissues.append(tis)
