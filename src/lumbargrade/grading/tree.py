@@ -25,8 +25,11 @@ __all__ = [
     "NORMALISED_SAC_AREA",
     "PAPER_TREE",
     "RatioTree",
+    "feature_values",
+    "fit_feature_tree",
     "fit_normalised_tree",
     "fit_tree",
+    "normalised_sac_area",
     "paper_tree",
     "select_feature",
     "tree_from_sklearn",
@@ -45,6 +48,14 @@ NORMALISED_EXPONENTS = tuple(round(0.05 * i, 2) for i in range(21))
 CANDIDATE_FEATURES = ("area_ratio", "ap_ratio", "sqrt_area_ratio", "dural_sac_area_mm2", NORMALISED_SAC_AREA)
 
 _LEAF = -1
+
+
+def normalised_sac_area(sac_mm2, disc_mm2, exponent: float) -> np.ndarray:
+    """``sac / disc ** exponent`` (areas in mm², arrays or scalars); NaN where either area is not
+    finite or the disc area is not positive."""
+    sac, disc = np.asarray(sac_mm2, dtype=np.float64), np.asarray(disc_mm2, dtype=np.float64)
+    ok = np.isfinite(sac) & np.isfinite(disc) & (disc > 0)
+    return np.where(ok, sac / np.where(ok, disc, 1.0) ** float(exponent), np.nan)
 
 
 def _definition(name: str, exponent: float | None = None) -> str:
@@ -109,10 +120,9 @@ class RatioTree:
         name = self.feature_names[0]
         if name == NORMALISED_SAC_AREA:
             sac, disc = measurements.get("dural_sac_area_mm2"), measurements.get("disc_area_mm2")
-            if sac is None or disc is None or not (np.isfinite(sac) and np.isfinite(disc)) or disc <= 0:
-                return None
-            return float(sac) / float(disc) ** float(self.exponent)
-        v = measurements.get(name)
+            v = None if sac is None or disc is None else float(normalised_sac_area(sac, disc, self.exponent))
+        else:
+            v = measurements.get(name)
         return None if v is None or not np.isfinite(v) else float(v)
 
     def thresholds(self) -> list[float]:
@@ -368,14 +378,12 @@ def fit_normalised_tree(sac_mm2, disc_mm2, grades, exponents: Sequence[float] = 
     records the kappa of every exponent tried."""
     from ..metrics import linear_weighted_kappa
 
-    sac, disc = np.asarray(sac_mm2, float), np.asarray(disc_mm2, float)
     y = np.asarray(grades).astype(int)
     k = len(fit_kwargs.get("classes", (0, 1, 2, 3)))
-    ok = np.isfinite(sac) & np.isfinite(disc) & (disc > 0)
     best, best_key, tried = None, None, {}
     for a in exponents:
-        x = np.full(sac.shape, np.nan)
-        x[ok] = sac[ok] / disc[ok] ** a
+        x = normalised_sac_area(sac_mm2, disc_mm2, a)
+        ok = np.isfinite(x)
         tree = fit_tree(x, y, NORMALISED_SAC_AREA, **fit_kwargs)
         tree.exponent = float(a)
         kap = linear_weighted_kappa(y[ok], tree.predict(x[ok]), n_classes=k)
@@ -387,6 +395,29 @@ def fit_normalised_tree(sac_mm2, disc_mm2, grades, exponents: Sequence[float] = 
     best.training = {**best.training, "exponent_selected_by": "training linear weighted kappa",
                      "exponents": tried}
     return best
+
+
+def fit_feature_tree(features: Mapping[str, Sequence[float]], grades, name: str,
+                     **fit_kwargs) -> tuple[RatioTree, np.ndarray]:
+    """Fit the tree of one candidate feature on ``features`` (measurement name -> array); returns
+    the tree and that feature's values on these rows (:data:`NORMALISED_SAC_AREA` is computed from
+    the two areas, with its exponent fitted here)."""
+    need = ("dural_sac_area_mm2", "disc_area_mm2") if name == NORMALISED_SAC_AREA else (name,)
+    if any(n not in features for n in need):
+        raise KeyError(f"feature {name!r} missing from the data")
+    if name == NORMALISED_SAC_AREA:
+        tree = fit_normalised_tree(features["dural_sac_area_mm2"], features["disc_area_mm2"], grades, **fit_kwargs)
+        return tree, normalised_sac_area(features["dural_sac_area_mm2"], features["disc_area_mm2"], tree.exponent)
+    x = np.asarray(features[name], float)
+    return fit_tree(x, grades, name, **fit_kwargs), x
+
+
+def feature_values(tree: RatioTree, features: Mapping[str, Sequence[float]]) -> np.ndarray:
+    """A one-feature tree's input on rows given as ``features`` (measurement name -> array)."""
+    name = tree.feature_names[0]
+    if name == NORMALISED_SAC_AREA:
+        return normalised_sac_area(features["dural_sac_area_mm2"], features["disc_area_mm2"], tree.exponent)
+    return np.asarray(features[name], float)
 
 
 def select_feature(train: tuple[Mapping[str, Sequence[float]], Sequence[int]],
@@ -409,16 +440,10 @@ def select_feature(train: tuple[Mapping[str, Sequence[float]], Sequence[int]],
     best, best_key, scores = None, None, {}
     for name in candidates:
         need = ("dural_sac_area_mm2", "disc_area_mm2") if name == NORMALISED_SAC_AREA else (name,)
-        if any(n not in ftr or n not in fva for n in need):
+        if any(n not in fva for n in need):
             raise KeyError(f"feature {name!r} missing from the data")
-        if name == NORMALISED_SAC_AREA:
-            tree = fit_normalised_tree(ftr["dural_sac_area_mm2"], ftr["disc_area_mm2"], ytr, **fit_kwargs)
-            xv = np.array([tree.value_of({"dural_sac_area_mm2": s, "disc_area_mm2": d}) for s, d in
-                           zip(np.asarray(fva["dural_sac_area_mm2"], float), np.asarray(fva["disc_area_mm2"], float))],
-                          dtype=float)
-        else:
-            tree = fit_tree(np.asarray(ftr[name], float), ytr, name, **fit_kwargs)
-            xv = np.asarray(fva[name], float)
+        tree, _ = fit_feature_tree(ftr, ytr, name, **fit_kwargs)
+        xv = feature_values(tree, fva)
         ok = np.isfinite(xv)
         if ok.sum() == 0:
             scores[name] = {"kappa": None, "accuracy": None, "n_val": 0, "rules": tree.rules_in_words()}

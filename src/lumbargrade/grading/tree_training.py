@@ -20,13 +20,14 @@ import time
 from pathlib import Path
 
 from ..errors import InputError
+from .tree import NORMALISED_SAC_AREA
 
 __all__ = ["DEFAULT_CONFIG", "measure_rows", "resolve_config", "run_cli"]
 
 DEFAULT_CONFIG: dict = {
     "feature": "auto",  # "auto": best validation kappa among `candidates`; or one feature name
     # normalised_sac_area: dural sac area / disc area ** a, a in 0..1 fitted on the train rows
-    "candidates": ["area_ratio", "ap_ratio", "sqrt_area_ratio", "dural_sac_area_mm2", "normalised_sac_area"],
+    "candidates": ["area_ratio", "ap_ratio", "sqrt_area_ratio", "dural_sac_area_mm2", NORMALISED_SAC_AREA],
     "max_depth": 3,
     "max_leaf_nodes": 4,
     "class_weight": None,  # or "balanced"
@@ -38,7 +39,7 @@ DEFAULT_CONFIG: dict = {
 _FEATURES = ("dural_sac_area_mm2", "disc_area_mm2", "dural_sac_ap_mm", "disc_ap_mm",
              "dural_sac_transverse_mm", "disc_transverse_mm", "area_ratio", "ap_ratio", "sqrt_area_ratio")
 #: What the tree may be fitted on: the measurements, and the dural sac area normalised by disc size.
-_TREE_FEATURES = (*_FEATURES, "normalised_sac_area")
+_TREE_FEATURES = (*_FEATURES, NORMALISED_SAC_AREA)
 
 
 def _parse_value(v: str):
@@ -157,7 +158,7 @@ def run_cli(args) -> int:
 
     from ..manifest import read_manifest
     from ..metrics import accuracy, linear_weighted_kappa
-    from .tree import NORMALISED_SAC_AREA, PAPER_TREE, fit_normalised_tree, fit_tree, select_feature
+    from .tree import PAPER_TREE, fit_feature_tree, select_feature
 
     t_start = time.perf_counter()
     truth = bool(getattr(args, "truth_masks", False))
@@ -235,10 +236,7 @@ def run_cli(args) -> int:
         if n_va:
             tree, scores = select_feature(train, val, candidates, **fit_kw)
         else:
-            if cfg["feature"] == NORMALISED_SAC_AREA:
-                tree = fit_normalised_tree(train[0]["dural_sac_area_mm2"], train[0]["disc_area_mm2"], train[1], **fit_kw)
-            else:
-                tree = fit_tree(train[0][cfg["feature"]], train[1], cfg["feature"], **fit_kw)
+            tree, _ = fit_feature_tree(train[0], train[1], cfg["feature"], **fit_kw)
             scores = {}
         tree.training = {**tree.training, "masks": cfg["masks"], "data": cfg["data"], "target": target,
                          "diameter_method": cfg["diameter_method"]}
