@@ -7,6 +7,7 @@ import pytest
 
 from lumbargrade.segmentation.synth import (
     SynthConfig,
+    erase_dura,
     insert_cord,
     normalise_inside,
     random_fov_mask,
@@ -110,6 +111,33 @@ def test_inserted_cord_stays_inside_the_sac_and_leaves_a_csf_ring():
         fills.append(cord.sum() / sac_area)
     # the toy's own cord fills 19 % of its sac; the inserted ones 0.6-0.8 of the semi-axes (less the band)
     assert 0.15 < min(fills) and max(fills) < 0.75 and max(fills) - min(fills) > 0.1
+
+
+def test_erased_dura_takes_the_tissue_outside_it_and_nothing_else_changes():
+    from scipy import ndimage
+
+    t, sac = _tissues()
+    ring = ndimage.binary_dilation(sac) & ~sac
+    t[ring] = 24  # a one-pixel dura all round the sac
+    t[ring & (np.arange(96)[:, None] > 62)] = 7  # epidural fat behind the sac instead of dura there
+    behind = ndimage.binary_dilation(ring, iterations=3) & ~ring & ~sac
+    t[behind & (np.arange(96)[:, None] > 60)] = 7  # ...and a fat pad behind the ring
+    t[85:90, 44:53] = 24  # an interspinous ligament far behind the sac: not dura, kept
+    out = erase_dura(t, sac, np.random.default_rng(0), SynthConfig(p_dura_drop=1.0))
+    assert not ((out == 24) & ring).any()
+    changed = out != t
+    assert changed.any() and not (changed & ~ring).any()  # only the dura ring changed
+    assert (out[sac] == t[sac]).all() and (out[85:90, 44:53] == 24).all()
+    # each erased pixel took a tissue found just outside it, never the sac's CSF or cord
+    assert set(np.unique(out[changed])) <= {7, 9} and 7 in set(np.unique(out[changed]))
+
+
+def test_dura_erasing_is_off_by_default_and_uses_no_random_numbers():
+    t, sac = _tissues()
+    rng = np.random.default_rng(0)
+    state = rng.bit_generator.state
+    assert erase_dura(t, sac, rng, SynthConfig()) is t
+    assert rng.bit_generator.state == state
 
 
 def test_cord_insertion_is_off_by_default_and_uses_no_random_numbers():
