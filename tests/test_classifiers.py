@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -380,6 +381,25 @@ def test_cli_trains_from_manifest(tmp_path, task, boxes):
     # a bad --set is one line and exit status 2
     assert main(["train", "classifier", "--task", task, "--data", str(man), "--out", str(out),
                  "--set", "nope=1"]) == 2
+
+
+def test_cli_pools_several_cohorts(tmp_path):
+    """--data repeated: the rows of every manifest, each read from its own folder, in its own split."""
+    from lumbargrade.cli import main
+
+    a = _write_cohort(tmp_path / "a", n_patients=6, seed=0)
+    b = _write_cohort(tmp_path / "b", n_patients=4, seed=1)  # the same patient ids (p0..), other images
+    out = tmp_path / "run"
+    rc = main(["train", "classifier", "--task", "central", "--data", str(a), "--data", str(b.parent),
+               "--out", str(out), "--set", "epochs=1", "--set", "patch.patch_px=32", "--set", "batch_size=8",
+               "--set", "patch_boxes=truth", "--seed", "0"])
+    assert rc == 0
+    met = json.loads((out / "metrics.json").read_text())
+    assert met["n_train"] == 8 + 4 and met["n_val"] == 4 + 4
+    cfg = json.loads((out / "config.json").read_text())
+    assert [Path(p).parent.name for p in cfg["data"]] == ["a", "b"]
+    assert (out / "command.txt").read_text().split().count("--data") == 2
+    assert "COHORT_2" in (out / "command.txt").read_text()
 
 
 @pytest.mark.slow

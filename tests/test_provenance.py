@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from lumbargrade.provenance import (
+    command_placeholders,
     portable_argv,
     portable_command,
     portable_path,
@@ -79,6 +80,11 @@ def test_a_recorded_command_uses_placeholders():
     assert portable_argv(["lumbargrade", "train", "classifier", "--box-rule", "/tmp/x/runs/boxes_cal/box_rule.json",
                           "--segmentation", "/tmp/x/runs/seg"])[3:] == [
         "--box-rule", "runs/boxes_cal/box_rule.json", "--segmentation", "runs/seg"]
+    # a repeated --data (pooled cohorts) keeps the cohorts apart: COHORT, COHORT_2
+    pooled = ["lumbargrade", "train", "classifier", "--data", "/tmp/x/c200b/manifest.csv",
+              "--data=/tmp/x/c200m/manifest.csv"]
+    assert portable_argv(pooled)[3:] == ["--data", "COHORT/manifest.csv", "--data=COHORT_2/manifest.csv"]
+    assert command_placeholders(pooled)["/tmp/x/c200m"] == "COHORT_2"
 
 
 def test_recorded_paths_are_relative_or_placeholders(tmp_path):

@@ -100,8 +100,12 @@ def portable_path(path: str | Path | None, base: str | Path | None = None,
     return f".../{p.name}" if p.name else "..."
 
 
-def _placeholder_value(option: str, value: str) -> str:
+def _placeholder_value(option: str, value: str, nth: int = 1) -> str:
+    """The placeholder of the ``nth`` occurrence of a path option (a repeated ``--data``: the
+    second is ``COHORT_2``, so the record still tells the cohorts apart)."""
     ph = PLACEHOLDERS[option]
+    if nth > 1 and ph != "runs":
+        ph = f"{ph}_{nth}"
     p = _absolute(value)
     if _inside(p, _PACKAGE) is not None or _IN_A_CHECKOUT.fullmatch(p.as_posix()):
         return portable_path(p)  # the bundled pack or one of its models
@@ -117,6 +121,7 @@ def command_placeholders(argv: Sequence[str]) -> dict[str, str]:
     absolute form of each path), longest first, to replace those paths in other records."""
     out: dict[str, str] = {}
     args = list(argv)
+    seen: dict[str, int] = {}
     for i, a in enumerate(args):
         opt, eq, val = a.partition("=")
         if eq and opt in PLACEHOLDERS:
@@ -127,7 +132,8 @@ def command_placeholders(argv: Sequence[str]) -> dict[str, str]:
             continue
         if not value or value.startswith("-"):
             continue
-        ph = _placeholder_value(opt, value)
+        seen[opt] = seen.get(opt, 0) + 1
+        ph = _placeholder_value(opt, value, seen[opt])
         pairs = [(value, ph)]
         if "/" in ph and PLACEHOLDERS[opt] != "runs":  # COHORT/manifest.csv: its folder is COHORT
             pairs.append((str(Path(value).parent), ph.rsplit("/", 1)[0]))
@@ -143,14 +149,17 @@ def portable_argv(argv: Sequence[str]) -> list[str]:
     portable (see :func:`portable_path`); options and other values unchanged."""
     args = list(argv)
     out: list[str] = []
+    seen: dict[str, int] = {}
     i = 0
     while i < len(args):
         a = args[i]
         opt, eq, val = a.partition("=")
         if a.startswith("--") and eq and opt in PLACEHOLDERS:
-            out.append(f"{opt}={_placeholder_value(opt, val)}")
+            seen[opt] = seen.get(opt, 0) + 1
+            out.append(f"{opt}={_placeholder_value(opt, val, seen[opt])}")
         elif a in PLACEHOLDERS and i + 1 < len(args) and not args[i + 1].startswith("-"):
-            out += [a, _placeholder_value(a, args[i + 1])]
+            seen[a] = seen.get(a, 0) + 1
+            out += [a, _placeholder_value(a, args[i + 1], seen[a])]
             i += 1
         else:
             out.append(scrub_text(a))

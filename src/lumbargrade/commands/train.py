@@ -31,8 +31,13 @@ _NEEDS = {
 }
 
 
-def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data", required=True, help="manifest.csv (or a phantom cohort folder holding one)")
+def _common(p: argparse.ArgumentParser, pooled: bool = False) -> None:
+    if pooled:
+        p.add_argument("--data", required=True, action="append", metavar="DATA",
+                       help="manifest.csv (or a phantom cohort folder holding one); repeat it to pool several "
+                       "cohorts (their rows together, each row in its own split)")
+    else:
+        p.add_argument("--data", required=True, help="manifest.csv (or a phantom cohort folder holding one)")
     p.add_argument("--out", required=True, help="run folder (created; resumes if it holds a checkpoint)")
     p.add_argument("--config", help="JSON file of config overrides")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -78,7 +83,7 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                     "predicts (as the pipeline applies the rule) instead of the truth's")
     bx.add_argument("--overwrite", action="store_true")
     c = tsub.add_parser("classifier", help="CNN patch classifier")
-    _common(c)
+    _common(c, pooled=True)
     c.add_argument("--task", dest="cls_task", required=True,
                    choices=["central", "central_binary", "foramen", "facet"])
     c.add_argument("--model", help="architecture from the registry (default: config's)")
@@ -126,5 +131,7 @@ def _record_command(args: argparse.Namespace) -> None:
         from_cli = prog == "lumbargrade" or (prog == "__main__.py" and Path(sys.argv[0]).parent.name == "lumbargrade")
         argv = ["lumbargrade", *sys.argv[1:]] if from_cli else None
         if argv is None:
-            argv = ["lumbargrade", "train", args.task, "--data", str(args.data), "--out", str(args.out)]
+            datas = args.data if isinstance(args.data, (list, tuple)) else [args.data]
+            argv = ["lumbargrade", "train", args.task, *(x for d in datas for x in ("--data", str(d))),
+                    "--out", str(args.out)]
         (out / "command.txt").write_text(portable_command(argv) + "\n")
