@@ -246,7 +246,6 @@ def _self_signed(tmp_path: Path) -> tuple[Path, Path]:
 def test_tls(tmp_path):
     import ssl
 
-    pytest.importorskip("cryptography")
     from pynetdicom import AE
 
     cert, key = _self_signed(tmp_path)

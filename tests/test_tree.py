@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -244,6 +245,24 @@ def test_train_tree_cli_on_truth_masks(tmp_path, capsys):
     assert main(["train", "tree", "--data", str(manifest), "--out", str(out), "--truth-masks",
                  "--overwrite", "--set", "feature=area_ratio"]) == 0
     assert RatioTree.load(out / "tree.json").feature_name == "area_ratio"
+
+
+def test_train_tree_cli_pools_several_cohorts(tmp_path):
+    from lumbargrade.cli import main
+
+    a = _write_cohort(tmp_path / "a", n_train=20, n_val=8, seed=0)
+    b = _write_cohort(tmp_path / "b", n_train=12, n_val=6, seed=1)  # the same patient ids, other sacs
+    out = tmp_path / "run"
+    assert main(["train", "tree", "--data", str(a), "--data", str(b.parent), "--out", str(out), "--truth-masks"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["n_train"] == 32 and metrics["n_val"] == 14
+    cfg = json.loads((out / "config.json").read_text())
+    assert Path(cfg["data"][0]).parent.name == "a" and Path(cfg["data"][1]).name == "b"  # as given
+    with open(out / "measurements.csv") as f:
+        assert sum(1 for _ in f) == 1 + 32 + 14
+    # a missing second cohort is one clear error
+    assert main(["train", "tree", "--data", str(a), "--data", str(tmp_path / "nowhere"), "--out",
+                 str(tmp_path / "run2"), "--truth-masks"]) == 2
 
 
 def test_train_tree_cli_input_errors(tmp_path, capsys):

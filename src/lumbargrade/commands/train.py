@@ -73,7 +73,7 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     _data_parallel(l_)
     _data_parallel(lr_)
     t = tsub.add_parser("tree", help="decision tree on the dural-sac-to-disc ratio (central canal)")
-    _common(t)
+    _common(t, pooled=True)
     t.add_argument("--segmentation", help="segmentation run folder or model pack whose masks the tree is fitted on")
     t.add_argument("--truth-masks", action="store_true", help="fit on ground-truth masks instead")
     bx = tsub.add_parser("boxes", help="fit the facet/foramen box rule on truth masks and boxes")

@@ -171,7 +171,9 @@ def run_cli(args) -> int:
     cfg = resolve_config(getattr(args, "config", None), getattr(args, "set", None), getattr(args, "seed", 0) or 0)
     cfg["masks"] = "truth" if truth else "predicted"
     cfg["segmentation"] = str(seg_path) if seg_path else None
-    cfg["data"] = str(args.data)
+    datas = [str(d) for d in (args.data if isinstance(args.data, (list, tuple)) else [args.data])]
+    where = ", ".join(datas)
+    cfg["data"] = datas[0] if len(datas) == 1 else datas
 
     out = Path(args.out)
     if out.exists() and not out.is_dir():
@@ -188,21 +190,21 @@ def run_cli(args) -> int:
         log_f.flush()
 
     try:
-        rows = read_manifest(args.data)
+        rows = [r for d in datas for r in read_manifest(d)]  # pooled cohorts: each row keeps its own folder
         target = cfg["target"]
         if not any(target in r for r in rows):
-            raise InputError(args.data, f"the manifest has no {target!r} column (reader-1 grades)")
+            raise InputError(where, f"the manifest has no {target!r} column (reader-1 grades)")
         if truth and not any(r.get("label_map") for r in rows):
-            raise InputError(args.data, "--truth-masks needs the label_map column")
+            raise InputError(where, "--truth-masks needs the label_map column")
         graded = [r for r in rows if r.get("split") in ("train", "val") and _grade(r, target) is not None]
         n_tr = sum(r["split"] == "train" for r in graded)
         n_va = sum(r["split"] == "val" for r in graded)
         if n_tr < 2:
-            raise InputError(args.data, f"fewer than 2 graded rows in the train split ({n_tr})")
+            raise InputError(where, f"fewer than 2 graded rows in the train split ({n_tr})")
         if n_va < 1 and cfg["feature"] == "auto":
-            raise InputError(args.data, "no graded rows in the val split to choose the feature on "
+            raise InputError(where, "no graded rows in the val split to choose the feature on "
                              "(add some, or name one with --set feature=ap_ratio)")
-        log(f"manifest {args.data}: {len(rows)} rows; {n_tr} train and {n_va} val rows with a {target} grade")
+        log(f"manifest {where}: {len(rows)} rows; {n_tr} train and {n_va} val rows with a {target} grade")
         segmenter = None
         if not truth:
             try:
