@@ -206,3 +206,23 @@ def test_landmark_schedule_runs_any_number_of_steps(phantom_cohort, tmp_path):
     manifest = _landmark_manifest(phantom_cohort, tmp_path / "manifest.csv")
     assert main(["train", "landmarks", "--data", str(manifest), "--out", str(tmp_path / "r"),
                  "--set", "steps=0"]) == 2
+
+
+def _dies_on_rank1(when: str) -> int:
+    """Rank 1 dies with exit code 3: ``during`` its work, or ``after`` it (at interpreter exit,
+    as a crash while tearing down the process group would)."""
+    import atexit
+    import os
+
+    if current().rank == 1:
+        if when == "during":
+            os._exit(3)
+        atexit.register(os._exit, 3)
+    return 7
+
+
+def test_a_worker_dying_after_its_work_keeps_the_result_one_dying_during_it_does_not(capsys):
+    assert launch(_dies_on_rank1, 2, "after", threads_per_worker=1) == 7
+    assert "exited with code [0, 3] after finishing its work" in capsys.readouterr().err
+    with pytest.raises(RuntimeError, match=r"worker exit codes \[0, 3\]"):
+        launch(_dies_on_rank1, 2, "during", threads_per_worker=1)
