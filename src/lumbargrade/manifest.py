@@ -8,6 +8,7 @@ Everything here is I/O at the edge: it returns plain arrays plus spacing in mm, 
 from __future__ import annotations
 
 import csv
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +23,9 @@ __all__ = [
     "load_axial",
     "load_image_file",
     "load_label_map",
+    "data_paths",
     "read_manifest",
+    "read_manifests",
     "resolve_manifest",
     "rows_for_split",
 ]
@@ -90,6 +93,17 @@ def read_manifest(path: str | Path, required: tuple[str, ...] = REQUIRED_COLUMNS
     if not rows:
         raise InputError(p, "the manifest has no rows")
     return rows
+
+
+def data_paths(data: str | Path | Sequence[str | Path]) -> list[str]:
+    """``--data`` as a list: one manifest (or cohort folder), or several to pool."""
+    return [str(d) for d in data] if isinstance(data, (list, tuple)) else [str(data)]
+
+
+def read_manifests(data: str | Path | Sequence[str | Path]) -> list[dict]:
+    """:func:`read_manifest` of each of ``data`` (see :func:`data_paths`), rows pooled in order;
+    each row keeps its own manifest's folder (``_base_dir``) and split."""
+    return [r for d in data_paths(data) for r in read_manifest(d)]
 
 
 def rows_for_split(rows: list[dict], split: str) -> list[dict]:

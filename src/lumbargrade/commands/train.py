@@ -131,7 +131,8 @@ def _record_command(args: argparse.Namespace) -> None:
         from_cli = prog == "lumbargrade" or (prog == "__main__.py" and Path(sys.argv[0]).parent.name == "lumbargrade")
         argv = ["lumbargrade", *sys.argv[1:]] if from_cli else None
         if argv is None:
-            datas = args.data if isinstance(args.data, (list, tuple)) else [args.data]
-            argv = ["lumbargrade", "train", args.task, *(x for d in datas for x in ("--data", str(d))),
+            from ..manifest import data_paths
+
+            argv = ["lumbargrade", "train", args.task, *(x for d in data_paths(args.data) for x in ("--data", d)),
                     "--out", str(args.out)]
         (out / "command.txt").write_text(portable_command(argv) + "\n")

@@ -769,8 +769,8 @@ def run_cli(args) -> int:
     if ckpt and not Path(ckpt).is_file():
         raise InputError(ckpt, "checkpoint file not found")
     task = args.cls_task
-    datas = list(args.data) if isinstance(args.data, (list, tuple)) else [args.data]
-    rows = [r for d in datas for r in mf.read_manifest(d)]  # pooled cohorts: each row keeps its own folder
+    datas = mf.data_paths(args.data)
+    rows = mf.read_manifests(datas)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     if args.overwrite:
@@ -790,7 +790,7 @@ def run_cli(args) -> int:
                               box_rule, seed)
         log.info("cut %d train + %d val patches in %.1f s", len(train), len(val), time.perf_counter() - t0)
         if len(train) == 0:
-            raise InputError(", ".join(map(str, datas)), f"no train rows with labels for task {task}")
+            raise InputError(", ".join(datas), f"no train rows with labels for task {task}")
         resolved = [str(mf.resolve_manifest(d).resolve()) for d in datas]
         extra = {"data": resolved[0] if len(resolved) == 1 else resolved,
                  "segmentation": getattr(args, "segmentation", None), "box_rule": getattr(args, "box_rule", None)}

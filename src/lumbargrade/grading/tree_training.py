@@ -156,7 +156,7 @@ def run_cli(args) -> int:
     """Entry point of ``lumbargrade train tree`` (see the module docstring)."""
     import numpy as np
 
-    from ..manifest import read_manifest
+    from ..manifest import data_paths, read_manifests
     from ..metrics import accuracy, linear_weighted_kappa
     from .tree import PAPER_TREE, fit_feature_tree, select_feature
 
@@ -171,7 +171,7 @@ def run_cli(args) -> int:
     cfg = resolve_config(getattr(args, "config", None), getattr(args, "set", None), getattr(args, "seed", 0) or 0)
     cfg["masks"] = "truth" if truth else "predicted"
     cfg["segmentation"] = str(seg_path) if seg_path else None
-    datas = [str(d) for d in (args.data if isinstance(args.data, (list, tuple)) else [args.data])]
+    datas = data_paths(args.data)
     where = ", ".join(datas)
     cfg["data"] = datas[0] if len(datas) == 1 else datas
 
@@ -190,7 +190,7 @@ def run_cli(args) -> int:
         log_f.flush()
 
     try:
-        rows = [r for d in datas for r in read_manifest(d)]  # pooled cohorts: each row keeps its own folder
+        rows = read_manifests(datas)
         target = cfg["target"]
         if not any(target in r for r in rows):
             raise InputError(where, f"the manifest has no {target!r} column (reader-1 grades)")
