@@ -108,6 +108,19 @@ def label_measurements(labels: np.ndarray, pixel_spacing: tuple[float, float]) -
     return {k: out[k] for k in ("dural_sac_area_mm2", "disc_area_mm2", "dural_sac_ap_mm", "disc_ap_mm")}
 
 
+FAT_WATER_PPM = 3.5
+PROTON_MHZ_PER_T = 42.576
+
+
+def pixel_bandwidth_hz(field_t: float, chemical_shift_px: float | None) -> float | None:
+    """Receiver bandwidth per pixel (Hz) that displaces fat by ``chemical_shift_px`` pixels at
+    ``field_t`` tesla: the fat-water frequency difference (3.5 ppm of the Larmor frequency, about
+    224 Hz at 1.5 T) over the shift. None without a shift."""
+    if not chemical_shift_px or chemical_shift_px <= 0:
+        return None
+    return FAT_WATER_PPM * PROTON_MHZ_PER_T * float(field_t) / float(chemical_shift_px)
+
+
 def label_boxes(labels: np.ndarray) -> dict[str, list[int] | None]:
     """Bounding boxes ``[row0, col0, row1, col1]`` (end-exclusive) of labels 3-6; None if absent."""
     out: dict[str, list[int] | None] = {}
@@ -210,6 +223,8 @@ def generate_patient(
         frame_of_reference_uid=phantom_uid(seed, cfg_key, pid, "frame"), field_strength_t=field_t,
         repetition_time_ms=float(mr.tr_ms), echo_time_ms=float(mr.te_ms), echo_train_length=etl,
         accession=f"PH{int(seed) % 100000:05d}{index:05d}",
+        pixel_bandwidth_hz=pixel_bandwidth_hz(field_t, getattr(mr, "chemical_shift_px", None)),
+        readout_axis=getattr(mr, "readout_axis", None),
     )
     series_out: dict[str, dict] = {}
     bank_rows: list[dict] = []

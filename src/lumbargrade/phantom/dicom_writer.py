@@ -46,6 +46,8 @@ class StudyInfo:
     echo_time_ms: float
     echo_train_length: int
     accession: str = ""
+    pixel_bandwidth_hz: float | None = None  # Hz per pixel along the readout (fat-water shift = 3.5 ppm / this)
+    readout_axis: int | None = None  # 0: readout along the stored columns' direction (down the rows), 1: along a row
 
 
 @dataclass(frozen=True)
@@ -121,6 +123,11 @@ def slice_dataset(
     ds.ImagingFrequency = _ds_str(42.576 * study.field_strength_t, 4)
     ds.ImagedNucleus = "1H"
     ds.MagneticFieldStrength = _ds_str(study.field_strength_t, 1)
+    if study.pixel_bandwidth_hz:
+        ds.PixelBandwidth = _ds_str(study.pixel_bandwidth_hz, 2)
+    if study.readout_axis in (0, 1):
+        # phase encoding runs across the readout: readout along a row (axis 1) -> phase down the columns
+        ds.InPlanePhaseEncodingDirection = "COL" if study.readout_axis == 1 else "ROW"
     ds.FlipAngle = "90"
     ds.StudyInstanceUID = study.study_instance_uid
     ds.SeriesInstanceUID = series.series_instance_uid
