@@ -99,3 +99,20 @@ def test_foramen_and_facet_findings_are_the_truth_on_clear_cases(results):
                 wrong.append(f"{_where(p, t)} {f}: {r[f]['label']} (p={r[f]['probability']:.2f}), severity {sev:.2f}")
     assert checked[0] >= 10 and checked[1] >= 3, checked
     assert not wrong, wrong
+
+
+def test_fat_water_shift_is_the_one_the_phantom_rendered(results, phantom_cohort):
+    """report.json's fat_water_shift (from the header) equals the shift the phantom rendered, along
+    the patient axis of the stored readout direction."""
+    import numpy as np
+    import pydicom
+
+    axes = ("left-right", "anterior-posterior", "superior-inferior")
+    for pid, t, got in results:
+        mr = json.loads((phantom_cohort / pid / "truth.json").read_text())["mr"]
+        shift = got["fat_water_shift"]
+        assert shift["pixels"] == pytest.approx(mr["chemical_shift_px"], rel=2e-3), _where(pid, t)
+        iop = [float(v) for v in pydicom.dcmread(phantom_cohort / pid / t["axial_image"],
+                                                 stop_before_pixels=True).ImageOrientationPatient]
+        readout = iop[:3] if mr["readout_axis"] == 1 else iop[3:6]
+        assert shift["readout_axis"] == axes[int(np.argmax(np.abs(readout)))], _where(pid, t)

@@ -129,6 +129,11 @@ class LevelResult:
         rec["orientation"] = self.view.to_dict()
         if self.quality:
             rec["segmentation_quality"] = dict(self.quality)
+        header = getattr(self.source, "header", None)
+        if header is not None:
+            from .io.acquisition import fat_water_shift
+
+            rec["fat_water_shift"] = fat_water_shift(header, self.geometry)
         rec.update(self.findings)
         if self.warnings:
             rec["warnings"] = list(self.warnings)
