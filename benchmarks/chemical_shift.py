@@ -69,8 +69,26 @@ def _dice(a: np.ndarray, b: np.ndarray) -> float:
     return 1.0 if s == 0 else 2.0 * float((a & b).sum()) / s
 
 
-def analyse(cohort: Path, evaluation: Path, box_rule: dict) -> dict:
-    """Per-structure offsets along/across the readout axis and the oracle-corrected figures."""
+def oracle_shift(cohort: Path):
+    """``patient_id -> (signed shift in stored pixels, stored axis)`` from the phantom's truth.json
+    (fat moves towards higher indices of the readout axis)."""
+    cache: dict[str, tuple[float, int]] = {}
+
+    def shift_of(pid: str) -> tuple[float, int]:
+        if pid not in cache:
+            mr = json.loads((cohort / pid / "truth.json").read_text())["mr"]
+            cache[pid] = (float(mr.get("chemical_shift_px") or 0.0), int(mr.get("readout_axis", 1)))
+        return cache[pid]
+
+    return shift_of
+
+
+def analyse(cohort: Path, evaluation: Path, box_rule: dict, shift_of=None, alphas=ALPHAS,
+            collect: dict | None = None) -> dict:
+    """Per-structure offsets along/across the readout axis and the figures with the predicted disc
+    and regions moved back by ``alpha`` x the shift. ``shift_of``: ``patient_id -> (signed stored
+    pixels, stored axis)`` (default: the oracle, :func:`oracle_shift`). ``collect``: filled per
+    alpha with the calibration cases ``(truth, image, rule, sac, spacing)`` (canonical view)."""
     from lumbargrade.boxes.calibration import apply_calibration
     from lumbargrade.boxes.image import region_boxes
     from lumbargrade.evaluation.data import load_reports, load_truth, make_pairs, slice_matches
@@ -81,19 +99,20 @@ def analyse(cohort: Path, evaluation: Path, box_rule: dict) -> dict:
     if isinstance(pairs, tuple):
         pairs = pairs[0]
     calib = box_rule.get("image_calibration") or {}
-    mr_cache: dict[str, dict] = {}
+    truth_shift = oracle_shift(cohort)
+    shift_of = shift_of or truth_shift
+    shifts: dict[str, float] = {}
     offsets: dict[str, list] = {k: [] for k in STRUCTURES}
-    disc_dice = {a: [] for a in ALPHAS}
-    raw_iou = {a: {"facet": [], "foramen": []} for a in ALPHAS}
-    cal_iou = {a: {"facet": [], "foramen": []} for a in ALPHAS}
+    disc_dice = {a: [] for a in alphas}
+    raw_iou = {a: {"facet": [], "foramen": []} for a in alphas}
+    cal_iou = {a: {"facet": [], "foramen": []} for a in alphas}
     n_levels = 0
     for p in pairs:
         if p.pred is None or not slice_matches(p) or p.pred_label_map is None or p.truth_label_map is None:
             continue
-        if p.patient_id not in mr_cache:
-            mr_cache[p.patient_id] = json.loads((cohort / p.patient_id / "truth.json").read_text())["mr"]
-        mr = mr_cache[p.patient_id]
-        cs, axis = float(mr.get("chemical_shift_px") or 0.0), int(mr.get("readout_axis", 1))
+        cs, axis = truth_shift(p.patient_id)  # the offsets are measured against the true shift
+        shifts[p.patient_id] = cs
+        used, used_axis = shift_of(p.patient_id)  # the correction uses what shift_of says
         truth, pred = p.truth_label_map, p.pred_label_map
         n_levels += 1
         for name, (v,) in STRUCTURES.items():
@@ -108,14 +127,17 @@ def analyse(cohort: Path, evaluation: Path, box_rule: dict) -> dict:
         rule = {k: view.box_to_canonical(b, shape)
                 for k, b in ((p.pred.get("boxes_by_source") or {}).get("fitted") or {}).items() if b}
         spacing = view.canonical_spacing(tuple(p.truth["pixel_spacing_mm"]))
-        for a in ALPHAS:
+        for a in alphas:
             shift = [0.0, 0.0]
-            shift[axis] = -a * cs
+            shift[used_axis] = -a * used
             moved = _shifted(pred, (2, 3, 4, 5, 6), shift)
             disc_dice[a].append(_dice(moved == 2, truth == 2))
             canon = view.to_canonical(moved)
             found = {k: b for k, b in region_boxes(canon).items() if b is not None}
-            cal = apply_calibration(found, rule, view.to_canonical(pred == 1), spacing, calib) if calib else found
+            sac_c = view.to_canonical(pred == 1)
+            if collect is not None:
+                collect.setdefault(a, []).append((tb, found, rule, sac_c, spacing))
+            cal = apply_calibration(found, rule, sac_c, spacing, calib) if calib else found
             for name, t in tb.items():
                 kind = name.split("_")[0]
                 raw_iou[a][kind].append(iou_boxes(found.get(name), t))
@@ -129,8 +151,8 @@ def analyse(cohort: Path, evaluation: Path, box_rule: dict) -> dict:
         res["offsets_px"][name] = {"n": len(r), "mean_along_readout": round(float(r[:, 1].mean()), 3),
                                    "mean_across_readout": round(float(r[:, 2].mean()), 3),
                                    "slope_along_readout_vs_shift": None if slope is None else round(slope, 3)}
-    res["mean_fat_water_shift_px"] = round(float(np.mean([m.get("chemical_shift_px", 0) for m in mr_cache.values()])), 3)
-    for a in ALPHAS:
+    res["mean_fat_water_shift_px"] = round(float(np.mean(list(shifts.values()))), 3)
+    for a in alphas:
         res["oracle_correction"][str(a)] = {
             "dice_disc": round(float(np.mean(disc_dice[a])), 4),
             "iou_raw_regions": {k: round(float(np.mean(v)), 4) for k, v in raw_iou[a].items() if v},

@@ -69,6 +69,10 @@ def test_dicom_study_every_axial_slice(phantom_study, tmp_path):
     for s in doc["slices"]:
         ds = pydicom.dcmread(uids[s["sop_instance_uid"]], stop_before_pixels=True)
         assert np.asarray(Image.open(out / s["label_map"])).shape == (ds.Rows, ds.Columns)
+        # the header's fat-water shift (the phantom writes PixelBandwidth and the phase direction)
+        shift = 3.5 * 42.576 * float(ds.MagneticFieldStrength) / float(ds.PixelBandwidth)
+        assert s["fat_water_shift"]["pixels"] == pytest.approx(shift, abs=1e-3)
+        assert s["fat_water_shift"]["readout_axis"] in ("left-right", "anterior-posterior")
     # the series can be picked; a wrong UID is a one-line error
     series = pydicom.dcmread(axial[0], stop_before_pixels=True).SeriesInstanceUID
     assert main(["segment", str(phantom_study), "--out", str(tmp_path / "o2"), "--series", series, "--quiet"]) == 0

@@ -154,6 +154,11 @@ def segment_slices(items: list[SliceInput], segmenter: Any, batch: int = 8, prog
                 "orientation": v.to_dict(),
                 "quality": o.quality,
             }
+            header = getattr(it.ref, "header", None) if it.ref is not None else None
+            if header is not None:
+                from .io.acquisition import fat_water_shift
+
+                rec["fat_water_shift"] = fat_water_shift(header, it.geometry)
             results.append({"labels": v.from_canonical(full), "record": rec, "name": it.name})
         if progress is not None:
             progress(len(part))
