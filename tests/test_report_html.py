@@ -187,3 +187,13 @@ def test_the_page_carries_each_label_map_exactly(analysis):
         assert d["edges"] == {"left": "R", "right": "L", "top": "A", "bottom": "P"}
     sag = data["sagittal"]
     assert set(sag["landmarks"]) == set(LEVELS) and set(sag["lines"]) <= set(LEVELS)
+
+
+def test_fat_water_shift_note_only_when_the_header_gave_it():
+    from lumbargrade.report.html_report import _fat_water_note
+
+    note = _fat_water_note({"fat_water_shift": {"pixels": 2.346, "mm": 1.565, "readout_axis": "left-right"}})
+    assert "1.6 mm (2.3 pixels)" in note
+    assert "left-right" in note and "dural sac is not" in note
+    assert "readout axis" in _fat_water_note({"fat_water_shift": {"pixels": 1.0, "mm": 0.8, "readout_axis": None}})
+    assert _fat_water_note({"fat_water_shift": None}) == "" and _fat_water_note({}) == ""

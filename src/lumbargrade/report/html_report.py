@@ -257,6 +257,18 @@ def _measurements_table(rec: dict[str, Any], defs: dict[str, str]) -> str:
     )
 
 
+def _fat_water_note(rec: dict[str, Any]) -> str:
+    """One line on the slice's fat-water shift (from the header), when known."""
+    f = rec.get("fat_water_shift")
+    if not isinstance(f, dict) or f.get("mm") is None:
+        return ""
+    along = f"along the {_e(f['readout_axis'])} axis" if f.get("readout_axis") else "along the readout axis"
+    return (f'<p class="note">Fat-water shift of this slice (from its header): {_num(f["mm"], 2)} mm '
+            f"({_num(f.get('pixels'), 2)} pixels) {along}. Outlines drawn against fat (the disc's lateral and "
+            "posterior margins, the facet and foramen regions) may be displaced by up to this distance along "
+            "that axis; the dural sac is not.</p>")
+
+
 def _tree_words(c: dict[str, Any]) -> str:
     tree = c.get("tree")
     if not tree:
@@ -421,7 +433,7 @@ def render_html(
         parts.append("".join(figs))
         if sag is None and notes.get(level):
             parts.append(f'<p class="note">{_e(notes[level])}</p>')
-        parts.append("<h3>Measurements</h3>" + _measurements_table(rec, defs))
+        parts.append("<h3>Measurements</h3>" + _measurements_table(rec, defs) + _fat_water_note(rec))
         parts.append(
             "<h3>Central canal: the rule</h3>" + _tree_words(rec.get("central_canal") or {})
         )
