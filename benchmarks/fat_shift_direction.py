@@ -43,6 +43,8 @@ def load_series(study: Path) -> tuple[list[np.ndarray], float, int] | None:
     scaled by its 99th percentile; the header's shift (pixels) and stored readout axis."""
     import pydicom
 
+    from lumbargrade.io.acquisition import FAT_WATER_PPM, PROTON_MHZ_PER_T
+
     files = sorted((study / "dicom" / "ax_t2").glob("*.dcm"))
     ims, shift, axis = [], None, None
     for f in files:
@@ -55,7 +57,7 @@ def load_series(study: Path) -> tuple[list[np.ndarray], float, int] | None:
         if axis == 0:
             a = a.T
         ims.append(a / max(1.0, float(np.percentile(a, 99))))
-        shift = 3.5 * 42.576 * float(ds.MagneticFieldStrength) / float(ds.PixelBandwidth)
+        shift = FAT_WATER_PPM * PROTON_MHZ_PER_T * float(ds.MagneticFieldStrength) / float(ds.PixelBandwidth)
     return (ims, shift, axis) if ims else None
 
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["FAT_WATER_PPM", "fat_water_shift"]
+__all__ = ["FAT_WATER_PPM", "PROTON_MHZ_PER_T", "fat_water_shift"]
 
 FAT_WATER_PPM = 3.5
 PROTON_MHZ_PER_T = 42.576

@@ -108,14 +108,12 @@ def label_measurements(labels: np.ndarray, pixel_spacing: tuple[float, float]) -
     return {k: out[k] for k in ("dural_sac_area_mm2", "disc_area_mm2", "dural_sac_ap_mm", "disc_ap_mm")}
 
 
-FAT_WATER_PPM = 3.5
-PROTON_MHZ_PER_T = 42.576
-
-
 def pixel_bandwidth_hz(field_t: float, chemical_shift_px: float | None) -> float | None:
     """Receiver bandwidth per pixel (Hz) that displaces fat by ``chemical_shift_px`` pixels at
     ``field_t`` tesla: the fat-water frequency difference (3.5 ppm of the Larmor frequency, about
     224 Hz at 1.5 T) over the shift. None without a shift."""
+    from ..io.acquisition import FAT_WATER_PPM, PROTON_MHZ_PER_T
+
     if not chemical_shift_px or chemical_shift_px <= 0:
         return None
     return FAT_WATER_PPM * PROTON_MHZ_PER_T * float(field_t) / float(chemical_shift_px)
