@@ -11,6 +11,8 @@ learn the phantom's convention), then on new cohorts:
 1. the direction per slice and per series (the mean over the series' slices of the logit of the
    slice minus that of its mirror image: antisymmetric, so a network blind to the image scores at
    chance);
+   With ``--reversed DIR``, also on a cohort rendered with the readout polarity reversed (fat
+   displaced the other way, nothing else changed): the answers must flip;
 2. the figures of ``benchmarks/chemical_shift.py`` with the predicted disc and facet/foramen regions
    moved back by ``alpha`` x (the header's shift, the network's direction): disc Dice and box IoU,
    calibrated with the pack's calibration and with one refitted on a tuning cohort corrected the
@@ -151,15 +153,50 @@ def slice_scores(net, ims: list[np.ndarray]) -> np.ndarray:
     return z - zm
 
 
-def direction_accuracy(net, series: dict[str, tuple]) -> dict:
-    """The phantom always displaces fat towards higher indices: the right answer is > 0."""
+def direction_accuracy(net, series: dict[str, tuple], expect: int = 1) -> dict:
+    """The phantom displaces fat towards higher indices (``expect`` 1; -1 for a cohort rendered
+    with the polarity reversed, :func:`reversed_cohort`): the right answer is a score of that sign."""
     slices, per_series = [], []
     for ims, _, _ in series.values():
-        s = slice_scores(net, ims)
+        s = slice_scores(net, ims) * expect
         slices += list(s > 0)
         per_series.append(bool(s.mean() > 0))
     return {"n_series": len(per_series), "series_accuracy": round(float(np.mean(per_series)), 4),
             "n_slices": len(slices), "slice_accuracy": round(float(np.mean(slices)), 4)}
+
+
+def reversed_cohort(out: Path, patients: int, seed: int) -> Path:
+    """A phantom cohort (mixed axial layouts) rendered with the readout polarity reversed: fat
+    displaced towards lower indices, everything else as ``lumbargrade phantom`` draws it; the
+    headers are the same (they cannot state the polarity). Reuses a finished one."""
+    if (out / "manifest.csv").is_file():
+        return out
+    import dataclasses
+
+    import lumbargrade.phantom.cohort as cohort_mod
+    from lumbargrade.phantom.config import AcquisitionConfig, PhantomConfig
+
+    default = cohort_mod._default_backend
+
+    def backend():
+        be = default()
+        draw = be.sample_mr_params
+
+        def reversed_mr(rng):
+            mr = draw(rng)
+            return dataclasses.replace(mr, chemical_shift_px=-float(mr.chemical_shift_px))
+
+        be.sample_mr_params = reversed_mr
+        return be
+
+    cohort_mod._default_backend = backend
+    try:
+        cohort_mod.generate_cohort(out, patients, seed=seed, split=(0, 0, patients), progress=False,
+                                   config=PhantomConfig(slice_bank=False,
+                                                        acquisition=AcquisitionConfig(ax_inplane="mixed")))
+    finally:
+        cohort_mod._default_backend = default
+    return out
 
 
 def estimated_shift(net, series: dict[str, tuple]):
@@ -179,6 +216,11 @@ def main(argv=None) -> int:
     ap.add_argument("--tune-evaluation", type=Path, help="its lumbargrade evaluate output")
     ap.add_argument("--cohort", action="append", default=[], type=Path, help="test cohort (repeatable)")
     ap.add_argument("--evaluation", action="append", default=[], type=Path, help="its evaluate output")
+    ap.add_argument("--reversed", type=Path, default=None,
+                    help="folder for a cohort rendered with the readout polarity reversed (made here when "
+                         "missing): the direction must come out the other way")
+    ap.add_argument("--reversed-patients", type=int, default=20)
+    ap.add_argument("--reversed-seed", type=int, default=9393)
     ap.add_argument("--alpha", type=float, default=0.75, help="fraction of the shift moved back")
     ap.add_argument("--steps", type=int, default=750)
     ap.add_argument("--seed", type=int, default=0)
@@ -208,10 +250,18 @@ def main(argv=None) -> int:
                                         if args.tune and args.tune_evaluation else [])
                                      + [f"--cohort {c.name} --evaluation {e.name}"
                                         for c, e in zip(args.cohort, args.evaluation)]
+                                     + (["--reversed", args.reversed.name] if args.reversed else [])
                                      + ["--alpha", str(args.alpha), "--steps", str(args.steps)])}
     held = load_cohort(args.held_out)
     res["direction"] = {args.held_out.name: direction_accuracy(net, held)}
     print(f"direction on {args.held_out.name}: {res['direction'][args.held_out.name]}")
+    if args.reversed is not None:
+        rev = reversed_cohort(args.reversed, args.reversed_patients, args.reversed_seed)
+        res["direction_reversed_polarity"] = {
+            "cohort": f"{args.reversed.name} (seed {args.reversed_seed}, {args.reversed_patients} patients, "
+                      "mixed layouts, fat displaced towards lower indices)",
+            **direction_accuracy(net, load_cohort(rev), expect=-1)}
+        print(f"direction with the polarity reversed: {res['direction_reversed_polarity']}")
     refit = None
     if args.tune and args.tune_evaluation:
         tune_series = held if args.tune == args.held_out else load_cohort(args.tune)

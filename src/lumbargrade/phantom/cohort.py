@@ -111,12 +111,13 @@ def label_measurements(labels: np.ndarray, pixel_spacing: tuple[float, float]) -
 def pixel_bandwidth_hz(field_t: float, chemical_shift_px: float | None) -> float | None:
     """Receiver bandwidth per pixel (Hz) that displaces fat by ``chemical_shift_px`` pixels at
     ``field_t`` tesla: the fat-water frequency difference (3.5 ppm of the Larmor frequency, about
-    224 Hz at 1.5 T) over the shift. None without a shift."""
+    224 Hz at 1.5 T) over the shift's size (its sign, the readout polarity, is not in a header).
+    None without a shift."""
     from ..io.acquisition import FAT_WATER_PPM, PROTON_MHZ_PER_T
 
-    if not chemical_shift_px or chemical_shift_px <= 0:
+    if not chemical_shift_px:
         return None
-    return FAT_WATER_PPM * PROTON_MHZ_PER_T * float(field_t) / float(chemical_shift_px)
+    return FAT_WATER_PPM * PROTON_MHZ_PER_T * float(field_t) / abs(float(chemical_shift_px))
 
 
 def label_boxes(labels: np.ndarray) -> dict[str, list[int] | None]:
