@@ -22,7 +22,9 @@ learn the phantom's convention), then on new cohorts:
         --tune COHORT_V --tune-evaluation EVAL_V --cohort COHORT_A --evaluation EVAL_A [...]
 
 Cohorts: ``lumbargrade phantom ... --split 0,0,N --no-slice-bank`` (headers with the fat-water
-tags); evaluations: ``lumbargrade evaluate`` outputs of the same cohorts. Needs torch (dev install).
+tags; the recorded run: train seed 8181, 60 patients, held-out and tuning seed 8282, 30 patients,
+both ``--axial-layout mixed``; test cohorts A-D of the README); evaluations: ``lumbargrade
+evaluate`` outputs of the same cohorts. Needs torch (dev install).
 """
 
 from __future__ import annotations
