@@ -154,7 +154,7 @@ def segment_slices(items: list[SliceInput], segmenter: Any, batch: int = 8, prog
                 "orientation": v.to_dict(),
                 "quality": o.quality,
             }
-            header = getattr(it.ref, "header", None) if it.ref is not None else None
+            header = getattr(it.ref, "header", None)
             if header is not None:
                 from .io.acquisition import fat_water_shift
 

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from ..geometry import SliceGeometry
+from ..io.acquisition import PROTON_MHZ_PER_T
 
 __all__ = ["SeriesInfo", "StudyInfo", "phantom_uid", "slice_dataset", "to_stored_pixels", "write_dataset"]
 
@@ -47,7 +48,7 @@ class StudyInfo:
     echo_train_length: int
     accession: str = ""
     pixel_bandwidth_hz: float | None = None  # Hz per pixel along the readout (fat-water shift = 3.5 ppm / this)
-    readout_axis: int | None = None  # 0: readout along the stored columns' direction (down the rows), 1: along a row
+    readout_axis: int | None = None  # 0: readout down a column (the row index grows), 1: along a row
 
 
 @dataclass(frozen=True)
@@ -120,7 +121,7 @@ def slice_dataset(
     ds.EchoTime = _ds_str(study.echo_time_ms, 2)
     ds.EchoTrainLength = int(study.echo_train_length)
     ds.NumberOfAverages = "2"
-    ds.ImagingFrequency = _ds_str(42.576 * study.field_strength_t, 4)
+    ds.ImagingFrequency = _ds_str(PROTON_MHZ_PER_T * study.field_strength_t, 4)
     ds.ImagedNucleus = "1H"
     ds.MagneticFieldStrength = _ds_str(study.field_strength_t, 1)
     if study.pixel_bandwidth_hz:
