@@ -21,6 +21,13 @@ learn the phantom's convention), then on new cohorts:
     python benchmarks/fat_shift_direction.py --train COHORT_T --held-out COHORT_V \\
         --tune COHORT_V --tune-evaluation EVAL_V --cohort COHORT_A --evaluation EVAL_A [...]
 
+With ``--reader DIR`` instead of ``--train`` (a ``lumbargrade train fat-shift`` run or a pack's
+``fat_shift`` folder), the shipped reader's direction accuracy on the ``--held-out`` cohorts
+(repeatable) and the reversed-polarity cohort:
+
+    python benchmarks/fat_shift_direction.py --reader PACK/fat_shift --held-out COHORT_A [...] \\
+        --reversed COHORT_R --out benchmarks/results/fat_shift_reader.json
+
 Cohorts: ``lumbargrade phantom ... --split 0,0,N --no-slice-bank`` (headers with the fat-water
 tags; the recorded run: train seed 8181, 60 patients, held-out and tuning seed 8282, 30 patients,
 both ``--axial-layout mixed``; test cohorts A-D of the README); evaluations: ``lumbargrade
@@ -152,7 +159,7 @@ def slice_scores(net, ims: list[np.ndarray]) -> np.ndarray:
     with torch.no_grad():
         z = net(torch.from_numpy(x[:, None].astype(np.float32))).numpy()
         zm = net(torch.from_numpy(xm[:, None].astype(np.float32))).numpy()
-    return z - zm
+    return (z - zm).reshape(-1)
 
 
 def direction_accuracy(net, series: dict[str, tuple], expect: int = 1) -> dict:
@@ -212,8 +219,11 @@ def estimated_shift(net, series: dict[str, tuple]):
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--train", type=Path, required=True, help="phantom cohort to train on")
-    ap.add_argument("--held-out", type=Path, required=True, help="phantom cohort for the direction accuracy")
+    ap.add_argument("--train", type=Path, help="phantom cohort to train on")
+    ap.add_argument("--reader", type=Path, help="instead of --train: a trained reader (`lumbargrade train fat-shift` "
+                    "run or PACK/fat_shift)")
+    ap.add_argument("--held-out", type=Path, required=True, action="append",
+                    help="phantom cohort for the direction accuracy (repeatable)")
     ap.add_argument("--tune", type=Path, help="phantom cohort the calibration is refitted on")
     ap.add_argument("--tune-evaluation", type=Path, help="its lumbargrade evaluate output")
     ap.add_argument("--cohort", action="append", default=[], type=Path, help="test cohort (repeatable)")
@@ -240,23 +250,35 @@ def main(argv=None) -> int:
 
     pack = Path(args.models) if args.models else default_pack_path()
     box_rule = json.loads((pack / "box_rule.json").read_text())
+    if (args.train is None) == (args.reader is None):
+        ap.error("give --train or --reader")
     t0 = time.perf_counter()
-    train_series = load_cohort(args.train)
-    net = train(train_series, args.steps, args.seed, args.threads)
+    if args.reader is not None:
+        from lumbargrade.segmentation.fat_shift import load_fat_shift_reader
+
+        net = load_fat_shift_reader(args.reader, "torch").net.module
+        trained = {"reader": args.reader.name}
+    else:
+        train_series = load_cohort(args.train)
+        net = train(train_series, args.steps, args.seed, args.threads)
+        trained = {"cohort": args.train.name, "series": len(train_series), "steps": args.steps,
+                   "seed": args.seed, "seconds": round(time.perf_counter() - t0, 1)}
     res: dict = {"cpu": cpu_info(), "model_pack": json.loads((pack / "pack.json").read_text()).get("version"),
-                 "train": {"cohort": args.train.name, "series": len(train_series), "steps": args.steps,
-                           "seed": args.seed, "seconds": round(time.perf_counter() - t0, 1)},
-                 "command": " ".join(["python benchmarks/fat_shift_direction.py", "--train", args.train.name,
-                                      "--held-out", args.held_out.name]
+                 "train": trained,
+                 "command": " ".join(["python benchmarks/fat_shift_direction.py",
+                                      *(["--reader", args.reader.name] if args.reader else ["--train", args.train.name]),
+                                      *(x for h in args.held_out for x in ("--held-out", h.name))]
                                      + (["--tune", args.tune.name, "--tune-evaluation", args.tune_evaluation.name]
                                         if args.tune and args.tune_evaluation else [])
                                      + [f"--cohort {c.name} --evaluation {e.name}"
                                         for c, e in zip(args.cohort, args.evaluation)]
                                      + (["--reversed", args.reversed.name] if args.reversed else [])
                                      + ["--alpha", str(args.alpha), "--steps", str(args.steps)])}
-    held = load_cohort(args.held_out)
-    res["direction"] = {args.held_out.name: direction_accuracy(net, held)}
-    print(f"direction on {args.held_out.name}: {res['direction'][args.held_out.name]}")
+    res["direction"] = {}
+    for h in args.held_out:
+        held = load_cohort(h)
+        res["direction"][h.name] = direction_accuracy(net, held)
+        print(f"direction on {h.name}: {res['direction'][h.name]}")
     if args.reversed is not None:
         rev = reversed_cohort(args.reversed, args.reversed_patients, args.reversed_seed)
         res["direction_reversed_polarity"] = {
@@ -266,7 +288,7 @@ def main(argv=None) -> int:
         print(f"direction with the polarity reversed: {res['direction_reversed_polarity']}")
     refit = None
     if args.tune and args.tune_evaluation:
-        tune_series = held if args.tune == args.held_out else load_cohort(args.tune)
+        tune_series = held if args.tune == args.held_out[-1] else load_cohort(args.tune)
         cases: dict = {}
         analyse(args.tune, args.tune_evaluation, box_rule, estimated_shift(net, tune_series), (0.0, args.alpha), cases)
         refit = {a: fit_calibration(c) for a, c in cases.items()}

@@ -48,7 +48,7 @@ from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
-STAGES = ("reading_headers", "levels", "reading", "segmentation", "measurements", "classifiers", "report")
+STAGES = ("reading_headers", "levels", "reading", "segmentation", "fat_shift", "measurements", "classifiers", "report")
 WRITERS = ("write_seg", "write_sr", "write_html", "write_html (prepare, in a thread)")
 WARM_STUDIES = 5  # studies timed warm per configuration (the batch uses all of them)
 

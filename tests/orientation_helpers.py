@@ -16,7 +16,8 @@ def _fmt(v: float) -> str:
 def restore_study(src: Path, dst: Path, layout: str) -> Path:
     """Copy the study folder ``src`` to ``dst`` with every axial slice re-stored in ``layout``
     (:data:`lumbargrade.io.orientation.LAYOUTS`): pixels rearranged exactly, Rows/Columns,
-    PixelSpacing, ImageOrientationPatient and ImagePositionPatient to match. Other series unchanged."""
+    PixelSpacing, ImageOrientationPatient, ImagePositionPatient and InPlanePhaseEncodingDirection to
+    match. Other series unchanged."""
     import pydicom
 
     from lumbargrade.geometry import SliceGeometry
@@ -40,5 +41,8 @@ def restore_study(src: Path, dst: Path, layout: str) -> Path:
         ds.ImageOrientationPatient = [_fmt(v) for v in (*g2.row_cosine, *g2.col_cosine)]
         ds.ImagePositionPatient = [_fmt(v) for v in g2.position]
         ds.PixelData = arr.tobytes()
+        phase = str(getattr(ds, "InPlanePhaseEncodingDirection", "") or "")
+        if phase in ("ROW", "COL") and abs(float(np.dot(g2.row_cosine, g.row_cosine))) < 0.5:
+            ds.InPlanePhaseEncodingDirection = "COL" if phase == "ROW" else "ROW"  # rows and columns swapped
         ds.save_as(p)
     return dst

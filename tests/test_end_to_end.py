@@ -103,7 +103,8 @@ def test_foramen_and_facet_findings_are_the_truth_on_clear_cases(results):
 
 def test_fat_water_shift_is_the_one_the_phantom_rendered(results, phantom_cohort):
     """report.json's fat_water_shift (from the header) equals the shift the phantom rendered, along
-    the patient axis of the stored readout direction."""
+    the patient axis of the stored readout direction; the disc and regions were moved back against
+    the direction the phantom displaced the fat."""
     import numpy as np
     import pydicom
 
@@ -116,3 +117,11 @@ def test_fat_water_shift_is_the_one_the_phantom_rendered(results, phantom_cohort
                                                  stop_before_pixels=True).ImageOrientationPatient]
         readout = iop[:3] if mr["readout_axis"] == 1 else iop[3:6]
         assert shift["readout_axis"] == axes[int(np.argmax(np.abs(readout)))], _where(pid, t)
+        # the pack's reader read the direction the phantom rendered (towards higher stored indices)
+        fix = shift["correction"]
+        assert fix["applied"], _where(pid, t)
+        k = int(np.argmax(np.abs(readout)))
+        towards = (("left", "right"), ("posterior", "anterior"), ("superior", "inferior"))[k]
+        sign = np.sign(readout[k]) * np.sign(mr["chemical_shift_px"])
+        assert fix["fat_displaced_towards"] == towards[0 if sign > 0 else 1], _where(pid, t)
+        assert fix["moved_back_px"] == pytest.approx(fix["alpha"] * shift["pixels"], abs=2e-3), _where(pid, t)

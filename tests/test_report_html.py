@@ -197,3 +197,16 @@ def test_fat_water_shift_note_only_when_the_header_gave_it():
     assert "left-right" in note and "dural sac is not" in note
     assert "readout axis" in _fat_water_note({"fat_water_shift": {"pixels": 1.0, "mm": 0.8, "readout_axis": None}})
     assert _fat_water_note({"fat_water_shift": None}) == "" and _fat_water_note({}) == ""
+
+
+def test_fat_water_shift_note_says_what_was_moved():
+    from lumbargrade.report.html_report import _fat_water_note
+
+    f = {"pixels": 2.0, "mm": 1.4, "readout_axis": "left-right"}
+    moved = _fat_water_note({"fat_water_shift": {**f, "correction": {
+        "applied": True, "fat_displaced_towards": "left", "agreement": 1.0, "n_slices": 5, "moved_back_mm": 1.05}}})
+    assert "patient's left" in moved and "moved back by 1.1 mm" in moved and "not corrected" not in moved
+    assert "100% of 5 slices" in moved
+    kept = _fat_water_note({"fat_water_shift": {**f, "correction": {
+        "applied": False, "reason": "the direction was not agreed on (60% of 5 slices, needs 80%)"}}})
+    assert "not corrected" in kept and "not agreed on" in kept and "moved back" not in kept

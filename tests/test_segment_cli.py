@@ -73,6 +73,10 @@ def test_dicom_study_every_axial_slice(phantom_study, tmp_path):
         shift = 3.5 * 42.576 * float(ds.MagneticFieldStrength) / float(ds.PixelBandwidth)
         assert s["fat_water_shift"]["pixels"] == pytest.approx(shift, abs=1e-3)
         assert s["fat_water_shift"]["readout_axis"] in ("left-right", "anterior-posterior")
+        # the disc and regions moved back as analyze moves them, the direction read once per series
+        fix = s["fat_water_shift"]["correction"]
+        assert fix["applied"] and fix["moved_back_px"] == pytest.approx(fix["alpha"] * shift, abs=2e-3)
+    assert len({(s["fat_water_shift"]["correction"]["fat_displaced_towards"]) for s in doc["slices"]}) == 1
     # the series can be picked; a wrong UID is a one-line error
     series = pydicom.dcmread(axial[0], stop_before_pixels=True).SeriesInstanceUID
     assert main(["segment", str(phantom_study), "--out", str(tmp_path / "o2"), "--series", series, "--quiet"]) == 0

@@ -226,7 +226,8 @@ def run_analyze(args: argparse.Namespace) -> int:
 
         drawing_process.start()
     pack = load_pack(args.models, runtime=getattr(args, "runtime", None))
-    config = AnalysisConfig(slice_choice=args.slice_choice, boxes=getattr(args, "boxes", None) or "auto")
+    config = AnalysisConfig(slice_choice=args.slice_choice, boxes=getattr(args, "boxes", None) or "auto",
+                            fat_shift_correction=getattr(args, "fat_shift_correction", True))
     out = Path(args.out)
     if len(studies) == 1 and not args.batch and not part:
         report = analyze_one(studies[0], out, pack, config, overwrite=args.overwrite, rules=rules, outputs=outputs)

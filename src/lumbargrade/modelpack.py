@@ -12,6 +12,7 @@ Layout::
       classifier_central_binary/
       classifier_foramen/
       classifier_facet/
+      fat_shift/                 reader of the fat-water shift's direction (config.json, model.safetensors)
       box_rule.json              the facet/foramen box rule (``lumbargrade train boxes``)
 
 ``pack.json`` records, per component: its folder, the architecture, what it was trained on, the
@@ -51,6 +52,7 @@ COMPONENTS = {
     "classifier_central_binary": "CNN, central canal normal/mild vs moderate/severe",
     "classifier_foramen": "CNN, foraminal stenosis normal/mild vs moderate/severe (one net, left mirrored)",
     "classifier_facet": "CNN, facet arthropathy normal/mild vs moderate/severe (one net, left mirrored)",
+    "fat_shift": "CNN, direction of the fat-water shift (disc and facet/foramen outlines are moved back by it)",
 }
 
 #: The components that are networks (exported to ONNX by :func:`export_pack_onnx`).
@@ -153,6 +155,10 @@ class ModelPack:
             from .grading.classifier_inference import load_classifier
 
             model = load_classifier(folder, runtime=self.runtime)
+        elif component == "fat_shift":
+            from .segmentation.fat_shift import load_fat_shift_reader
+
+            model = load_fat_shift_reader(folder, self.runtime)
         else:
             raise InputError(self.path, f"unknown component '{component}'")
         self._cache[component] = model
@@ -386,6 +392,9 @@ def _example_input(component: str, model: Any, rng: Any) -> tuple[Any, Any]:
     if component == "landmark_refiner":
         n = int(model.params["size"])
         return model.net, rng.uniform(0, 1, (2, 1, n, n)).astype(np.float32)
+    if component == "fat_shift":
+        n = int(model.config["crop"])
+        return model.net.module, rng.uniform(0, 1, (2, 1, n, n)).astype(np.float32)
     n = int(model.patch.patch_px)
     return model.model, rng.uniform(0, 1, (2, model.in_chans, n, n)).astype(np.float32)
 

@@ -17,8 +17,8 @@ from .errors import InputError
 from .geometry import SliceGeometry
 from .levels.names import LEVELS
 
-__all__ = ["AnalysisConfig", "LevelResult", "StudyResult", "analyze_study", "grade_levels", "measure_and_localize",
-           "segment_levels"]
+__all__ = ["AnalysisConfig", "LevelResult", "StudyResult", "analyze_study", "correct_fat_shift", "grade_levels",
+           "measure_and_localize", "segment_levels"]
 
 
 @dataclass
@@ -32,6 +32,8 @@ class AnalysisConfig:
     boxes: str = "auto"  # facet/foramen boxes: 'image' (the segmenter's regions), 'fitted' (rule on the
     # masks, the pack's box_rule.json), 'paper' (36 mm squares from the dural sac), 'auto' (the pack's choice)
     field_offset_mm: float = 20.0  # the segmenter's field is centred this far behind the disc-centre landmark
+    fat_shift_correction: bool = True  # move the disc and facet/foramen outlines back by the fat-water shift
+    # (size and axis from the header, direction read by the pack's fat_shift reader; see correct_fat_shift)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -62,6 +64,7 @@ class LevelResult:
     box_candidates: dict[str, dict[str, list[int]]] = field(default_factory=dict)  # every source's boxes
     view: Any = None  # lumbargrade.io.orientation.AxialView (canonical view of the slice)
     regions_source: str | None = None  # 'reader' when a reader drew the regions (lumbargrade.regrade)
+    fat_shift: dict[str, Any] | None = None  # the fat-water shift correction (see correct_fat_shift)
 
     def __post_init__(self) -> None:
         if self.view is None:
@@ -134,6 +137,8 @@ class LevelResult:
             from .io.acquisition import fat_water_shift
 
             rec["fat_water_shift"] = fat_water_shift(header, self.geometry)
+            if rec["fat_water_shift"] is not None and self.fat_shift is not None:
+                rec["fat_water_shift"]["correction"] = dict(self.fat_shift)
         rec.update(self.findings)
         if self.warnings:
             rec["warnings"] = list(self.warnings)
@@ -305,6 +310,9 @@ def analyze_study(study: Any, pack: Any, config: AnalysisConfig | None = None) -
     segment_levels(levels, segmenter, cfg)
     _next_slice_where_no_disc(levels, where, axial, segmenter, cfg)
     timings["segmentation"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    correct_fat_shift(levels, pack.get("fat_shift") if cfg.fat_shift_correction else None)
+    timings["fat_shift"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
     for lv in levels:
@@ -380,6 +388,35 @@ def segment_levels(levels: list[LevelResult], segmenter: Any, cfg: AnalysisConfi
         lv.review_reasons = check_slice(sac_c, disc_c, sp, out.quality, disc_expected=True)
         if lv.view.residual_deg > 20.0:
             lv.review_reasons.append(f"slice rotated {lv.view.residual_deg:.0f} degrees in-plane from the patient's axes")
+
+
+def correct_fat_shift(levels: list[LevelResult], reader: Any) -> None:
+    """Move each level's disc mask and facet/foramen regions back by the fat-water shift (in place;
+    :mod:`lumbargrade.segmentation.fat_shift`): its size and stored axis from the slice's header
+    (``MagneticFieldStrength``, ``PixelBandwidth``, ``InPlanePhaseEncodingDirection``), its
+    direction read by ``reader`` from all the levels' slices of the same series. ``lv.fat_shift``
+    records what was done (also where nothing was: no reader, no header, no agreed direction)."""
+    from .io.acquisition import fat_water_shift_px, readout_index_axis
+    from .segmentation.fat_shift import correct_masks, correction_record, readout_rows
+
+    series: dict[str, list[tuple[LevelResult, float, int]]] = {}
+    for lv in levels:
+        header = getattr(lv.source, "header", None)
+        size = fat_water_shift_px(header) if header is not None else None
+        axis = readout_index_axis(header) if header is not None else None
+        if size is None or axis is None:
+            lv.fat_shift = None  # nothing to correct with: the report's fat_water_shift says what the header lacks
+            continue
+        if reader is None:
+            lv.fat_shift = {"applied": False, "reason": "the model pack has no fat-shift reader"}
+            continue
+        series.setdefault(lv.series_instance_uid, []).append((lv, size, axis))
+    for items in series.values():
+        d = reader.direction([readout_rows(lv.image, axis) for lv, _, axis in items])
+        for lv, size, axis in items:
+            lv.fat_shift = correction_record(d, size, axis, lv.geometry, reader)
+            if d["sign"] != 0:
+                lv.disc_mask, lv.regions = correct_masks(lv.disc_mask, lv.regions, d["sign"] * size, axis, reader.alpha)
 
 
 def resolve_box_source(requested: str, lv: LevelResult, pack: Any) -> str:

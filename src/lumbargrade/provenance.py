@@ -46,6 +46,7 @@ PLACEHOLDERS = {
     "--models": "runs",
     "--predictions": "runs",
     "--box-rule": "runs",
+    "--fat-shift": "runs",
     "--checkpoint": "CHECKPOINT_DIR",
     "--bit-checkpoint": "CHECKPOINT_DIR",
     "--config": "CONFIG_DIR",

@@ -619,9 +619,10 @@ def reslice(
                      image=np.asarray(ref.pixels(), dtype=np.float32), slice_choice=rec_choice,
                      findings={k2: v for k2, v in old.findings.items() if k2 != "central_canal"},
                      source=ref)
-    from .pipeline import grade_levels, measure_and_localize, segment_levels
+    from .pipeline import correct_fat_shift, grade_levels, measure_and_localize, segment_levels
 
     segment_levels([lv], segmenter, cfg)  # canonical view, regions, plausibility gate, as analyze does
+    correct_fat_shift([lv], an.pack.get("fat_shift") if cfg.fat_shift_correction else None)
     measure_and_localize(lv, an.pack, cfg.boxes)
     grade_levels([lv], an.pack, cfg)
     if abs(d) > cfg.max_landmark_distance_mm:

@@ -24,7 +24,7 @@ import numpy as np
 
 from .errors import InputError
 
-__all__ = ["SliceInput", "gather_slices", "segment_slices", "run_segment"]
+__all__ = ["SliceInput", "correct_fat_shift", "gather_slices", "segment_slices", "run_segment"]
 
 _IMAGE_SUFFIXES = (".png", ".npy", ".tif", ".tiff", ".jpg", ".jpeg", ".bmp")
 
@@ -165,6 +165,44 @@ def segment_slices(items: list[SliceInput], segmenter: Any, batch: int = 8, prog
     return results
 
 
+def correct_fat_shift(items: list[SliceInput], results: list[dict], reader: Any, max_slices: int = 24) -> None:
+    """Move each slice's disc and facet/foramen regions back by the fat-water shift, as ``analyze``
+    does (in place; :mod:`lumbargrade.segmentation.fat_shift`): size and stored axis from the
+    header, direction read by ``reader`` from up to ``max_slices`` slices of the series (evenly
+    spaced). ``record["fat_water_shift"]["correction"]`` says what was done."""
+    from .io.acquisition import fat_water_shift_px, readout_index_axis
+    from .segmentation.fat_shift import correct_masks, correction_record, readout_rows
+
+    series: dict[str, list[tuple[SliceInput, dict, float, int]]] = {}
+    for it, r in zip(items, results):
+        header = getattr(it.ref, "header", None)
+        size = fat_water_shift_px(header) if header is not None else None
+        axis = readout_index_axis(header) if header is not None else None
+        if size is None or axis is None or r["record"].get("fat_water_shift") is None:
+            continue
+        if reader is None:
+            r["record"]["fat_water_shift"]["correction"] = {"applied": False,
+                                                            "reason": "the model pack has no fat-shift reader"}
+            continue
+        series.setdefault(str(it.series_instance_uid), []).append((it, r, size, axis))
+    for group in series.values():
+        pick = np.unique(np.linspace(0, len(group) - 1, min(len(group), max_slices)).round().astype(int))
+        d = reader.direction([readout_rows(group[i][0].pixels(), group[i][3]) for i in pick])
+        for it, r, size, axis in group:
+            r["record"]["fat_water_shift"]["correction"] = correction_record(d, size, axis, it.geometry, reader)
+            if d["sign"] == 0:
+                continue
+            lab = r["labels"]
+            regions = np.where(lab >= 3, lab, 0).astype(np.uint8)
+            disc, regions = correct_masks(lab == 2, regions, d["sign"] * size, axis, reader.alpha)
+            new = np.where(lab == 1, 1, 0).astype(np.uint8)
+            new[(new == 0) & disc] = 2
+            new[(new == 0) & (regions > 0)] = regions[(new == 0) & (regions > 0)]
+            r["labels"] = new
+            px = float(it.spacing[0]) * float(it.spacing[1])
+            r["record"]["disc_area_mm2"] = round(float((new == 2).sum()) * px, 2)
+
+
 def run_segment(args: Any) -> int:
     """Entry point of ``lumbargrade segment`` (parsed args)."""
     import sys
@@ -192,6 +230,8 @@ def run_segment(args: Any) -> int:
     finally:
         if bar is not None:
             bar.close()
+    if getattr(args, "fat_shift_correction", True):
+        correct_fat_shift(items, results, pack.get("fat_shift"))
     from .report.json_report import atomic_output
 
     with atomic_output(out, args.overwrite) as tmp:

@@ -70,16 +70,18 @@ def _examples_and_rows(manifest_path, split: str | None) -> tuple[list, list[str
     return ex, pids, used
 
 
-def _with_predicted_masks(examples: list, rows: list[dict], segmenter, regions: list | None = None) -> list:
+def _with_predicted_masks(examples: list, rows: list[dict], segmenter, regions: list | None = None,
+                          fat_shift_reader=None) -> list:
     """Copies of ``examples`` whose masks are the ones ``segmenter`` predicts on the rows' images
     (each in its canonical view, as the pipeline segments it); the predicted facet/foramen regions
-    (split by side, or None) are appended to ``regions`` when given."""
+    (split by side, or None) are appended to ``regions`` when given; ``fat_shift_reader``: the disc
+    and regions are moved back by the fat-water shift as ``analyze`` moves them."""
     from dataclasses import replace
 
     from ..segmentation.inference import predict_rows
     from .image import side_regions
 
-    outs = predict_rows(segmenter, rows)
+    outs = predict_rows(segmenter, rows, fat_shift_reader=fat_shift_reader)
     if regions is not None:
         for o in outs:
             lab = o.labels
@@ -133,13 +135,14 @@ def _iou_summary(examples, rule) -> dict:
     return {k: round(v, 4) for k, v in evaluate_box_rule(examples, rule).items()}
 
 
-def fit_box_rule_from_manifest(manifest_path, split: str = "train", segmenter=None):
+def fit_box_rule_from_manifest(manifest_path, split: str = "train", segmenter=None, fat_shift_reader=None):
     """Fit the box rule on ``split`` of a manifest; ``(BoxRuleConfig, report)``.
 
     ``report``: numbers of levels/patients fitted on, the fitted rule in words, and the mean IoU
     (facet, foramen; both sides pooled) of the fitted rule and of the paper's 36 mm rule on every
     split of the manifest, on truth masks (the best each rule can do) and, with ``segmenter``, on
-    its predicted masks, which the rule is then fitted on (as the pipeline will apply it).
+    its predicted masks, which the rule is then fitted on (as the pipeline will apply it; with
+    ``fat_shift_reader``, moved back by the fat-water shift as the pipeline moves them).
     """
     from ..errors import InputError
     from .rule import BoxRuleConfig, fit_box_rule
@@ -150,7 +153,8 @@ def fit_box_rule_from_manifest(manifest_path, split: str = "train", segmenter=No
         by_split[s] = (ex, pids)
         if segmenter is not None:  # the same rows, read once, with the segmenter's masks and regions
             regions[s] = []
-            by_split_pred[s] = (_with_predicted_masks(ex, rows, segmenter, regions[s]) if ex else [], pids)
+            by_split_pred[s] = (_with_predicted_masks(ex, rows, segmenter, regions[s], fat_shift_reader) if ex else [],
+                                pids)
     fit_on = by_split_pred if segmenter is not None else by_split
     train, pids = fit_on[split] if split in fit_on else examples_from_manifest(manifest_path, split, segmenter)
     if not train:
@@ -174,7 +178,8 @@ def fit_box_rule_from_manifest(manifest_path, split: str = "train", segmenter=No
     report = {
         "fitted_on": {"manifest": str(manifest_path), "split": split, "n_levels": len(train),
                       "n_patients": len(set(pids)),
-                      "masks": "predicted" if segmenter is not None else "truth"},
+                      "masks": "predicted" if segmenter is not None else "truth",
+                      "fat_shift_corrected": fat_shift_reader is not None and segmenter is not None},
         "rule": rule.describe().splitlines(),
         "mean_iou_truth_masks": {
             s: {"n_levels": len(ex), "fitted": _iou_summary(ex, rule), "paper_36mm": _iou_summary(ex, paper)}
@@ -208,13 +213,18 @@ def run_cli(args) -> int:
         if (seg_dir / "pack.json").is_file():
             seg_dir = seg_dir / "segmentation"
         segmenter = load_segmenter(seg_dir)
-    rule, report = fit_box_rule_from_manifest(args.data, split="train", segmenter=segmenter)
+    reader = None
+    if getattr(args, "fat_shift", None):
+        from ..segmentation.fat_shift import load_fat_shift_reader
+
+        reader = load_fat_shift_reader(args.fat_shift)
+    rule, report = fit_box_rule_from_manifest(args.data, split="train", segmenter=segmenter, fat_shift_reader=reader)
     out.mkdir(parents=True, exist_ok=True)
     (out / "box_rule.json").write_text(json.dumps(rule.to_dict(), indent=2) + "\n")
     (out / "metrics.json").write_text(json.dumps(report, indent=2) + "\n")
     (out / "config.json").write_text(json.dumps(
         {"command": "train boxes", "data": str(args.data), "out": str(out), "split": "train",
-         "segmentation": getattr(args, "segmentation", None),
+         "segmentation": getattr(args, "segmentation", None), "fat_shift": getattr(args, "fat_shift", None),
          "fit": "ridge least squares (fit_box_rule defaults)", "lumbargrade_version": __version__},
         indent=2) + "\n")
     logging.getLogger(__name__).info("box rule written to %s", out / "box_rule.json")

@@ -49,6 +49,10 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                    help="how the facet/foramen boxes are placed: image (the segmenter's facet and foramen regions), "
                    "fitted (a rule on the sac and disc masks), paper (the paper's 36 mm squares) or auto (the "
                    "model pack's choice; default)")
+    p.add_argument("--no-fat-shift-correction", dest="fat_shift_correction", action="store_false",
+                   help="keep the disc and facet/foramen outlines where the segmenter drew them (by default they are "
+                   "moved back by the fat-water shift: size and axis from the DICOM header, direction read by the "
+                   "pack's fat_shift reader)")
     p.add_argument("--rules", help="JSON file overriding the series role rules")
     p.add_argument("--json", action="store_true", help="print the report as JSON instead of a table")
     return p

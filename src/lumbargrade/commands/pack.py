@@ -26,7 +26,7 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                         "for the fast, torch-free runtime; each export is checked against PyTorch")
     e.add_argument("path", help="pack folder")
     for comp in ("segmentation", "landmarks", "landmark-refiner", "tree", "classifier-central", "classifier-central-binary",
-                 "classifier-foramen", "classifier-facet"):
+                 "classifier-foramen", "classifier-facet", "fat-shift"):
         b.add_argument(f"--{comp}", metavar="RUN_DIR")
     return p
 

@@ -22,6 +22,9 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--models", help="model pack folder (default: the bundled pack)")
     p.add_argument("--runtime", choices=["auto", "onnx", "torch"], default=None,
                    help="how the network runs (default auto: ONNX Runtime where the pack has a current export)")
+    p.add_argument("--no-fat-shift-correction", dest="fat_shift_correction", action="store_false",
+                   help="keep the disc and facet/foramen outlines where the segmenter drew them (default: moved back "
+                   "by the fat-water shift where the header states it, as analyze does)")
     p.add_argument("--overwrite", action="store_true", help="replace results already in OUT")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p

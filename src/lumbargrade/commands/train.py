@@ -18,6 +18,7 @@ _TRAINERS = {
     "tree": "lumbargrade.grading.tree_training:run_cli",
     "classifier": "lumbargrade.grading.classifier_training:run_cli",
     "boxes": "lumbargrade.boxes.training:run_cli",
+    "fat-shift": "lumbargrade.segmentation.fat_shift:run_cli",
 }
 
 # task -> the modules of the training extra it imports (the box rule is numpy only)
@@ -28,6 +29,7 @@ _NEEDS = {
     "tree": ("sklearn",),
     "classifier": ("torch", "timm", "safetensors"),
     "boxes": (),
+    "fat-shift": ("torch", "safetensors"),
 }
 
 
@@ -56,7 +58,7 @@ def _data_parallel(p: argparse.ArgumentParser) -> None:
 
 
 def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    p = sub.add_parser("train", help="train one stage (segmentation, landmarks, tree, classifier, boxes)")
+    p = sub.add_parser("train", help="train one stage (segmentation, landmarks, tree, classifier, boxes, fat-shift)")
     tsub = p.add_subparsers(dest="task", metavar="TASK", required=True)
     s = tsub.add_parser("segmentation", help="dural sac + disc segmentation network")
     _common(s)
@@ -81,7 +83,11 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     bx.add_argument("--out", required=True, help="run folder (writes box_rule.json, metrics.json, config.json)")
     bx.add_argument("--segmentation", help="segmentation run folder or model pack: fit on the masks it "
                     "predicts (as the pipeline applies the rule) instead of the truth's")
+    bx.add_argument("--fat-shift", metavar="DIR", help="fat-shift reader (a `train fat-shift` run or PACK/fat_shift): "
+                    "the predicted disc and regions are moved back as analyze moves them")
     bx.add_argument("--overwrite", action="store_true")
+    fs = tsub.add_parser("fat-shift", help="reader of the fat-water shift's direction on axial T2 slices")
+    _common(fs, pooled=True)
     c = tsub.add_parser("classifier", help="CNN patch classifier")
     _common(c, pooled=True)
     c.add_argument("--task", dest="cls_task", required=True,
@@ -92,6 +98,8 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                    "analyze places them (its masks and facet/foramen regions)")
     c.add_argument("--box-rule", help="box_rule.json of the fitted rule (where a region is missing; default: the "
                    "pack's, or the shipped coefficients)")
+    c.add_argument("--fat-shift", metavar="DIR", help="fat-shift reader (a `train fat-shift` run or PACK/fat_shift): "
+                   "with --segmentation, the predicted disc and regions are moved back as analyze moves them")
     _data_parallel(c)
     return p
 

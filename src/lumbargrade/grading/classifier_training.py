@@ -245,7 +245,7 @@ def _label(row: Mapping, column: str, task: str) -> int | None:
     return g
 
 
-def _slice_views(row: Mapping, cfg: Mapping, segmenter, box_rule, log) -> dict | None:
+def _slice_views(row: Mapping, cfg: Mapping, segmenter, box_rule, log, fat_shift=None) -> dict | None:
     """The canonical view of a row's slice with its sac mask and boxes as the patches use them:
     ``{"image", "spacing", "sac", "boxes", "tissues"}``."""
     from .. import manifest as mf
@@ -277,8 +277,9 @@ def _slice_views(row: Mapping, cfg: Mapping, segmenter, box_rule, log) -> dict |
             ii, jj = np.nonzero(lm == 1)
             centre = (float(ii.mean()), float(jj.mean()))
         (o,) = segmenter.predict([(image, spacing)], [centre])
-        sac, disc = o.labels == 1, o.labels == 2
-        regions = side_regions(o.labels == 3, o.labels == 4, sac) if len(segmenter.classes) > 3 else None
+        labels = o.labels if fat_shift is None else fat_shift.correct_canonical(row, o.labels)
+        sac, disc = labels == 1, labels == 2
+        regions = side_regions(labels == 3, labels == 4, sac) if len(segmenter.classes) > 3 else None
         boxes, _, _ = place_boxes(cfg["pipeline_boxes"], sac, disc, spacing, regions, box_rule)
         if not sac.any():
             sac = lm == 1  # a missed sac: the truth's, so the level still trains
@@ -303,7 +304,7 @@ def _load_png(row: Mapping, column: str) -> np.ndarray:
 
 
 def build_patch_set(rows: Sequence[Mapping], task: str, cfg: Mapping, log: logging.Logger | None = None,
-                    segmenter=None, box_rule=None, seed: int = 0) -> PatchSet:
+                    segmenter=None, box_rule=None, seed: int = 0, fat_shift_reader=None) -> PatchSet:
     """Cut the training patches of ``task`` from manifest ``rows`` (needs ``label_map``), each slice
     in its canonical view (:func:`lumbargrade.manifest.axial_view_of`).
 
@@ -313,8 +314,15 @@ def build_patch_set(rows: Sequence[Mapping], task: str, cfg: Mapping, log: loggi
     ``rule`` - the fitted rule on the truth masks; ``truth`` - labels 3-6.
     With ``synth_copies`` > 0, rows with a ``tissue_map`` add that many domain-randomised copies
     of the slice (:mod:`lumbargrade.segmentation.synth`, recipe ``synth``), cut at the same places.
+    ``fat_shift_reader``: with ``pipeline``, the predicted disc and regions are moved back by the
+    fat-water shift as ``analyze`` moves them (:mod:`lumbargrade.segmentation.fat_shift`).
     """
     pcfg = PatchConfig.from_dict(cfg["patch"])
+    fat_shift = None
+    if fat_shift_reader is not None and segmenter is not None:
+        from ..segmentation.fat_shift import ShiftForRows
+
+        fat_shift = ShiftForRows(fat_shift_reader, list(rows))
     xs, ys, pats, srcs = [], [], [], []
     lateral = task in ("foramen", "facet")
     n_copies = int(cfg["synth_copies"])
@@ -328,7 +336,7 @@ def build_patch_set(rows: Sequence[Mapping], task: str, cfg: Mapping, log: loggi
         labels = {c: _label(row, c, task) for c in _LABEL_COLUMNS[task]}
         if all(v is None for v in labels.values()):
             continue
-        v = _slice_views(row, cfg, segmenter, box_rule, log)
+        v = _slice_views(row, cfg, segmenter, box_rule, log, fat_shift)
         images = [normalise_slice(v["image"], pcfg.percentiles)]
         if synth is not None and v["tissues"] is not None:
             images += [_synthetic_slice(v["tissues"], v["sac"], v["spacing"], rng, synth, pcfg)
@@ -785,15 +793,21 @@ def run_cli(args) -> int:
         segmenter, box_rule = _segmenter_and_rule(getattr(args, "segmentation", None),
                                                   getattr(args, "box_rule", None), cfg)
         seed = int(args.seed)
-        train = build_patch_set(mf.rows_for_split(rows, "train"), task, cfg, log, segmenter, box_rule, seed)
+        reader = None
+        if getattr(args, "fat_shift", None):
+            from ..segmentation.fat_shift import load_fat_shift_reader
+
+            reader = load_fat_shift_reader(args.fat_shift)
+        train = build_patch_set(mf.rows_for_split(rows, "train"), task, cfg, log, segmenter, box_rule, seed, reader)
         val = build_patch_set(mf.rows_for_split(rows, "val"), task, dict(cfg, synth_copies=0), log, segmenter,
-                              box_rule, seed)
+                              box_rule, seed, reader)
         log.info("cut %d train + %d val patches in %.1f s", len(train), len(val), time.perf_counter() - t0)
         if len(train) == 0:
             raise InputError(", ".join(datas), f"no train rows with labels for task {task}")
         resolved = [str(mf.resolve_manifest(d).resolve()) for d in datas]
         extra = {"data": resolved[0] if len(resolved) == 1 else resolved,
-                 "segmentation": getattr(args, "segmentation", None), "box_rule": getattr(args, "box_rule", None)}
+                 "segmentation": getattr(args, "segmentation", None), "box_rule": getattr(args, "box_rule", None),
+                 "fat_shift": getattr(args, "fat_shift", None)}
         from ..distributed import launch  # data-parallel hook: --workers N processes (DDP)
 
         workers = int(getattr(args, "workers", 1) or 1)

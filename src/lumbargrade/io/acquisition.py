@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["FAT_WATER_PPM", "PROTON_MHZ_PER_T", "fat_water_shift"]
+__all__ = ["FAT_WATER_PPM", "PROTON_MHZ_PER_T", "fat_water_shift", "fat_water_shift_px", "readout_index_axis"]
 
 FAT_WATER_PPM = 3.5
 PROTON_MHZ_PER_T = 42.576
@@ -31,6 +31,24 @@ def _number(header: Any, keyword: str) -> float | None:
     return v if np.isfinite(v) and v > 0 else None
 
 
+def fat_water_shift_px(header: Any) -> float | None:
+    """The size of the fat-water shift in pixels (3.5 ppm x 42.576 MHz/T x ``MagneticFieldStrength``
+    / ``PixelBandwidth``), None when the header lacks either."""
+    field_t = _number(header, "MagneticFieldStrength")
+    bandwidth = _number(header, "PixelBandwidth")
+    if field_t is None or bandwidth is None:
+        return None
+    return FAT_WATER_PPM * PROTON_MHZ_PER_T * field_t / bandwidth
+
+
+def readout_index_axis(header: Any) -> int | None:
+    """The array axis of the stored pixels the readout runs along: 1 (along a row, the column
+    index grows) when ``InPlanePhaseEncodingDirection`` is ``COL``, 0 when it is ``ROW``, None
+    when the header does not say."""
+    phase = str(getattr(header, "InPlanePhaseEncodingDirection", "") or "").upper()
+    return {"COL": 1, "ROW": 0}.get(phase)
+
+
 def fat_water_shift(header: Any, geometry: Any) -> dict[str, Any] | None:
     """The fat-water shift of one slice: ``{"pixels", "mm", "readout_axis"}``, or None when the
     header lacks the field strength or the pixel bandwidth.
@@ -41,16 +59,14 @@ def fat_water_shift(header: Any, geometry: Any) -> dict[str, Any] | None:
     pixel spacing (an upper bound). ``geometry``: the slice's
     :class:`lumbargrade.geometry.SliceGeometry` (cosines in LPS, spacing ``(row, col)`` mm).
     """
-    field_t = _number(header, "MagneticFieldStrength")
-    bandwidth = _number(header, "PixelBandwidth")
-    if field_t is None or bandwidth is None:
+    pixels = fat_water_shift_px(header)
+    if pixels is None:
         return None
-    pixels = FAT_WATER_PPM * PROTON_MHZ_PER_T * field_t / bandwidth
-    phase = str(getattr(header, "InPlanePhaseEncodingDirection", "") or "").upper()
+    axis = readout_index_axis(header)
     row_mm, col_mm = (float(v) for v in geometry.pixel_spacing)
-    if phase == "COL":  # phase down the columns -> readout along a row (the column index grows)
+    if axis == 1:  # readout along a row (the column index grows)
         direction, spacing = np.asarray(geometry.row_cosine, float), col_mm
-    elif phase == "ROW":  # phase along a row -> readout down a column (the row index grows)
+    elif axis == 0:  # readout down a column (the row index grows)
         direction, spacing = np.asarray(geometry.col_cosine, float), row_mm
     else:
         direction, spacing = None, max(row_mm, col_mm)

@@ -263,10 +263,20 @@ def _fat_water_note(rec: dict[str, Any]) -> str:
     if not isinstance(f, dict) or f.get("mm") is None:
         return ""
     along = f"along the {_e(f['readout_axis'])} axis" if f.get("readout_axis") else "along the readout axis"
-    return (f'<p class="note">Fat-water shift of this slice (from its header): {_num(f["mm"], 2)} mm '
-            f"({_num(f.get('pixels'), 2)} pixels) {along}. Outlines drawn against fat (the disc's lateral and "
-            "posterior margins, the facet and foramen regions) may be displaced by up to this distance along "
-            "that axis; the dural sac is not.</p>")
+    head = (f'<p class="note">Fat-water shift of this slice (from its header): {_num(f["mm"], 2)} mm '
+            f"({_num(f.get('pixels'), 2)} pixels) {along}. ")
+    c = f.get("correction")
+    if isinstance(c, dict) and c.get("applied"):
+        agree = c.get("agreement")
+        share = f"{float(agree):.0%}" if isinstance(agree, (int, float)) else "-"
+        return head + (f"Fat appears displaced towards the patient's {_e(c.get('fat_displaced_towards'))} (read from "
+                       f"the images, {share} of {_e(c.get('n_slices'))} slices agreeing); the "
+                       f"disc and the facet and foramen outlines were moved back by {_num(c.get('moved_back_mm'), 2)} mm "
+                       "before measuring. The dural sac (water) was not moved.</p>")
+    why = f" ({_e(c.get('reason'))})" if isinstance(c, dict) and c.get("reason") else ""
+    return head + ("Outlines drawn against fat (the disc's lateral and posterior margins, the facet and foramen "
+                   "regions) may be displaced by up to this distance along that axis; the dural sac is not. They "
+                   f"were not corrected{why}.</p>")
 
 
 def _tree_words(c: dict[str, Any]) -> str:

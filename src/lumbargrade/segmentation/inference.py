@@ -367,15 +367,24 @@ def evaluate_rows(
 
 
 def predict_rows(segmenter: Segmenter, rows: Sequence[dict], batch_size: int = 16,
-                 centre_on_label_map: bool = True) -> list[SegOutput]:
+                 centre_on_label_map: bool = True, fat_shift_reader=None) -> list[SegOutput]:
     """The segmenter on manifest rows' axial slices, each in its canonical view
     (:func:`lumbargrade.manifest.axial_view_of`); outputs are canonical too.
 
     ``centre_on_label_map``: centre the network's field on the dural sac of the row's label map
     when it has one (as ``analyze`` centres it near the disc-centre landmark; no search over the
-    slice), else the sac is located by a search."""
+    slice), else the sac is located by a search. ``fat_shift_reader``
+    (:class:`lumbargrade.segmentation.fat_shift.FatShiftReader`): the disc and regions of each
+    output are moved back by the fat-water shift as ``analyze`` moves them (direction per study)."""
+    from dataclasses import replace
+
     from ..manifest import axial_view_of, load_axial, load_label_map
 
+    fix = None
+    if fat_shift_reader is not None:
+        from .fat_shift import ShiftForRows
+
+        fix = ShiftForRows(fat_shift_reader, rows)
     out: list[SegOutput] = []
     for s in range(0, len(rows), batch_size):
         items, centres = [], []
@@ -390,5 +399,8 @@ def predict_rows(segmenter: Segmenter, rows: Sequence[dict], batch_size: int = 1
                     ii, jj = np.nonzero(sac)
                     c = (float(ii.mean()), float(jj.mean()))
             centres.append(c)
-        out.extend(segmenter.predict(items, centres))
+        outs = segmenter.predict(items, centres)
+        if fix is not None:
+            outs = [replace(o, labels=fix.correct_canonical(r, o.labels)) for r, o in zip(rows[s : s + batch_size], outs)]
+        out.extend(outs)
     return out
