@@ -266,14 +266,16 @@ def main(argv=None) -> int:
     res: dict = {"cpu": cpu_info(), "model_pack": json.loads((pack / "pack.json").read_text()).get("version"),
                  "train": trained,
                  "command": " ".join(["python benchmarks/fat_shift_direction.py",
-                                      *(["--reader", args.reader.name] if args.reader else ["--train", args.train.name]),
+                                      *(["--reader", ("PACK/" if (args.reader.parent / "pack.json").is_file() else "") + args.reader.name]
+                                        if args.reader else ["--train", args.train.name]),
                                       *(x for h in args.held_out for x in ("--held-out", h.name))]
                                      + (["--tune", args.tune.name, "--tune-evaluation", args.tune_evaluation.name]
                                         if args.tune and args.tune_evaluation else [])
                                      + [f"--cohort {c.name} --evaluation {e.name}"
                                         for c, e in zip(args.cohort, args.evaluation)]
                                      + (["--reversed", args.reversed.name] if args.reversed else [])
-                                     + ["--alpha", str(args.alpha), "--steps", str(args.steps)])}
+                                     + (["--alpha", str(args.alpha)] if args.cohort else [])
+                                     + ([] if args.reader else ["--steps", str(args.steps)]))}
     res["direction"] = {}
     for h in args.held_out:
         held = load_cohort(h)
