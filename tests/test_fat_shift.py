@@ -218,3 +218,9 @@ def test_train_command_writes_a_loadable_reader(phantom_cohort, tmp_path, capsys
     assert main(["train", "fat-shift", "--data", str(m), "--out", str(tmp_path / "r2"), "--set", "stepz=3"]) != 0
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "stepz" in err[0]
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"alpha": 0.5, "stepz": 3}')
+    assert main(["train", "fat-shift", "--data", str(m), "--out", str(tmp_path / "r3"), "--config", str(bad)]) != 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "stepz" in err[0] and "bad.json" in err[0]
+    assert not (tmp_path / "r2").exists() and not (tmp_path / "r3").exists()  # nothing written on a mistake

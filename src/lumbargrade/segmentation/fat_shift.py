@@ -420,14 +420,19 @@ def run_cli(args) -> int:
     """``lumbargrade train fat-shift``: train the direction reader on the train split, report its
     accuracy on the val split; writes config.json, model.safetensors, metrics.json, train.log."""
     from ..manifest import read_manifests, rows_for_split
-    from ..segmentation.models import save_weights
 
     cfg = dict(CONFIG_DEFAULTS)
     if args.config:
         try:
-            cfg.update(json.loads(Path(args.config).read_text()))
+            given = json.loads(Path(args.config).read_text())
         except (OSError, ValueError) as e:
             raise InputError(args.config, f"cannot read the config ({e})") from None
+        if not isinstance(given, dict):
+            raise InputError(args.config, "the config must be a JSON object")
+        unknown = sorted(set(given) - set(CONFIG_DEFAULTS))
+        if unknown:
+            raise InputError(args.config, f"unknown key(s) {', '.join(unknown)} (known: {', '.join(CONFIG_DEFAULTS)})")
+        cfg.update(given)
     for item in args.set:
         k, _, v = item.partition("=")
         if k not in CONFIG_DEFAULTS:
@@ -440,26 +445,33 @@ def run_cli(args) -> int:
     out = Path(args.out)
     if out.exists() and any(out.iterdir()) and not args.overwrite:
         raise InputError(out, "run folder is not empty (use --overwrite to start afresh)")
-    out.mkdir(parents=True, exist_ok=True)
-    logf = (out / "train.log").open("w")
-
-    def log(msg: str) -> None:
-        print(msg, flush=True)
-        logf.write(msg + "\n")
-        logf.flush()
-
     rows = read_manifests(args.data)
     train, val = _turned_examples(rows_for_split(rows, "train")), _turned_examples(rows_for_split(rows, "val"))
     if not train:
         raise InputError(args.data[0] if isinstance(args.data, list) else args.data,
                          "no train-split row with a known fat-shift direction and a DICOM header stating the "
                          "readout (InPlanePhaseEncodingDirection)")
+    out.mkdir(parents=True, exist_ok=True)
+    with (out / "train.log").open("w") as logf:
+
+        def log(msg: str) -> None:
+            print(msg, flush=True)
+            logf.write(msg + "\n")
+            logf.flush()
+
+        _train_and_write(train, val, cfg, out, log)
+    return 0
+
+
+def _train_and_write(train: list, val: list, cfg: dict, out: Path, log) -> None:
+    """Train, then write the run folder's model.safetensors, config.json and metrics.json."""
+    from ..runtime import TorchNet
+    from ..segmentation.models import save_weights
+
     log(f"{len(train)} training slices ({len({k for k, _, _ in train})} studies), {len(val)} validation slices")
     t0 = time.perf_counter()
     net = train_reader(train, cfg, log)
     seconds = round(time.perf_counter() - t0, 1)
-    from ..runtime import TorchNet
-
     reader = FatShiftReader(TorchNet(net), cfg)
     metrics = {"task": "fat_shift_direction", "time_s": seconds, "n_train_slices": len(train),
                "n_val_slices": len(val), "val": accuracy(reader, val) if val else None}
@@ -467,5 +479,3 @@ def run_cli(args) -> int:
     (out / "config.json").write_text(json.dumps({"architecture": "fat_shift_cnn", **cfg}, indent=2) + "\n")
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     log(f"validation: {metrics['val']}")
-    logf.close()
-    return 0
