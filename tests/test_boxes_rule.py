@@ -347,15 +347,55 @@ def test_calibration_round_trip_and_fit():
         j = int(rng.integers(-2, 3))
         rule = {k: [b[0] + j, b[1], b[2] + j, b[3]] for k, b in truth.items()}
         cases.append((truth, img, rule, sac, sp))
-    cal = fit_calibration(cases, ridge=1e-4)
-    assert set(cal) == {"facet", "foramen"}
-    truth, img, rule, _, _ = cases[0]
-    out = apply_calibration(img, rule, sac, sp, cal)
-    for k in truth:
-        assert np.abs(np.array(out[k]) - np.array(truth[k])).max() <= 1, (k, out[k], truth[k])
-    # a side without a region keeps the rule's box
-    out2 = apply_calibration({**img, "facet_left": None}, rule, sac, sp, cal)
-    assert out2["facet_left"] == rule["facet_left"]
-    # the calibration travels with the rule's JSON
-    cfg = BoxRuleConfig(image_calibration=cal)
-    assert BoxRuleConfig.from_dict(cfg.to_dict()).image_calibration == cal
+    for form in ("pair", "joint"):
+        cal = fit_calibration(cases, ridge=1e-4, form=form)
+        assert {"facet", "foramen"} <= set(cal)
+        assert cal.get("form", "pair") == form
+        truth, img, rule, _, _ = cases[0]
+        out = apply_calibration(img, rule, sac, sp, cal)
+        for k in truth:
+            assert np.abs(np.array(out[k]) - np.array(truth[k])).max() <= 1, (form, k, out[k], truth[k])
+        # a side without a region keeps the rule's box
+        out2 = apply_calibration({**img, "facet_left": None}, rule, sac, sp, cal)
+        assert out2["facet_left"] == rule["facet_left"]
+        # the calibration travels with the rule's JSON
+        cfg = BoxRuleConfig(image_calibration=cal)
+        assert BoxRuleConfig.from_dict(cfg.to_dict()).image_calibration == cal
+    with pytest.raises(ValueError, match="form"):
+        fit_calibration(cases, form="quadratic")
+    with pytest.raises(ValueError, match="form"):
+        apply_calibration(img, rule, sac, sp, {**cal, "form": "quadratic"})
+
+
+def test_joint_calibration_reads_one_box_from_the_other():
+    """The facet region's outline says where the foramen ends: where the foramen region's lateral
+    edge is noise but tied to the facet region's, only the joint form recovers it."""
+    from lumbargrade.boxes.calibration import JOINT_FEATURES, apply_calibration, fit_calibration
+
+    sp = (0.5, 0.5)
+    sac = np.zeros((200, 200), bool)
+    sac[100:120, 90:110] = True
+    rng = np.random.default_rng(1)
+
+    def case():
+        w = int(rng.integers(-4, 5))  # how far out the facet joint (and the foramen behind it) reach
+        truth = {"facet_left": [90, 120, 110, 140 + w], "facet_right": [90, 60 - w, 110, 80],
+                 "foramen_left": [70, 125, 85, 140 + w], "foramen_right": [70, 60 - w, 85, 75]}
+        n = int(rng.integers(-4, 5))  # the foramen region's lateral edge is unreliable
+        img = {"facet_left": truth["facet_left"], "facet_right": truth["facet_right"],
+               "foramen_left": [70, 125, 85, 140 + n], "foramen_right": [70, 60 - n, 85, 75]}
+        rule = {"facet_left": [90, 120, 110, 140], "facet_right": [90, 60, 110, 80],
+                "foramen_left": [70, 125, 85, 140], "foramen_right": [70, 60, 85, 75]}
+        return truth, img, rule, sac, sp
+
+    train = [case() for _ in range(60)]
+    test = [case() for _ in range(30)]
+    pair, joint = fit_calibration(train, ridge=1e-4, form="pair"), fit_calibration(train, ridge=1e-4, form="joint")
+    assert joint["features"] == list(JOINT_FEATURES) and len(joint["foramen"]["ap_top"]["weights"]) == 16
+
+    def err(cal):
+        e = [abs(apply_calibration(img, rule, s, p, cal)[k][3 if k.endswith("left") else 1] - t[k][3 if k.endswith("left") else 1])
+             for t, img, rule, s, p in test for k in ("foramen_left", "foramen_right")]
+        return float(np.mean(e))
+
+    assert err(joint) <= 0.6 < 1.5 <= err(pair)

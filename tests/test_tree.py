@@ -11,6 +11,7 @@ from lumbargrade.grading.tree import (
     RatioTree,
     fit_normalised_tree,
     fit_tree,
+    refit_thresholds_for_kappa,
     select_feature,
     tree_from_sklearn,
 )
@@ -188,6 +189,65 @@ def test_normalised_sac_area_tree_json_round_trip_and_validation(tmp_path):
     assert ratio_tree.value_of({"area_ratio": float("nan")}) is None
 
 
+# --------------------------------------------------------------------------- kappa thresholds
+def _skewed(n=1500, seed=3):
+    """A ratio whose grade boundaries are blurred by measurement noise that grows with severity,
+    with few severe rows: the greedy (Gini) splits are not the ones kappa prefers."""
+    rng = np.random.default_rng(seed)
+    true = rng.uniform(0.12, 0.45, n) ** 1.0
+    g = grade_of(true)
+    x = true * np.exp(rng.normal(0, 0.02 + 0.25 * (0.45 - true), n))
+    return x, g
+
+
+def test_kappa_thresholds_keep_the_shape_and_do_not_lower_training_kappa():
+    from lumbargrade.metrics import linear_weighted_kappa
+
+    x, g = _skewed()
+    gini = fit_tree(x, g, "area_ratio")
+    kap = fit_tree(x, g, "area_ratio", thresholds="kappa")
+    k_gini = linear_weighted_kappa(g, gini.predict(x))
+    k_kap = linear_weighted_kappa(g, kap.predict(x))
+    assert k_kap >= k_gini - 1e-9
+    assert kap.training["thresholds"] == "kappa" and gini.training["thresholds"] == "gini"
+    assert kap.training["training_kappa"] == pytest.approx(k_kap, abs=1e-4)
+    assert kap.training["training_kappa_gini_thresholds"] == pytest.approx(k_gini, abs=1e-4)
+    # same nodes, children and features; only thresholds, frequencies and counts change
+    assert len(kap.nodes) == len(gini.nodes)
+    for a, b in zip(kap.nodes, gini.nodes):
+        assert (a["feature"], a["left"], a["right"]) == (b["feature"], b["left"], b["right"])
+    assert kap.nodes[0]["n_samples"] == len(x)
+    leaves = [n for n in kap.nodes if n["feature"] == -1]
+    assert sum(n["n_samples"] for n in leaves) == len(x)
+    for n in kap.nodes:
+        assert sum(n["frequencies"]) == pytest.approx(1.0)
+    # still one interval per grade, in order, and it round-trips through JSON
+    assert [r.rsplit("-> ", 1)[1] for r in kap.rules_in_words()] == ["normal", "mild", "moderate", "severe"]
+    again = RatioTree.from_json(kap.to_json())
+    np.testing.assert_array_equal(again.predict(x), kap.predict(x))
+
+
+def test_kappa_thresholds_beat_gini_where_greedy_splits_are_off():
+    """With measurement noise the greedy splits cost kappa; the refit recovers it on held-out rows."""
+    from lumbargrade.metrics import linear_weighted_kappa
+
+    x, g = _skewed(seed=4)
+    xv, gv = _skewed(seed=5)
+    gini = fit_tree(x, g, "area_ratio")
+    kap = fit_tree(x, g, "area_ratio", thresholds="kappa")
+    assert linear_weighted_kappa(g, kap.predict(x)) > linear_weighted_kappa(g, gini.predict(x)) + 0.005
+    assert linear_weighted_kappa(gv, kap.predict(xv)) > linear_weighted_kappa(gv, gini.predict(xv))
+
+
+def test_refit_on_a_clean_problem_keeps_the_true_cuts():
+    r, g = synthetic(600)
+    tree = refit_thresholds_for_kappa(fit_tree(r, g, "ap_ratio"), r, g)
+    np.testing.assert_allclose(tree.thresholds(), CUTS, atol=0.005)
+    assert (tree.predict(r) == g).mean() > 0.99
+    with pytest.raises(ValueError, match="thresholds"):
+        fit_tree(r, g, "ap_ratio", thresholds="entropy")
+
+
 # --------------------------------------------------------------------------- CLI (train tree)
 def _write_cohort(folder, n_train=40, n_val=16, seed=0):
     """Tiny manifest: label maps with a disc and a sac whose AP size sets the grade."""
@@ -239,7 +299,15 @@ def test_train_tree_cli_on_truth_masks(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert tree.rules_in_words()[0] in printed
     cfg = json.loads((out / "config.json").read_text())
-    assert cfg["masks"] == "truth" and cfg["max_depth"] == 3
+    assert cfg["masks"] == "truth" and cfg["max_depth"] == 3 and cfg["thresholds"] == "auto"
+    # both threshold methods were fitted and scored on val; the kept one is the better (ties: gini)
+    methods = metrics["threshold_methods"]
+    assert set(methods) == {"gini", "kappa"}
+    kept = metrics["thresholds"]
+    assert tree.training["thresholds"] == kept
+    assert methods[kept]["val_kappa"] == pytest.approx(metrics["val_kappa"])
+    other = "kappa" if kept == "gini" else "gini"
+    assert methods[kept]["val_kappa"] > methods[other]["val_kappa"] or kept == "gini"
     # refuses to overwrite, and --overwrite with --set works
     assert main(["train", "tree", "--data", str(manifest), "--out", str(out), "--truth-masks"]) == 2
     assert main(["train", "tree", "--data", str(manifest), "--out", str(out), "--truth-masks",
@@ -273,11 +341,14 @@ def test_train_tree_cli_input_errors(tmp_path, capsys):
     assert main(["train", "tree", "--data", str(manifest), "--out", str(out)]) == 2  # no mask source
     assert main(["train", "tree", "--data", str(manifest), "--out", str(out), "--truth-masks",
                  "--set", "bogus=1"]) == 2
+    assert main(["train", "tree", "--data", str(manifest), "--out", str(out), "--truth-masks",
+                 "--set", "thresholds=entropy"]) == 2
     assert main(["train", "tree", "--data", str(tmp_path / "nowhere"), "--out", str(out), "--truth-masks"]) == 2
     assert main(["train", "tree", "--data", str(manifest), "--out", str(out),
                  "--segmentation", str(tmp_path / "no_such_run")]) == 2
     err = capsys.readouterr().err
-    assert "Traceback" not in err and err.count("lumbargrade: error:") == 4
+    assert "Traceback" not in err and err.count("lumbargrade: error:") == 5
+    assert "config thresholds" in err
 
 
 def test_train_tree_cli_on_predicted_masks(tmp_path, monkeypatch):

@@ -200,8 +200,18 @@ class BoxRuleConfig:
 
 
 def json_copy(d: Mapping) -> dict:
-    """A plain-dict deep copy (nested mappings, numbers as floats)."""
-    return {str(k): (json_copy(v) if isinstance(v, Mapping) else float(v)) for k, v in (d or {}).items()}
+    """A plain-dict deep copy (nested mappings; numbers as floats, lists of them as lists of floats;
+    strings kept)."""
+    def value(v):
+        if isinstance(v, Mapping):
+            return json_copy(v)
+        if isinstance(v, str):
+            return v
+        if isinstance(v, (list, tuple)):
+            return [value(x) for x in v]
+        return float(v)
+
+    return {str(k): value(v) for k, v in (d or {}).items()}
 
 
 def _copy_coefs(c: Mapping) -> dict:

@@ -25,12 +25,14 @@ __all__ = [
     "NORMALISED_SAC_AREA",
     "PAPER_TREE",
     "RatioTree",
+    "THRESHOLD_METHODS",
     "feature_values",
     "fit_feature_tree",
     "fit_normalised_tree",
     "fit_tree",
     "normalised_sac_area",
     "paper_tree",
+    "refit_thresholds_for_kappa",
     "select_feature",
     "tree_from_sklearn",
 ]
@@ -48,6 +50,9 @@ NORMALISED_EXPONENTS = tuple(round(0.05 * i, 2) for i in range(21))
 CANDIDATE_FEATURES = ("area_ratio", "ap_ratio", "sqrt_area_ratio", "dural_sac_area_mm2", NORMALISED_SAC_AREA)
 
 _LEAF = -1
+#: How a tree's thresholds are set: scikit-learn's greedy (Gini) splits, or those moved to the best
+#: training kappa (:func:`refit_thresholds_for_kappa`).
+THRESHOLD_METHODS = ("gini", "kappa")
 
 
 def normalised_sac_area(sac_mm2, disc_mm2, exponent: float) -> np.ndarray:
@@ -340,13 +345,18 @@ def tree_from_sklearn(clf, feature_names: Sequence[str], classes: Sequence[int] 
 def fit_tree(X_ratio, grades, feature_name: str | Sequence[str], max_depth: int = 3,
              max_leaf_nodes: int = 4, class_weight=None, random_state: int = 0,
              classes: Sequence[int] = (0, 1, 2, 3),
-             class_names: Sequence[str] = CENTRAL_GRADE_NAMES) -> RatioTree:
+             class_names: Sequence[str] = CENTRAL_GRADE_NAMES, thresholds: str = "gini") -> RatioTree:
     """Fit ``DecisionTreeClassifier(max_depth, max_leaf_nodes, class_weight)`` on a ratio and return
     it as a :class:`RatioTree`.
 
     ``X_ratio``: ``(n,)`` for one feature or ``(n, k)``; ``feature_name``: its name (or k names).
     Rows with a non-finite value are dropped (the count is kept in ``tree.training``).
+    ``thresholds``: ``"gini"`` keeps scikit-learn's greedy splits (as the paper); ``"kappa"`` then
+    moves the thresholds of a one-feature tree to the values that maximise the linearly weighted
+    kappa on these rows (:func:`refit_thresholds_for_kappa`; same shape, same number of leaves).
     """
+    if thresholds not in THRESHOLD_METHODS:
+        raise ValueError(f"thresholds must be one of {THRESHOLD_METHODS}, got {thresholds!r}")
     from sklearn.tree import DecisionTreeClassifier
 
     x = np.asarray(X_ratio, dtype=float)
@@ -367,7 +377,133 @@ def fit_tree(X_ratio, grades, feature_name: str | Sequence[str], max_depth: int 
     training = {"n": int(ok.sum()), "n_dropped_nonfinite": int((~ok).sum()), "max_depth": max_depth,
                 "max_leaf_nodes": max_leaf_nodes, "class_weight": class_weight,
                 "class_counts": {str(c): int((y[ok] == c).sum()) for c in classes}}
-    return tree_from_sklearn(clf, names, classes, class_names, training=training)
+    tree = tree_from_sklearn(clf, names, classes, class_names, training=training)
+    if thresholds == "kappa" and tree.n_features == 1:
+        tree = refit_thresholds_for_kappa(tree, x[ok, 0], y[ok], class_weight=class_weight)
+    tree.training["thresholds"] = thresholds if tree.n_features == 1 else "gini"
+    return tree
+
+
+def _route(nodes: list[dict], thresholds: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """Leaf index of each value of ``x`` (one feature, float32-rounded) through ``nodes`` with
+    ``thresholds[i]`` at internal node ``i``."""
+    leaf = np.array([n["feature"] == _LEAF for n in nodes])
+    left = np.array([-1 if n["left"] is None else n["left"] for n in nodes])
+    right = np.array([-1 if n["right"] is None else n["right"] for n in nodes])
+    t = np.where(leaf, 0.0, thresholds)
+    at = np.zeros(x.shape[0], dtype=int)
+    for _ in range(len(nodes)):
+        inner = ~leaf[at]
+        if not inner.any():
+            break
+        at = np.where(inner, np.where(x <= t[at], left[at], right[at]), at)
+    return at
+
+
+def _leaf_counts(leaf: np.ndarray, y_idx: np.ndarray, w: np.ndarray, n_nodes: int, k: int) -> np.ndarray:
+    return np.bincount(leaf * k + y_idx, weights=w, minlength=n_nodes * k).reshape(n_nodes, k)
+
+
+def refit_thresholds_for_kappa(tree: RatioTree, x, grades, class_weight=None, n_candidates: int = 400,
+                               n_rounds: int = 4) -> RatioTree:
+    """The same one-feature tree with its thresholds moved to maximise the linearly weighted kappa
+    on ``(x, grades)`` (the training rows), each leaf predicting its (class-weighted) majority grade
+    as before.
+
+    The greedy splits of a decision tree minimise impurity one node at a time; the grading is
+    scored by kappa over all nodes at once. Coordinate ascent over at most ``n_candidates``
+    cut points (midpoints between quantiles of ``x``), each threshold kept between its ancestors'
+    so the tree's shape and the order of its thresholds do not change; ties keep the current value.
+    Leaf frequencies and sample counts are recomputed for the new thresholds.
+    """
+    from ..metrics import linear_weighted_kappa
+
+    x = np.asarray(x, dtype=np.float64).astype(np.float32).astype(np.float64)
+    y = np.asarray(grades).astype(int)
+    classes = list(tree.classes)
+    k = len(classes)
+    y_idx = np.array([classes.index(int(g)) for g in y])
+    if class_weight == "balanced":
+        cnt = np.bincount(y_idx, minlength=k).astype(float)
+        w = (len(y) / (k * np.maximum(cnt, 1.0)))[y_idx]
+    else:
+        w = np.ones(len(y))
+    nodes = [dict(n) for n in tree.nodes]
+    internal = [i for i, n in enumerate(nodes) if n["feature"] != _LEAF]
+    if not internal or len(np.unique(x)) < 2:
+        return tree
+    thr = np.array([float(n["threshold"]) if n["feature"] != _LEAF else np.nan for n in nodes])
+    u = np.unique(np.quantile(x, np.linspace(0.0, 1.0, n_candidates + 1)))
+    cand = 0.5 * (u[:-1] + u[1:])
+
+    # the interval each internal node's threshold must stay in (between its ancestors' thresholds)
+    def bounds(i: int) -> tuple[float, float]:
+        lo, hi, j = -math.inf, math.inf, 0
+        while j != i:
+            n = nodes[j]
+            if _in_subtree(nodes, n["left"], i):
+                hi, j = min(hi, thr[j]), n["left"]
+            else:
+                lo, j = max(lo, thr[j]), n["right"]
+        return lo, hi
+
+    def score(t: np.ndarray) -> float:
+        leaf = _route(nodes, t, x)
+        counts = _leaf_counts(leaf, y_idx, w, len(nodes), k)
+        pred = np.asarray(classes)[np.argmax(counts, axis=1)][leaf]
+        kap = linear_weighted_kappa(y, pred, n_classes=max(classes) + 1)
+        return -math.inf if math.isnan(kap) else kap
+
+    best = score(thr)
+    start = best
+    for _ in range(n_rounds):
+        moved = False
+        for i in internal:
+            lo, hi = bounds(i)
+            for v in cand[(cand > lo) & (cand < hi)]:
+                t = thr.copy()
+                t[i] = v
+                s = score(t)
+                if s > best + 1e-12:
+                    best, thr, moved = s, t, True
+        if not moved:
+            break
+    leaf = _route(nodes, thr, x)
+    counts = _leaf_counts(leaf, y_idx, w, len(nodes), k)
+    n_samples = np.bincount(leaf, minlength=len(nodes))
+    # a node's counts: the sum over its leaves
+    for i in reversed(range(len(nodes))):
+        n = nodes[i]
+        if n["feature"] != _LEAF:
+            n["threshold"] = float(thr[i])
+            counts[i] = counts[n["left"]] + counts[n["right"]]
+            n_samples[i] = n_samples[n["left"]] + n_samples[n["right"]]
+    for i, n in enumerate(nodes):
+        s = counts[i].sum()
+        n["frequencies"] = [float(f) for f in (counts[i] / s if s > 0 else counts[i])]
+        n["n_samples"] = int(n_samples[i])
+    training = {**tree.training, "thresholds": "kappa",
+                "training_kappa_gini_thresholds": round(float(start), 4),
+                "training_kappa": round(float(best), 4)}
+    return RatioTree(feature_names=list(tree.feature_names), feature_definitions=list(tree.feature_definitions),
+                     nodes=nodes, classes=classes, class_names=list(tree.class_names), name=tree.name,
+                     note=tree.note, compatible_features=tree.compatible_features, training=training,
+                     exponent=tree.exponent)
+
+
+def _in_subtree(nodes: list[dict], root, target: int) -> bool:
+    """Whether node ``target`` lies in the subtree of node ``root``."""
+    if root is None:
+        return False
+    stack = [root]
+    while stack:
+        i = stack.pop()
+        if i == target:
+            return True
+        n = nodes[i]
+        if n["feature"] != _LEAF:
+            stack.extend((n["left"], n["right"]))
+    return False
 
 
 def fit_normalised_tree(sac_mm2, disc_mm2, grades, exponents: Sequence[float] = NORMALISED_EXPONENTS,

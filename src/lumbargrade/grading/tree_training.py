@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 from ..errors import InputError
-from .tree import NORMALISED_SAC_AREA
+from .tree import NORMALISED_SAC_AREA, THRESHOLD_METHODS
 
 __all__ = ["DEFAULT_CONFIG", "measure_rows", "resolve_config", "run_cli"]
 
@@ -31,6 +31,9 @@ DEFAULT_CONFIG: dict = {
     "max_depth": 3,
     "max_leaf_nodes": 4,
     "class_weight": None,  # or "balanced"
+    # "gini": scikit-learn's greedy splits (as the paper); "kappa": the same tree with its thresholds
+    # moved to the best training kappa; "auto": both fitted, the better validation kappa kept
+    "thresholds": "auto",
     "largest_component": True,
     "diameter_method": "chord",  # AP/transverse diameters: "chord" through the centroid or "caliper"
     "target": "central_canal",
@@ -88,6 +91,8 @@ def resolve_config(config_file: str | None = None, sets: list[str] | None = None
             raise InputError(f"config {k}", f"{cfg[k]!r} is not a valid integer")
     if cfg["diameter_method"] not in ("chord", "caliper"):
         raise InputError("config diameter_method", "must be \"chord\" or \"caliper\"")
+    if cfg["thresholds"] not in ("auto", *THRESHOLD_METHODS):
+        raise InputError("config thresholds", f"{cfg['thresholds']!r} is not one of auto, {', '.join(THRESHOLD_METHODS)}")
     if cfg["class_weight"] not in (None, "balanced"):
         raise InputError("config class_weight", "must be null or \"balanced\"")
     cfg["seed"] = int(seed)
@@ -235,10 +240,24 @@ def run_cli(args) -> int:
         fit_kw = {"max_depth": cfg["max_depth"], "max_leaf_nodes": cfg["max_leaf_nodes"],
                   "class_weight": cfg["class_weight"], "random_state": cfg["seed"]}
         candidates = list(cfg["candidates"]) if cfg["feature"] == "auto" else [cfg["feature"]]
+        methods = list(THRESHOLD_METHODS) if cfg["thresholds"] == "auto" else [cfg["thresholds"]]
+        by_method: dict = {}
         if n_va:
-            tree, scores = select_feature(train, val, candidates, **fit_kw)
+            best_key = None
+            for method in methods:
+                t, sc = select_feature(train, val, candidates, thresholds=method, **fit_kw)
+                kap = sc[t.feature_name]["kappa"]
+                by_method[method] = {"feature": t.feature_name, "val_kappa": kap,
+                                     "val_accuracy": sc[t.feature_name]["accuracy"],
+                                     "rules": sc[t.feature_name]["rules"]}
+                key = -math.inf if kap is None else kap
+                if best_key is None or key > best_key:  # ties keep the first: gini, the paper's
+                    tree, scores, best_key = t, sc, key
+            if len(methods) > 1:
+                tree.training = {**tree.training, "thresholds_selected_by": "validation linear weighted kappa"}
         else:
-            tree, _ = fit_feature_tree(train[0], train[1], cfg["feature"], **fit_kw)
+            method = "gini" if cfg["thresholds"] == "auto" else cfg["thresholds"]
+            tree, _ = fit_feature_tree(train[0], train[1], cfg["feature"], thresholds=method, **fit_kw)
             scores = {}
         tree.training = {**tree.training, "masks": cfg["masks"], "data": cfg["data"], "target": target,
                          "diameter_method": cfg["diameter_method"]}
@@ -247,7 +266,10 @@ def run_cli(args) -> int:
                                         "along AP; measure with diameter_method='caliper')")]
 
         metrics: dict = {"selected_feature": tree.feature_name, "masks": cfg["masks"],
+                         "thresholds": tree.training.get("thresholds", "gini"),
                          "n_train": int(n_tr), "n_val": int(n_va), "candidates": scores}
+        if by_method:
+            metrics["threshold_methods"] = by_method
         if n_va:
             paper = {}
             for f in PAPER_TREE.compatible_features:
@@ -260,6 +282,10 @@ def run_cli(args) -> int:
             metrics["paper_thresholds_on_val"] = paper
             metrics["val_kappa"] = scores[tree.feature_name]["kappa"]
             metrics["val_accuracy"] = scores[tree.feature_name]["accuracy"]
+        for method, sc in by_method.items():
+            kap = "n/a" if sc["val_kappa"] is None else f"{sc['val_kappa']:.3f}"
+            log(f"  thresholds {method:<6s} best feature {sc['feature']:<20s} val kappa {kap}")
+        log(f"  kept: {tree.training.get('thresholds', 'gini')} thresholds; candidates with them:")
         for name, sc in scores.items():
             kap = "n/a" if sc["kappa"] is None else f"{sc['kappa']:.3f}"
             acc = "n/a" if sc["accuracy"] is None else f"{sc['accuracy']:.3f}"
