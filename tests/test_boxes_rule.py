@@ -399,3 +399,46 @@ def test_joint_calibration_reads_one_box_from_the_other():
         return float(np.mean(e))
 
     assert err(joint) <= 0.6 < 1.5 <= err(pair)
+
+
+def test_a_damaged_calibration_is_a_clear_error(tmp_path, capsys, phantom_patient):
+    """A hand-edited box_rule.json with a broken image calibration is refused when read, naming the
+    entry, and `analyze` with such a pack says so in one line (no traceback)."""
+    import json
+    import shutil
+
+    from lumbargrade.boxes.calibration import JOINT_FEATURES, check_calibration
+    from lumbargrade.cli import main
+    from lumbargrade.modelpack import default_pack_path
+
+    edges = ("ap_top", "lateral_inner", "ap_bottom", "lateral_outer")
+    good = {"form": "joint", "features": list(JOINT_FEATURES),
+            "facet": {e: {"intercept": 0.0, "weights": [0.0] * 16} for e in edges}}
+    check_calibration(good)
+    check_calibration({})
+    cases = [
+        ({**good, "form": "cubic"}, "form"),
+        ({**good, "facet": {e: {"intercept": 0.0, "weights": [0.0] * 15} for e in edges}}, "weights"),
+        ({**good, "facet": {e: {"intercept": "x", "weights": [0.0] * 16} for e in edges}}, "intercept"),
+        ({**good, "facet": {"ap_top": good["facet"]["ap_top"]}}, "lacks the edge"),
+        ({"facet": {e: {"intercept": 0.0, "image": 1.0} for e in edges}}, "rule"),
+        ({**good, "extra": 1}, "unknown"),
+    ]
+    for cal, words in cases:
+        with pytest.raises(ValueError, match=words):
+            check_calibration(cal)
+        with pytest.raises(ValueError):
+            BoxRuleConfig.from_dict({**BoxRuleConfig().to_dict(), "image_calibration": cal})
+
+    pack = tmp_path / "pack"
+    shutil.copytree(default_pack_path(), pack)
+    rule = json.loads((pack / "box_rule.json").read_text())
+    rule["image_calibration"]["foramen"]["ap_top"]["weights"] = rule["image_calibration"]["foramen"]["ap_top"]["weights"][:3]
+    (pack / "box_rule.json").write_text(json.dumps(rule))
+    capsys.readouterr()
+    code = main(["analyze", str(phantom_patient / "dicom"), "--out", str(tmp_path / "out"), "--models", str(pack),
+                 "--outputs", "none"])
+    err = capsys.readouterr().err
+    assert code != 0 and "Traceback" not in err
+    assert "box_rule.json" in err and "weights" in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "out" / "report.json").exists()

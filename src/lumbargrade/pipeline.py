@@ -347,7 +347,11 @@ def measurement_options(pack: Any) -> tuple[str, Any]:
     if path is not None and (path / "box_rule.json").is_file():
         import json
 
-        box_rule = BoxRuleConfig.from_dict(json.loads((path / "box_rule.json").read_text()))
+        f = path / "box_rule.json"
+        try:
+            box_rule = BoxRuleConfig.from_dict(json.loads(f.read_text()))
+        except (json.JSONDecodeError, UnicodeDecodeError, ValueError, TypeError, AttributeError) as e:
+            raise InputError(f, f"not a valid box rule ({e})") from None
     return method, box_rule
 
 

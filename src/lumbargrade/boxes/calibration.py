@@ -31,7 +31,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 __all__ = ["CALIBRATION_FORMS", "EDGE_NAMES", "JOINT_FEATURES", "apply_calibration", "box_to_edges",
-           "edges_to_box", "fit_calibration"]
+           "check_calibration", "edges_to_box", "fit_calibration"]
 
 EDGE_NAMES = ("ap_top", "lateral_inner", "ap_bottom", "lateral_outer")
 KINDS = ("facet", "foramen")
@@ -78,6 +78,49 @@ def edges_to_box(edges: Sequence[float], centroid: tuple[float, float], spacing,
     pc0 = int(np.clip(np.floor(c0 / sc + 0.5), 0, cols))
     pc1 = int(np.clip(np.floor(c1 / sc + 0.5), pc0, cols))
     return [pr0, pc0, pr1, pc1]
+
+
+def check_calibration(calibration: Mapping) -> None:
+    """ValueError, naming the entry, unless ``calibration`` is a valid ``image_calibration``
+    (empty, or the pair or joint form with a finite intercept and weights for every edge of each
+    box kind it holds)."""
+    if not calibration:
+        return
+    if not isinstance(calibration, Mapping):
+        raise ValueError("image_calibration must be an object")
+    form = _form(calibration)
+    extra = set(calibration) - set(KINDS) - {"form", "features", "ridge"}
+    if extra:
+        raise ValueError(f"image_calibration: unknown entries {sorted(extra)}")
+    if form == "joint" and "features" in calibration and list(calibration["features"]) != list(JOINT_FEATURES):
+        raise ValueError("image_calibration.features must list the 16 joint features in order "
+                         f"({JOINT_FEATURES[0]}, ..., {JOINT_FEATURES[-1]})")
+
+    def finite(v, where):
+        try:
+            ok = np.isfinite(float(v))
+        except (TypeError, ValueError):
+            ok = False
+        if not ok:
+            raise ValueError(f"image_calibration.{where} must be a finite number, got {v!r}")
+
+    for kind in KINDS:
+        if kind not in calibration:
+            continue
+        for e in EDGE_NAMES:
+            c = calibration[kind].get(e) if isinstance(calibration[kind], Mapping) else None
+            if not isinstance(c, Mapping):
+                raise ValueError(f"image_calibration.{kind} lacks the edge {e!r}")
+            finite(c.get("intercept"), f"{kind}.{e}.intercept")
+            if form == "joint":
+                w = c.get("weights")
+                if not isinstance(w, (list, tuple)) or len(w) != len(JOINT_FEATURES):
+                    raise ValueError(f"image_calibration.{kind}.{e}.weights must be a list of {len(JOINT_FEATURES)} numbers")
+                for k, v in enumerate(w):
+                    finite(v, f"{kind}.{e}.weights[{k}]")
+            else:
+                for name in ("image", "rule"):
+                    finite(c.get(name), f"{kind}.{e}.{name}")
 
 
 def _form(calibration: Mapping) -> str:

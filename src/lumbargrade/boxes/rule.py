@@ -144,6 +144,10 @@ class BoxRuleConfig:
             raise ValueError(f"box-rule mode must be 'fitted' or 'paper', got {self.mode!r}")
         if self.mode == "fitted":
             _check_coefs(self.coefficients)
+        if self.image_calibration:
+            from .calibration import check_calibration
+
+            check_calibration(self.image_calibration)
 
     @classmethod
     def paper(cls, size_mm: float = 36.0) -> BoxRuleConfig:
@@ -209,7 +213,10 @@ def json_copy(d: Mapping) -> dict:
             return v
         if isinstance(v, (list, tuple)):
             return [value(x) for x in v]
-        return float(v)
+        try:
+            return float(v)
+        except (TypeError, ValueError):
+            raise ValueError(f"{v!r} is not a number") from None
 
     return {str(k): value(v) for k, v in (d or {}).items()}
 
