@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import sys
 import time
 from pathlib import Path
@@ -29,16 +28,6 @@ from pathlib import Path
 import numpy as np
 
 GRADES = ("normal", "mild", "moderate", "severe")
-
-
-def _cpu() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def cohort_rows(cohort: Path, evaluation: Path) -> list[dict]:
@@ -77,7 +66,7 @@ def summarise(rows: list[dict], tree) -> dict:
     measured, oracle = grades("sac_pred", "disc_pred"), grades("sac_true", "disc_true")
     e_sac = np.log([r["sac_pred"] / r["sac_true"] for r in rows])
     e_disc = np.log([r["disc_pred"] / r["disc_true"] for r in rows])
-    k = lambda a, b: round(float(linear_weighted_kappa(a, b, n_classes=4)), 3)  # noqa: E731
+    k = lambda a, b: round(float(linear_weighted_kappa(a, b, n_classes=4)), 3)
     return {
         "n_levels": len(rows),
         "kappa_vs_reader1": {"measured_areas": k(r1, measured), "true_areas": k(r1, oracle)},
@@ -102,6 +91,7 @@ def main(argv=None) -> int:
     if len(a.cohort) != len(a.evaluation):
         ap.error("give one --evaluation per --cohort")
     from lumbargrade.modelpack import load_pack
+    from lumbargrade.runtime import cpu_info
 
     pack = load_pack(a.models)
     tree = pack.get("tree")
@@ -109,7 +99,7 @@ def main(argv=None) -> int:
     out = {"benchmark": "tree_measurement_noise", "model_pack": f"{pack.name} {pack.version}",
            "tree": {"feature": tree.feature_definitions[0], "rules": tree.rules_in_words(),
                     "thresholds": tree.training.get("thresholds", "gini")},
-           "cpu": _cpu(), "command": "python benchmarks/tree_measurement_noise.py " + " ".join(
+           "cpu": cpu_info(), "command": "python benchmarks/tree_measurement_noise.py " + " ".join(
                f"--cohort {Path(c).name} --evaluation {Path(e).name}" for c, e in zip(a.cohort, a.evaluation)),
            "cohorts": {}}
     for c, e in zip(a.cohort, a.evaluation):
