@@ -448,3 +448,23 @@ def test_a_damaged_calibration_is_a_clear_error(tmp_path, capsys, phantom_patien
     assert code != 0 and "Traceback" not in err
     assert "box_rule.json" in err and "weights" in err and len(err.strip().splitlines()) == 1, err
     assert not (tmp_path / "out" / "report.json").exists()
+
+
+def test_box_rule_on_predicted_masks_carries_a_joint_calibration(phantom_cohort):
+    """The rule fitted on the bundled segmenter's masks (what `train boxes --segmentation PACK`
+    does) carries a joint image calibration that round-trips through the rule's JSON, and on the
+    rows it was fitted on the calibrated boxes match the truth better than the regions' raw
+    bounding boxes."""
+    from lumbargrade.boxes.training import fit_box_rule_from_manifest
+    from lumbargrade.modelpack import default_pack_path
+    from lumbargrade.segmentation.inference import load_segmenter
+
+    seg = load_segmenter(default_pack_path() / "segmentation")
+    rule, report = fit_box_rule_from_manifest(phantom_cohort / "manifest.csv", split="test", segmenter=seg)
+    cal = rule.image_calibration
+    assert cal["form"] == "joint" and {"facet", "foramen"} <= set(cal)
+    assert len(cal["foramen"]["lateral_outer"]["weights"]) == 16
+    assert BoxRuleConfig.from_dict(rule.to_dict()).image_calibration == cal
+    ious = report["mean_iou_predicted_masks"]["test"]
+    assert ious["image_calibrated"]["foramen"] > ious["image_raw"]["foramen"]
+    assert ious["image_calibrated"]["facet"] > ious["image_raw"]["facet"]
