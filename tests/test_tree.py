@@ -219,6 +219,7 @@ def test_kappa_thresholds_keep_the_shape_and_do_not_lower_training_kappa():
     assert kap.nodes[0]["n_samples"] == len(x)
     leaves = [n for n in kap.nodes if n["feature"] == -1]
     assert sum(n["n_samples"] for n in leaves) == len(x)
+    assert all(n["n_samples"] > 0 for n in leaves)
     for n in kap.nodes:
         assert sum(n["frequencies"]) == pytest.approx(1.0)
     # still one interval per grade, in order, and it round-trips through JSON

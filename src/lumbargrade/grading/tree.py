@@ -413,8 +413,9 @@ def refit_thresholds_for_kappa(tree: RatioTree, x, grades, class_weight=None, n_
     The greedy splits of a decision tree minimise impurity one node at a time; the grading is
     scored by kappa over all nodes at once. Coordinate ascent over at most ``n_candidates``
     cut points (midpoints between quantiles of ``x``), each threshold kept between its ancestors'
-    so the tree's shape and the order of its thresholds do not change; ties keep the current value.
-    Leaf frequencies and sample counts are recomputed for the new thresholds.
+    so the tree's shape and the order of its thresholds do not change, and no leaf is left without
+    training rows; ties keep the current value. Leaf frequencies and sample counts are recomputed
+    for the new thresholds.
     """
     from ..metrics import linear_weighted_kappa
 
@@ -447,9 +448,13 @@ def refit_thresholds_for_kappa(tree: RatioTree, x, grades, class_weight=None, n_
                 lo, j = max(lo, thr[j]), n["right"]
         return lo, hi
 
+    leaves = [i for i, n in enumerate(nodes) if n["feature"] == _LEAF]
+
     def score(t: np.ndarray) -> float:
         leaf = _route(nodes, t, x)
         counts = _leaf_counts(leaf, y_idx, w, len(nodes), k)
+        if (counts[leaves].sum(axis=1) <= 0).any():  # an empty leaf would grade unseen values at random
+            return -math.inf
         pred = np.asarray(classes)[np.argmax(counts, axis=1)][leaf]
         kap = linear_weighted_kappa(y, pred, n_classes=max(classes) + 1)
         return -math.inf if math.isnan(kap) else kap
