@@ -155,30 +155,30 @@ def apply_calibration(image_boxes: Mapping[str, Sequence[int] | None], rule_boxe
     sac = np.asarray(sac, bool)
     cen = _centroid(sac)
     form = _form(calibration)
+    joint = {side: _joint_features(image_boxes, rule_boxes, side, cen, spacing)
+             if form == "joint" and cen is not None else None for side in ("left", "right")}
     out: dict[str, list[int]] = {}
-    for side in ("left", "right"):
-        left = side == "left"
-        joint = (_joint_features(image_boxes, rule_boxes, side, cen, spacing)
-                 if form == "joint" and cen is not None else None)
-        for kind in KINDS:
-            coef = calibration.get(kind)
+    for kind in KINDS:
+        coef = calibration.get(kind)
+        for side in ("left", "right"):
+            left = side == "left"
             name = f"{kind}_{side}"
             img, rule = image_boxes.get(name), rule_boxes.get(name)
-            if img is None or cen is None or coef is None or (form == "joint" and joint is None):
+            if img is None or cen is None or coef is None or (form == "joint" and joint[side] is None):
                 if rule is not None:
                     out[name] = [int(v) for v in rule]
                 elif img is not None:
                     out[name] = [int(v) for v in img]
                 continue
             if form == "joint":
-                edges = [coef[e]["intercept"] + float(np.dot(coef[e]["weights"], joint)) for e in EDGE_NAMES]
+                edges = [coef[e]["intercept"] + float(np.dot(coef[e]["weights"], joint[side])) for e in EDGE_NAMES]
             else:
                 e_img = box_to_edges(img, cen, spacing, left)
                 e_rule = box_to_edges(rule, cen, spacing, left) if rule is not None else e_img
                 edges = [coef[e]["intercept"] + coef[e]["image"] * e_img[k] + coef[e]["rule"] * e_rule[k]
                          for k, e in enumerate(EDGE_NAMES)]
             out[name] = edges_to_box(edges, cen, spacing, left, sac.shape)
-    return {k: out[k] for k in sorted(out, key=lambda n: (KINDS.index(n.split("_")[0]), n))}
+    return out
 
 
 def fit_calibration(cases: Sequence[tuple], ridge: float = 1e-2, form: str = "joint") -> dict:

@@ -147,14 +147,8 @@ class RatioTree:
         return x.astype(np.float32).astype(np.float64)  # scikit-learn compares float32 inputs
 
     def _leaves(self, x: np.ndarray) -> np.ndarray:
-        out = np.empty(x.shape[0], dtype=int)
-        for k in range(x.shape[0]):
-            i = 0
-            while self.nodes[i]["feature"] != _LEAF:
-                n = self.nodes[i]
-                i = n["left"] if x[k, n["feature"]] <= n["threshold"] else n["right"]
-            out[k] = i
-        return out
+        thr = np.array([np.nan if n["feature"] == _LEAF else float(n["threshold"]) for n in self.nodes])
+        return _route(self.nodes, thr, x)
 
     def predict_proba(self, values) -> np.ndarray:
         """``(n, n_classes)`` leaf class frequencies for ``values`` (``(n,)`` for one feature, or ``(n, k)``)."""
@@ -385,18 +379,22 @@ def fit_tree(X_ratio, grades, feature_name: str | Sequence[str], max_depth: int 
 
 
 def _route(nodes: list[dict], thresholds: np.ndarray, x: np.ndarray) -> np.ndarray:
-    """Leaf index of each value of ``x`` (one feature, float32-rounded) through ``nodes`` with
-    ``thresholds[i]`` at internal node ``i``."""
+    """Leaf index of each row of ``x`` (``(n, n_features)``, or ``(n,)`` for one feature) through
+    ``nodes`` with ``thresholds[i]`` at internal node ``i`` (left when ``value <= threshold``)."""
+    x = np.asarray(x, dtype=np.float64)
+    x = x[:, None] if x.ndim == 1 else x
     leaf = np.array([n["feature"] == _LEAF for n in nodes])
+    feature = np.array([0 if n["feature"] == _LEAF else n["feature"] for n in nodes])
     left = np.array([-1 if n["left"] is None else n["left"] for n in nodes])
     right = np.array([-1 if n["right"] is None else n["right"] for n in nodes])
     t = np.where(leaf, 0.0, thresholds)
+    rows = np.arange(x.shape[0])
     at = np.zeros(x.shape[0], dtype=int)
     for _ in range(len(nodes)):
         inner = ~leaf[at]
         if not inner.any():
             break
-        at = np.where(inner, np.where(x <= t[at], left[at], right[at]), at)
+        at = np.where(inner, np.where(x[rows, feature[at]] <= t[at], left[at], right[at]), at)
     return at
 
 
@@ -437,16 +435,18 @@ def refit_thresholds_for_kappa(tree: RatioTree, x, grades, class_weight=None, n_
     u = np.unique(np.quantile(x, np.linspace(0.0, 1.0, n_candidates + 1)))
     cand = 0.5 * (u[:-1] + u[1:])
 
-    # the interval each internal node's threshold must stay in (between its ancestors' thresholds)
     def bounds(i: int) -> tuple[float, float]:
-        lo, hi, j = -math.inf, math.inf, 0
-        while j != i:
-            n = nodes[j]
-            if _in_subtree(nodes, n["left"], i):
-                hi, j = min(hi, thr[j]), n["left"]
-            else:
-                lo, j = max(lo, thr[j]), n["right"]
-        return lo, hi
+        """The interval node ``i``'s threshold must stay in: between its ancestors' thresholds."""
+        out: dict[int, tuple[float, float]] = {}
+
+        def walk(j, lo, hi):
+            out[j] = (lo, hi)
+            if nodes[j]["feature"] != _LEAF:
+                walk(nodes[j]["left"], lo, min(hi, thr[j]))
+                walk(nodes[j]["right"], max(lo, thr[j]), hi)
+
+        walk(0, -math.inf, math.inf)
+        return out[i]
 
     leaves = [i for i, n in enumerate(nodes) if n["feature"] == _LEAF]
 
@@ -494,21 +494,6 @@ def refit_thresholds_for_kappa(tree: RatioTree, x, grades, class_weight=None, n_
                      nodes=nodes, classes=classes, class_names=list(tree.class_names), name=tree.name,
                      note=tree.note, compatible_features=tree.compatible_features, training=training,
                      exponent=tree.exponent)
-
-
-def _in_subtree(nodes: list[dict], root, target: int) -> bool:
-    """Whether node ``target`` lies in the subtree of node ``root``."""
-    if root is None:
-        return False
-    stack = [root]
-    while stack:
-        i = stack.pop()
-        if i == target:
-            return True
-        n = nodes[i]
-        if n["feature"] != _LEAF:
-            stack.extend((n["left"], n["right"]))
-    return False
 
 
 def fit_normalised_tree(sac_mm2, disc_mm2, grades, exponents: Sequence[float] = NORMALISED_EXPONENTS,
