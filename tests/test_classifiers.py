@@ -454,3 +454,99 @@ def test_patches_placed_by_the_pipeline_and_domain_randomised_copies(tmp_path):
     # patch_boxes=pipeline without a segmenter is a one-line error
     assert main(["train", "classifier", "--task", "central", "--data", str(man), "--out", str(tmp_path / "r2"),
                  "--set", "patch_boxes=pipeline"]) == 2
+
+
+# ------------------------------------------------------------------ ensembles
+
+
+def test_ensemble_is_the_mean_of_its_members_with_its_own_threshold(tmp_path):
+    from lumbargrade.grading.classifier_inference import ClassifierEnsemble
+
+    a, b = _clf("foramen", 1), _clf("foramen", 2, temperature=0.8)
+    ens = ClassifierEnsemble([a, b], {"threshold": 0.37})
+    x = np.random.default_rng(1).normal(size=(5, 48, 48)).astype(np.float32)
+    np.testing.assert_allclose(ens.predict(x), (a.predict(x) + b.predict(x)) / 2, atol=1e-12)
+    assert not np.allclose(a.predict(x), b.predict(x))  # the mean is not one member's
+    img, sac, boxes = _scene()
+    out = grade_level(img, (0.7, 0.7), sac, boxes, {"foramen": ens})
+    for f in ("foramen_left", "foramen_right"):
+        p = out[f]["probability"]
+        one = [grade_level(img, (0.7, 0.7), sac, boxes, {"foramen": m})[f]["probability"] for m in (a, b)]
+        assert p == pytest.approx(np.mean(one), abs=1e-6)
+        assert out[f]["label"] == ("moderate/severe" if p >= 0.37 else "normal/mild")
+    # written as member folders + a config naming them, it loads back as the same ensemble
+    for name, m in (("seed1", a), ("seed2", b)):
+        save_classifier(m, tmp_path / "ens" / "members" / name)
+    (tmp_path / "ens" / "config.json").write_text(json.dumps(
+        {"task": "foramen", "members": ["members/seed1", "members/seed2"], "threshold": 0.37}))
+    back = load_classifier(tmp_path / "ens")
+    assert isinstance(back, ClassifierEnsemble) and back.threshold == 0.37 and len(back.members) == 2
+    np.testing.assert_allclose(back.predict(x), ens.predict(x), atol=1e-6)
+
+
+def test_ensemble_folder_errors(tmp_path):
+    from lumbargrade.errors import InputError
+
+    save_classifier(_clf("foramen", 1), tmp_path / "e" / "members" / "a")
+    save_classifier(_clf("facet", 2), tmp_path / "e" / "members" / "b")
+    cfg = tmp_path / "e" / "config.json"
+    for members, match in ((["members/a", "members/b"], "share the task"),
+                           (["../outside"], "outside"), ([], "non-empty list"),
+                           (["members/a", "members/missing"], "no config.json")):
+        cfg.write_text(json.dumps({"members": members}))
+        with pytest.raises(InputError, match=match):
+            load_classifier(tmp_path / "e")
+    # a pack is not built from an ensemble whose member is missing
+    from lumbargrade.modelpack import build_pack
+
+    cfg.write_text(json.dumps({"members": ["members/a", "members/missing"]}))
+    with pytest.raises(InputError, match="member folder not found"):
+        build_pack(tmp_path / "pack", {"classifier_foramen": tmp_path / "e"})
+
+
+def test_cli_trains_an_ensemble_and_the_pack_carries_it(tmp_path):
+    """--ensemble 2: two members (seeds 3, 4) on the same patches, the threshold chosen for their
+    mean on val; the pack copies the members, scrubs their records and exports one ONNX per member."""
+    from lumbargrade.cli import main
+    from lumbargrade.grading.classifier_inference import ClassifierEnsemble
+    from lumbargrade.modelpack import build_pack, export_pack_onnx, load_pack
+
+    man = _write_cohort(tmp_path / "cohort")
+    out = tmp_path / "run"
+    rc = main(["train", "classifier", "--task", "foramen", "--data", str(man.parent), "--out", str(out),
+               "--set", "epochs=2", "--set", "patch.patch_px=32", "--set", "batch_size=8",
+               "--set", "patch_boxes=truth", "--set", "threshold=youden", "--seed", "3", "--ensemble", "2"])
+    assert rc == 0
+    cfg = json.loads((out / "config.json").read_text())
+    met = json.loads((out / "metrics.json").read_text())
+    assert cfg["members"] == ["members/seed3", "members/seed4"] and cfg["seeds"] == [3, 4]
+    assert met["ensemble"] == 2 and [m["seed"] for m in met["members"]] == [3, 4]
+    assert cfg["threshold"] == met["calibration"]["youden_threshold"]
+    ens = load_classifier(out)
+    assert isinstance(ens, ClassifierEnsemble)
+    x = np.random.default_rng(0).normal(0.3, 0.2, (4, 32, 32)).astype(np.float32)
+    m3, m4 = load_classifier(out / "members" / "seed3"), load_classifier(out / "members" / "seed4")
+    np.testing.assert_allclose(ens.predict(x), (m3.predict(x) + m4.predict(x)) / 2, atol=1e-9)
+    assert not np.allclose(m3.predict(x), m4.predict(x))  # two seeds, two networks
+    # the val figure is the mean's: recompute it from the members on the same val patches
+    from lumbargrade.grading.classifier_training import build_patch_set, resolve_config
+    from lumbargrade.manifest import read_manifests, rows_for_split
+    from lumbargrade.metrics import binary_auroc
+
+    val = build_patch_set(rows_for_split(read_manifests([str(man)]), "val"), "foramen",
+                          resolve_config({"patch": {"patch_px": 32}, "patch_boxes": "truth", "synth_copies": 0}))
+    pos = ens.positive_probability(val.x)
+    assert met["val"]["auroc"] == pytest.approx(binary_auroc(val.y, pos))
+
+    pack = build_pack(tmp_path / "pack", {"classifier_foramen": out}, version="9.9.9")
+    for name in ("seed3", "seed4"):
+        assert (pack / "classifier_foramen" / "members" / name / "model.safetensors").is_file()
+        assert "checkpoint.pt" not in {p.name for p in (pack / "classifier_foramen" / "members" / name).iterdir()}
+        assert str(tmp_path) not in (pack / "classifier_foramen" / "members" / name / "config.json").read_text()
+    res = export_pack_onnx(pack)
+    assert len(res["classifier_foramen"]["members"]) == 2
+    assert all("error" not in r for r in res["classifier_foramen"]["members"])
+    for runtime in ("onnx", "torch"):
+        clf = load_pack(pack, runtime=runtime).get("classifier_foramen")
+        assert isinstance(clf, ClassifierEnsemble) and clf.runtime == runtime
+        np.testing.assert_allclose(clf.predict(x), ens.predict(x), atol=1e-4)

@@ -50,8 +50,8 @@ COMPONENTS = {
     "tree": "decision tree on the dural-sac-to-disc ratio (central canal grade)",
     "classifier_central": "CNN, central canal 4 grades",
     "classifier_central_binary": "CNN, central canal normal/mild vs moderate/severe",
-    "classifier_foramen": "CNN, foraminal stenosis normal/mild vs moderate/severe (one net, left mirrored)",
-    "classifier_facet": "CNN, facet arthropathy normal/mild vs moderate/severe (one net, left mirrored)",
+    "classifier_foramen": "CNN, foraminal stenosis normal/mild vs moderate/severe (one model for both sides, left patches mirrored)",
+    "classifier_facet": "CNN, facet arthropathy normal/mild vs moderate/severe (one model for both sides, left patches mirrored)",
     "fat_shift": "CNN, direction of the fat-water shift (disc and facet/foramen outlines are moved back by it)",
 }
 
@@ -96,6 +96,13 @@ class ModelPack:
         if not self.has(component):
             raise InputError(self.path, f"model pack has no '{component}' model")
         return self.path / self.manifest["components"][component]["folder"]
+
+    def network_folders(self, component: str) -> list[Path]:
+        """The folders that hold a network component's weights (``model.safetensors``, and
+        ``model.onnx`` once exported): the component's folder, or each member's of a classifier
+        ensemble."""
+        folder = self.folder(component)
+        return _member_folders(folder) or [folder]
 
     def info(self, component: str) -> dict[str, Any]:
         return dict(self.manifest.get("components", {}).get(component, {}))
@@ -231,6 +238,12 @@ def build_pack(
         for f in _RUN_FILES:
             if (run / f).is_file():
                 shutil.copy2(run / f, dest / f)
+        for member in _member_folders(run, strict=True):  # a classifier ensemble: each member's files too
+            rel = member.relative_to(run)
+            (dest / rel).mkdir(parents=True, exist_ok=True)
+            for f in _RUN_FILES:
+                if (member / f).is_file():
+                    shutil.copy2(member / f, dest / rel / f)
         cfg = json.loads((run / "config.json").read_text()) if (run / "config.json").is_file() else {}
         metrics = json.loads((run / "metrics.json").read_text()) if (run / "metrics.json").is_file() else {}
         command = (run / "command.txt").read_text().strip() if (run / "command.txt").is_file() else None
@@ -278,6 +291,26 @@ def build_pack(
     (out / "pack.json").write_text(json.dumps(manifest, indent=2) + "\n")
     scrub_pack(out, runs)
     return out
+
+
+def _member_folders(folder: Path, strict: bool = False) -> list[Path]:
+    """The member folders of a classifier ensemble folder (``config.json`` ``members``); [] otherwise.
+    ``strict``: a malformed member list or a missing member folder raises :class:`InputError`."""
+    if not (folder / "config.json").is_file():
+        return []
+    from .grading.classifier_inference import member_folders
+
+    try:
+        found = member_folders(folder) or []
+    except (InputError, ValueError):
+        if strict:
+            raise
+        return []
+    if strict:
+        for m in found:
+            if not (m / "config.json").is_file():
+                raise InputError(m, "ensemble member folder not found (named in config.json 'members')")
+    return found
 
 
 #: Text files of a pack that record paths (weights and ONNX files are never touched).
@@ -343,9 +376,10 @@ def scrub_pack(path: str | Path, runs: dict[str, str | Path] | None = None) -> l
             if new != text:
                 cmd_p.write_text(new)
                 changed.append(cmd_p)
-        for name in _RECORD_FILES:
-            if name != "command.txt" and (folder / name).is_file() and scrub_file(folder / name, known):
-                changed.append(folder / name)
+        for sub in (folder, *_member_folders(folder)):
+            for name in _RECORD_FILES:
+                if name != "command.txt" and (sub / name).is_file() and scrub_file(sub / name, known):
+                    changed.append(sub / name)
     for name in ("box_rule.json", "README.md"):
         if (path / name).is_file() and scrub_file(path / name, known_all):
             changed.append(path / name)
@@ -424,6 +458,17 @@ def export_pack_onnx(path: str | Path, components: Any = None, atol: float = 1e-
             model = load_landmark_model(folder, "torch")
         else:
             model = pack.get(comp)
+        members = getattr(model, "members", None)
+        if members is not None:  # a classifier ensemble: one ONNX file per member, in its folder
+            recs = []
+            for sub, member in zip(_member_folders(folder), members):
+                module, example = _example_input(comp, member, rng)
+                try:
+                    recs.append(export_onnx(module, example, sub, atol=atol))
+                except Exception as e:
+                    recs.append({"error": f"{type(e).__name__}: {e}"})
+            out[comp] = {"members": recs}
+            continue
         module, example = _example_input(comp, model, rng)
         try:
             out[comp] = export_onnx(module, example, folder, atol=atol)

@@ -100,6 +100,10 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                    "pack's, or the shipped coefficients)")
     c.add_argument("--fat-shift", metavar="DIR", help="fat-shift reader (a `train fat-shift` run or PACK/fat_shift): "
                    "with --segmentation, the predicted disc and regions are moved back as analyze moves them")
+    c.add_argument("--ensemble", type=int, default=1, metavar="N",
+                   help="train N members (seeds SEED..SEED+N-1) on the same patches into OUT/members/seed<k>; "
+                   "the classifier is their mean calibrated probability, its threshold chosen for that mean "
+                   "on the validation split (default 1: one network)")
     _data_parallel(c)
     return p
 

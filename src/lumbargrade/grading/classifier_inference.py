@@ -3,6 +3,11 @@
 A classifier folder holds ``config.json`` (task, architecture, patch settings, calibration:
 ``logit_bias`` and ``temperature``, the binary operating ``threshold``) and ``model.safetensors``.
 Probabilities are calibrated: ``softmax((logits + logit_bias) / temperature)``.
+
+An ensemble folder (``lumbargrade train classifier --ensemble N``) holds a ``config.json`` with
+``"members": ["members/seed0", ...]`` (member folders, each a classifier folder as above, all with
+the same task and patch settings) and the ensemble's own ``threshold``; its probability is the mean
+of the members' calibrated probabilities (:class:`ClassifierEnsemble`).
 torch is imported lazily (inside the functions).
 """
 
@@ -22,6 +27,7 @@ __all__ = [
     "CENTRAL_GRADES",
     "TASKS",
     "Classifier",
+    "ClassifierEnsemble",
     "forward_logits",
     "grade_level",
     "grade_levels",
@@ -134,9 +140,92 @@ class Classifier:
                 f"T={self.temperature:.3f}, threshold={self.threshold:.3f})")
 
 
-def load_classifier(path: str | Path, device: str | None = "cpu", runtime: str | None = None) -> Classifier:
+class ClassifierEnsemble:
+    """Several classifiers of one task on the same patches; the probability is the mean of their
+    calibrated probabilities and the label compares it with the ensemble's own ``threshold``
+    (chosen on validation for the mean, not taken from a member).
+
+    Same interface as :class:`Classifier` (``task``, ``num_classes``, ``threshold``, ``patch``,
+    ``config``, ``predict``, ``positive_probability``); ``members`` holds the classifiers.
+    """
+
+    def __init__(self, members: Sequence[Classifier], config: Mapping) -> None:
+        if not members:
+            raise ValueError("an ensemble needs at least one member")
+        self.members = list(members)
+        self.config = dict(config)
+        first = self.members[0]
+        self.task = first.task
+        self.num_classes = first.num_classes
+        self.in_chans = first.in_chans
+        self.patch = first.patch
+        self.threshold = float(config.get("threshold", first.threshold))
+
+    @property
+    def runtime(self) -> str:
+        return self.members[0].runtime
+
+    @property
+    def model(self):
+        """The first member's network (what precision reports look at)."""
+        return self.members[0].model
+
+    def predict(self, patches: np.ndarray) -> np.ndarray:
+        """Mean calibrated class probabilities ``[n, k]`` of the members (float64)."""
+        return np.mean([m.predict(patches) for m in self.members], axis=0)
+
+    def positive_probability(self, patches: np.ndarray) -> np.ndarray:
+        """Mean calibrated probability of moderate/severe ``[n]``."""
+        return positive_probability(self.predict(patches))
+
+    def __repr__(self) -> str:
+        return (f"ClassifierEnsemble(task={self.task!r}, members={len(self.members)}, "
+                f"threshold={self.threshold:.3f})")
+
+
+def _read_config(p: Path) -> dict:
+    from ..errors import InputError
+
+    cfg_path = p / "config.json"
+    if not cfg_path.is_file():
+        raise InputError(p, "no config.json here (expected a classifier run folder or model-pack subfolder)")
+    try:
+        cfg = json.loads(cfg_path.read_text())
+    except (OSError, ValueError) as e:
+        raise InputError(cfg_path, f"cannot read JSON ({e})") from e
+    if not isinstance(cfg, dict):
+        raise InputError(cfg_path, "not a classifier config (expected a JSON object)")
+    return cfg
+
+
+def member_folders(path: str | Path) -> list[Path] | None:
+    """The member folders of an ensemble folder (None: ``path`` is a single classifier).
+
+    Raises :class:`lumbargrade.errors.InputError` when the list is malformed or leaves the folder.
+    """
+    from ..errors import InputError
+
+    p = Path(path)
+    cfg = _read_config(p)
+    members = cfg.get("members")
+    if members is None:
+        return None
+    if not isinstance(members, list) or not members or not all(isinstance(m, str) and m for m in members):
+        raise InputError(p / "config.json", "'members' must be a non-empty list of member folder names")
+    out = []
+    for m in members:
+        q = (p / m).resolve()
+        if p.resolve() not in q.parents:
+            raise InputError(p / "config.json", f"member folder {m!r} lies outside the classifier folder")
+        out.append(p / m)
+    return out
+
+
+def load_classifier(path: str | Path, device: str | None = "cpu",
+                    runtime: str | None = None) -> Classifier | ClassifierEnsemble:
     """Load a classifier from a run folder or model-pack subfolder (config.json + model.safetensors;
-    ``model.onnx`` per ``runtime`` on the CPU, see :mod:`lumbargrade.runtime`).
+    ``model.onnx`` per ``runtime`` on the CPU, see :mod:`lumbargrade.runtime`), or an ensemble
+    (config.json with ``members``; see :class:`ClassifierEnsemble`).
 
     Raises :class:`lumbargrade.errors.InputError` when the folder or its files are missing or
     inconsistent.
@@ -145,16 +234,23 @@ def load_classifier(path: str | Path, device: str | None = "cpu", runtime: str |
     from ..runtime import load_onnx_net, resolve_runtime
 
     p = Path(path)
+    folders = member_folders(p)
+    if folders is not None:
+        cfg = _read_config(p)
+        members = [load_classifier(f, device, runtime) for f in folders]
+        for f, m in zip(folders, members):
+            if isinstance(m, ClassifierEnsemble):
+                raise InputError(f, "an ensemble member cannot itself be an ensemble")
+            if m.task != members[0].task or m.patch.to_dict() != members[0].patch.to_dict():
+                raise InputError(f, "ensemble members must share the task and the patch settings")
+        if "task" in cfg and cfg["task"] != members[0].task:
+            raise InputError(p / "config.json", f"task {cfg['task']!r} differs from the members' {members[0].task!r}")
+        return ClassifierEnsemble(members, cfg)
     cfg_path = p / "config.json"
     w_path = p / "model.safetensors"
-    if not cfg_path.is_file():
-        raise InputError(p, "no config.json here (expected a classifier run folder or model-pack subfolder)")
+    cfg = _read_config(p)
     if not w_path.is_file():
         raise InputError(p, "no model.safetensors here (has the training finished?)")
-    try:
-        cfg = json.loads(cfg_path.read_text())
-    except (OSError, ValueError) as e:
-        raise InputError(cfg_path, f"cannot read JSON ({e})") from e
     for key in ("task", "model", "num_classes"):
         if key not in cfg:
             raise InputError(cfg_path, f"missing key {key!r}; not a classifier config")

@@ -74,6 +74,7 @@ __all__ = [
     "DEFAULT_CONFIG",
     "PatchSet",
     "build_patch_set",
+    "combine_members",
     "resolve_config",
     "run_cli",
     "train_on_patches",
@@ -717,6 +718,87 @@ def train_on_patches(
 # --------------------------------------------------------------------------- CLI
 
 
+def combine_members(out_dir: str | Path, members: Sequence[str | Path], val: PatchSet, task: str,
+                    config: Mapping, extra_config: Mapping | None = None,
+                    log: logging.Logger | None = None) -> dict:
+    """Write the ensemble of trained member run folders (inside ``out_dir``) as ``out_dir/config.json``
+    + ``metrics.json``: the mean of the members' calibrated probabilities, its binary threshold
+    (``config["threshold"]``: a number, or ``youden`` on ``val`` for the mean) and its validation
+    figures beside each member's. Returns the metrics (same keys as :func:`train_on_patches`)."""
+    from ..errors import InputError
+    from ..metrics import binary_auroc, linear_weighted_kappa
+    from .classifier_inference import ClassifierEnsemble, load_classifier
+
+    out = Path(out_dir)
+    cfg = resolve_config(config or {})
+    rel = []
+    for m in members:
+        q = Path(m)
+        try:
+            rel.append(q.resolve().relative_to(out.resolve()).as_posix())
+        except ValueError:
+            raise InputError(q, f"ensemble members must lie inside {out}") from None
+    loaded = [load_classifier(m, runtime="torch") for m in members]
+    ens = ClassifierEnsemble(loaded, {})
+    threshold = float(cfg["threshold"]) if cfg["threshold"] != "youden" else 0.5
+    per_member, ens_val, calib = [], {}, {}
+    if len(val):
+        ybin = (val.y >= 2).astype(int) if task == "central" else val.y
+        both = bool(ybin.any() and not ybin.all())
+        for f, clf in zip(rel, loaded):
+            mm = json.loads((out / f / "metrics.json").read_text())
+            per_member.append({"folder": f, "seed": clf.config.get("seed"), "val": mm.get("val"),
+                               "threshold": clf.threshold})
+        prob = ens.predict(val.x)
+        pos = positive_probability(prob)
+        if both:
+            ens_val["auroc"] = float(binary_auroc(ybin, pos))
+        if task == "central":
+            ens_val["kappa"] = float(linear_weighted_kappa(val.y, prob.argmax(1), n_classes=4))
+        ens_val["accuracy"] = float(np.mean(prob.argmax(1) == val.y))
+        ens_val["metric"] = ens_val.get("kappa" if task == "central" else "auroc")
+        calib["youden_threshold"] = youden_threshold(pos, ybin)
+        if cfg["threshold"] == "youden":
+            threshold = calib["youden_threshold"]
+        if both:
+            calib["val_sensitivity"] = float(np.mean(pos[ybin == 1] >= threshold))
+            calib["val_specificity"] = float(np.mean(pos[ybin == 0] < threshold))
+        calib["binary_ece"] = expected_calibration_error(np.stack([1 - pos, pos], 1), ybin)
+    from .. import __version__
+
+    first = loaded[0]
+    resolved = {
+        **cfg,
+        "task": task,
+        "num_classes": first.num_classes,
+        "classes": list(CENTRAL_GRADES) if task == "central" else list(BINARY_LABELS),
+        "members": rel,
+        "combine": "mean of the members' calibrated probabilities",
+        "seeds": [c.config.get("seed") for c in loaded],
+        "patch": first.patch.to_dict(),
+        "threshold": threshold,
+        "threshold_rule": cfg["threshold"],
+        "lumbargrade_version": __version__,
+        **dict(extra_config or {}),
+    }
+    (out / "config.json").write_text(json.dumps(resolved, indent=2) + "\n")
+    metrics = {
+        "task": task,
+        "ensemble": len(loaded),
+        "best_epoch": None,
+        "val": ens_val,
+        "calibration": {a: float(b) for a, b in calib.items()},
+        "threshold": threshold,
+        "n_val": len(val),
+        "members": per_member,
+    }
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    if log is not None:
+        log.info("ensemble of %d: val %s, threshold %.3f (%s)", len(loaded),
+                 {a: round(b, 4) for a, b in ens_val.items() if isinstance(b, float)}, threshold, cfg["threshold"])
+    return metrics
+
+
 def _segmenter_and_rule(path: str | None, rule_path: str | None, cfg: dict):
     """The segmenter (and the fitted box rule: ``rule_path``, else the pack's box_rule.json when
     ``path`` is a model pack) that place the patches with ``patch_boxes=pipeline``; resolves
@@ -811,13 +893,35 @@ def run_cli(args) -> int:
         from ..distributed import launch  # data-parallel hook: --workers N processes (DDP)
 
         workers = int(getattr(args, "workers", 1) or 1)
-        metrics = launch(_train_rank, workers, train, val, task, out, cfg, seed, ckpt, extra,
-                         log if workers == 1 and not getattr(args, "ray", None) else None,
-                         ray_address=getattr(args, "ray", None))
+        n_members = int(getattr(args, "ensemble", 1) or 1)
+        if n_members < 1:
+            raise InputError("--ensemble", "must be at least 1")
+        if n_members == 1:
+            metrics = launch(_train_rank, workers, train, val, task, out, cfg, seed, ckpt, extra,
+                             log if workers == 1 and not getattr(args, "ray", None) else None,
+                             ray_address=getattr(args, "ray", None))
+        else:
+            folders = []
+            for k in range(n_members):
+                member = out / "members" / f"seed{seed + k}"
+                log.info("ensemble member %d of %d: seed %d -> %s", k + 1, n_members, seed + k, member)
+                if args.overwrite:
+                    for name in _RUN_FILES:
+                        (member / name).unlink(missing_ok=True)
+                launch(_train_rank, workers, train, val, task, member, cfg, seed + k, ckpt, extra,
+                       log if workers == 1 and not getattr(args, "ray", None) else None,
+                       ray_address=getattr(args, "ray", None))
+                folders.append(member)
+            metrics = combine_members(out, folders, val, task, cfg, extra, log)
     finally:
         _close_log(log)
     v = metrics["val"]
     key = "kappa" if task == "central" else "auroc"
+    if metrics.get("ensemble"):
+        print(f"{task}: ensemble of {metrics['ensemble']}, val {key} {v.get(key)} (members "
+              f"{[m['val'].get(key) if m.get('val') else None for m in metrics['members']]}), "
+              f"threshold {metrics['threshold']:.3f} -> {out}")
+        return 0
     print(f"{task}: best epoch {metrics['best_epoch']}, val {key} {v.get(key)}, "
           f"T = {metrics['calibration']['temperature']:.3f}, threshold {metrics['threshold']:.3f} -> {out}")
     return 0
