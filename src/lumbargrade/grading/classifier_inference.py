@@ -198,15 +198,16 @@ def _read_config(p: Path) -> dict:
     return cfg
 
 
-def member_folders(path: str | Path) -> list[Path] | None:
+def member_folders(path: str | Path, config: Mapping | None = None) -> list[Path] | None:
     """The member folders of an ensemble folder (None: ``path`` is a single classifier).
+    ``config``: the folder's config.json when already read.
 
     Raises :class:`lumbargrade.errors.InputError` when the list is malformed or leaves the folder.
     """
     from ..errors import InputError
 
     p = Path(path)
-    cfg = _read_config(p)
+    cfg = _read_config(p) if config is None else config
     members = cfg.get("members")
     if members is None:
         return None
@@ -234,9 +235,9 @@ def load_classifier(path: str | Path, device: str | None = "cpu",
     from ..runtime import load_onnx_net, resolve_runtime
 
     p = Path(path)
-    folders = member_folders(p)
+    cfg = _read_config(p)
+    folders = member_folders(p, cfg)
     if folders is not None:
-        cfg = _read_config(p)
         members = [load_classifier(f, device, runtime) for f in folders]
         for f, m in zip(folders, members):
             if isinstance(m, ClassifierEnsemble):
@@ -248,7 +249,6 @@ def load_classifier(path: str | Path, device: str | None = "cpu",
         return ClassifierEnsemble(members, cfg)
     cfg_path = p / "config.json"
     w_path = p / "model.safetensors"
-    cfg = _read_config(p)
     if not w_path.is_file():
         raise InputError(p, "no model.safetensors here (has the training finished?)")
     for key in ("task", "model", "num_classes"):

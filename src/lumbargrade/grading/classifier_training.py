@@ -67,8 +67,8 @@ from .calibration import (
     youden_threshold,
 )
 from .classifier_inference import TASKS, forward_logits
-from .patches import PatchConfig, central_patch, lateral_patch, normalise_slice
 from .names import BINARY_LABELS, CENTRAL_GRADES
+from .patches import PatchConfig, central_patch, lateral_patch, normalise_slice
 
 __all__ = [
     "DEFAULT_CONFIG",
@@ -461,6 +461,23 @@ def _close_log(log: logging.Logger) -> None:
         log.removeHandler(h)
 
 
+def _binary_labels(task: str, y: np.ndarray) -> np.ndarray:
+    """0/1 per patch: moderate/severe (central grades 2-3) or the binary label itself."""
+    return (y >= 2).astype(int) if task == "central" else y
+
+
+def _operating_point(pos: np.ndarray, ybin: np.ndarray, rule: str | float) -> tuple[float, dict]:
+    """The binary threshold on the probability ``pos`` (``rule``: a number, or ``youden`` on these
+    patches) with the Youden point and the sensitivity / specificity at the threshold (the latter
+    only when both classes are present)."""
+    point = {"youden_threshold": youden_threshold(pos, ybin)}
+    threshold = point["youden_threshold"] if rule == "youden" else float(rule)
+    if ybin.any() and not ybin.all():
+        point["val_sensitivity"] = float(np.mean(pos[ybin == 1] >= threshold))
+        point["val_specificity"] = float(np.mean(pos[ybin == 0] < threshold))
+    return threshold, point
+
+
 def train_on_patches(
     train: PatchSet,
     val: PatchSet,
@@ -660,13 +677,9 @@ def train_on_patches(
             "ece_after": expected_calibration_error(cal, val.y),
         }
         pos = positive_probability(cal)
-        ybin = (val.y >= 2).astype(int) if task == "central" else val.y
-        calib["youden_threshold"] = youden_threshold(pos, ybin)
-        if cfg["threshold"] == "youden":
-            threshold = calib["youden_threshold"]
-        if ybin.any() and not ybin.all():
-            calib["val_sensitivity"] = float(np.mean(pos[ybin == 1] >= threshold))
-            calib["val_specificity"] = float(np.mean(pos[ybin == 0] < threshold))
+        ybin = _binary_labels(task, val.y)
+        threshold, point = _operating_point(pos, ybin, cfg["threshold"])
+        calib.update(point)
         calib["binary_ece_after"] = expected_calibration_error(np.stack([1 - pos, pos], 1), ybin)
     else:
         log.warning("no validation patches: no calibration (T = 1) and threshold %.2f", threshold)
@@ -743,26 +756,20 @@ def combine_members(out_dir: str | Path, members: Sequence[str | Path], val: Pat
     threshold = float(cfg["threshold"]) if cfg["threshold"] != "youden" else 0.5
     per_member, ens_val, calib = [], {}, {}
     if len(val):
-        ybin = (val.y >= 2).astype(int) if task == "central" else val.y
-        both = bool(ybin.any() and not ybin.all())
+        ybin = _binary_labels(task, val.y)
         for f, clf in zip(rel, loaded):
             mm = json.loads((out / f / "metrics.json").read_text())
             per_member.append({"folder": f, "seed": clf.config.get("seed"), "val": mm.get("val"),
                                "threshold": clf.threshold})
         prob = ens.predict(val.x)
         pos = positive_probability(prob)
-        if both:
+        if ybin.any() and not ybin.all():
             ens_val["auroc"] = float(binary_auroc(ybin, pos))
         if task == "central":
             ens_val["kappa"] = float(linear_weighted_kappa(val.y, prob.argmax(1), n_classes=4))
         ens_val["accuracy"] = float(np.mean(prob.argmax(1) == val.y))
         ens_val["metric"] = ens_val.get("kappa" if task == "central" else "auroc")
-        calib["youden_threshold"] = youden_threshold(pos, ybin)
-        if cfg["threshold"] == "youden":
-            threshold = calib["youden_threshold"]
-        if both:
-            calib["val_sensitivity"] = float(np.mean(pos[ybin == 1] >= threshold))
-            calib["val_specificity"] = float(np.mean(pos[ybin == 0] < threshold))
+        threshold, calib = _operating_point(pos, ybin, cfg["threshold"])
         calib["binary_ece"] = expected_calibration_error(np.stack([1 - pos, pos], 1), ybin)
     from .. import __version__
 
@@ -896,22 +903,22 @@ def run_cli(args) -> int:
         n_members = int(getattr(args, "ensemble", 1) or 1)
         if n_members < 1:
             raise InputError("--ensemble", "must be at least 1")
+        ray = getattr(args, "ray", None)
+
+        def train_one(folder: Path, s: int) -> dict:
+            return launch(_train_rank, workers, train, val, task, folder, cfg, s, ckpt, extra,
+                          log if workers == 1 and not ray else None, ray_address=ray)
+
         if n_members == 1:
-            metrics = launch(_train_rank, workers, train, val, task, out, cfg, seed, ckpt, extra,
-                             log if workers == 1 and not getattr(args, "ray", None) else None,
-                             ray_address=getattr(args, "ray", None))
+            metrics = train_one(out, seed)
         else:
-            folders = []
-            for k in range(n_members):
-                member = out / "members" / f"seed{seed + k}"
+            folders = [out / "members" / f"seed{seed + k}" for k in range(n_members)]
+            for k, member in enumerate(folders):
                 log.info("ensemble member %d of %d: seed %d -> %s", k + 1, n_members, seed + k, member)
                 if args.overwrite:
                     for name in _RUN_FILES:
                         (member / name).unlink(missing_ok=True)
-                launch(_train_rank, workers, train, val, task, member, cfg, seed + k, ckpt, extra,
-                       log if workers == 1 and not getattr(args, "ray", None) else None,
-                       ray_address=getattr(args, "ray", None))
-                folders.append(member)
+                train_one(member, seed + k)
             metrics = combine_members(out, folders, val, task, cfg, extra, log)
     finally:
         _close_log(log)
