@@ -33,6 +33,8 @@ def test_each_check_can_fail():
     assert any("in front of" in r for r in check_slice(front & ~disc, disc, sp))
     assert any("unsure" in r for r in check_slice(sac, disc, sp, {"sac_confidence": 0.5}))
     assert any("mirrored" in r for r in check_slice(sac, disc, sp, {"mirror_dice_sac": 0.4}))
+    assert any("refined" in r for r in check_slice(sac, disc, sp, {"refiner_dice_sac": 0.5}))
+    assert check_slice(sac, disc, sp, {"refiner_dice_sac": 0.9, "sac_refined": True}) == []
     shifted = np.roll(sac, 40, axis=1)
     assert any("midline" in r for r in check_slice(shifted, disc, sp))
 

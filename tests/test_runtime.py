@@ -130,8 +130,9 @@ def test_bundled_pack_grades_the_same_with_either_runtime(phantom_study, tmp_pat
         assert set(reports[rt]["software"]["runtime"].values()) == {rt}
         assert "landmark_refiner" in reports[rt]["software"]["runtime"]
         precision = json.loads((tmp_path / rt / "config.json").read_text())["runtime"]["precision"]
-        seg = "bf16" if rt == "torch" and cpu_native_bf16() else "fp32"  # the segmenter's config asks for bf16
-        assert precision == {c: (seg if c == "segmentation" else "fp32") for c in NETWORK_COMPONENTS}
+        seg = "bf16" if rt == "torch" and cpu_native_bf16() else "fp32"  # the segmenters' configs ask for bf16
+        assert "sac_refiner" in reports[rt]["software"]["runtime"]
+        assert precision == {c: (seg if c in ("segmentation", "sac_refiner") else "fp32") for c in NETWORK_COMPONENTS}
     a, b = reports["onnx"], reports["torch"]
     for la, lb in zip(a["levels"], b["levels"]):
         assert la["axial_sop_instance_uid"] == lb["axial_sop_instance_uid"]

@@ -433,3 +433,111 @@ def test_training_items_are_in_the_canonical_view_whatever_the_stored_layout(tmp
     ds = SegmentationDataset(rows, size=(64, 64), target_spacing=1.5, margin=8)
     np.testing.assert_array_equal(ds.labels[0], ds.labels[1])
     np.testing.assert_allclose(ds.images[0], ds.images[1], atol=1e-5)
+
+
+# ---------------------------------------------------------------- dural sac refiner
+
+
+def _bright_net(threshold: float, classes: int):
+    """A 'network' calling pixels brighter than ``threshold`` dural sac (logit channels: background,
+    sac and, for 3 classes, a disc that never wins)."""
+    import torch
+
+    class Bright(torch.nn.Module):
+        def forward(self, x):
+            out = [torch.zeros_like(x), 40 * (x - threshold)]
+            if classes == 3:
+                out.append(torch.full_like(x, -20.0))
+            return torch.cat(out, dim=1)
+
+    return Bright()
+
+
+def test_sac_refiner_replaces_the_first_outline():
+    """The refiner's finer field, centred on the first sac, replaces the sac: pixels only the first
+    look called sac go back to the most likely other class; quality records the agreement."""
+    from lumbargrade.segmentation.inference import Segmenter
+    from lumbargrade.segmentation.training import SegConfig
+
+    spacing = (0.8, 0.8)
+    shape = (160, 160)
+    core = _ellipse(shape, spacing, (60, 70), (6, 9))
+    halo = _ellipse(shape, spacing, (60, 70), (9, 12)) & ~core
+    img = np.where(core, 1.0, np.where(halo, 0.45, 0.0)).astype(np.float32)
+    img[5:15, 5:15] = 1.0  # a second bright spot: not the sac's component
+    base = Segmenter(_bright_net(0.2, 3), SegConfig.from_dict(
+        {"size": 64, "target_spacing": 1.5, "margin": 8, "regions": False, "mirror_tta": False}))
+    first = base.segment_batch([(img, spacing)])[0][0]
+    assert first[halo].mean() > 0.9  # the first look takes the halo too
+    base.refiner = Segmenter(_bright_net(0.6, 2), SegConfig.from_dict(
+        {"role": "sac_refiner", "size": 64, "target_spacing": 0.4, "margin": 8, "regions": False,
+         "mirror_tta": False}))
+    out = base.predict([(img, spacing)])[0]
+    assert out.sac.shape == shape
+    dice = 2 * (out.sac & core).sum() / (out.sac.sum() + core.sum())
+    assert dice > 0.95 and not out.sac[halo].mean() > 0.05
+    assert not out.sac[5:15, 5:15].any()  # outside the refiner's field round the first sac
+    assert not (out.labels[halo] == 1).any() and set(np.unique(out.labels)) <= {0, 1}
+    assert out.quality["sac_refined"] is True
+    assert 0.3 < out.quality["refiner_dice_sac"] < 0.8
+    np.testing.assert_allclose(out.probs[0][core].mean(), 1.0, atol=0.05)
+    # a slice where the first look finds no sac is left as it is
+    empty = base.predict([(np.zeros(shape, np.float32), spacing)])[0]
+    assert not empty.sac.any() and "sac_refined" not in empty.quality
+
+
+def test_sac_refiner_training_dataset_and_pack(tiny_cohort, tmp_path):
+    """role=sac_refiner trains a sac-only network on fields centred on the sac; a model pack with a
+    sac_refiner folder attaches it to its segmenter; a wrong or missing refiner is a clear error."""
+    from lumbargrade.manifest import load_axial, read_manifest
+    from lumbargrade.modelpack import build_pack, load_pack
+    from lumbargrade.segmentation.dataset import SegmentationDataset
+    from lumbargrade.segmentation.inference import load_segmenter
+    from lumbargrade.segmentation.training import resolve_config, run_cli
+
+    rows = read_manifest(tiny_cohort)
+    ds = SegmentationDataset(rows[:4], 0.5, (32, 32), 4, sac_field=True)
+    for k in range(4):
+        _, y = ds[k]
+        assert set(np.unique(y)) <= {0, 1} and y.any()
+        ii, jj = np.nonzero(y)
+        assert abs(ii.mean() - 15.5) < 1.5 and abs(jj.mean() - 15.5) < 1.5  # centred on the sac
+    with pytest.raises(InputError, match="role"):
+        resolve_config(None, ["role=refiner"])
+
+    seg_run, ref_run = tmp_path / "seg", tmp_path / "ref"
+    assert run_cli(_args(tiny_cohort, seg_run, TINY + ["epochs=1"])) == 0
+    ref_sets = [s for s in TINY if not s.startswith(("size", "target_spacing"))]
+    assert run_cli(_args(tiny_cohort, ref_run, ref_sets + ["epochs=1", "role=sac_refiner", "size=32",
+                                                          "target_spacing=0.75"])) == 0
+    m = json.loads((ref_run / "metrics.json").read_text())
+    assert m["task"] == "sac_refiner" and set(m["val_dice"]) == {"dural_sac"}
+    ref = load_segmenter(ref_run)
+    assert ref.cfg.role == "sac_refiner" and ref.classes == ("background", "dural_sac") and ref.refiner is None
+
+    img, sp = load_axial(rows[0])
+    assert load_segmenter(seg_run).refiner is None  # a run folder: nothing attached by itself
+    seg = load_segmenter(seg_run, refiner=ref_run)
+    out = seg.predict([(img, sp)])[0]
+    assert out.labels.shape == img.shape
+    with pytest.raises(InputError, match="no sac_refiner"):
+        load_segmenter(seg_run, refiner=True)
+    with pytest.raises(InputError, match="not a dural sac refiner"):
+        load_segmenter(seg_run, refiner=seg_run)
+
+    pack = load_pack(build_pack(tmp_path / "pack", {"segmentation": seg_run, "sac_refiner": ref_run}),
+                     runtime="torch")
+    assert pack.get("segmentation").refiner is not None
+    assert pack.get("sac_refiner").cfg.role == "sac_refiner"
+    assert "sac_refiner" in json.loads((tmp_path / "pack" / "pack.json").read_text())["components"]
+
+
+@pytest.mark.parametrize("centre", [(60.0, 70.0), (3.0, 150.0), (-40.0, 80.0)])
+def test_from_field_within_equals_from_field(centre):
+    """Mapping back only the pixels a small field covers gives exactly from_field's values."""
+    from lumbargrade.segmentation.preprocessing import from_field, from_field_within, make_grid
+
+    grid = make_grid((160, 180), (0.8, 0.7), 0.35, (32, 32), centre)
+    field = np.random.default_rng(1).random((2, 32, 32)).astype(np.float32)
+    np.testing.assert_array_equal(from_field_within(field, grid), from_field(field, grid))
+    np.testing.assert_array_equal(from_field_within(field[0], grid, order=0), from_field(field[0], grid, order=0))

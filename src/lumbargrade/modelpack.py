@@ -5,6 +5,7 @@ Layout::
     PACK/
       pack.json                  name, version, components (below), created_by
       segmentation/              config.json, model.safetensors, metrics.json, command.txt
+      sac_refiner/               (same; loaded with the segmentation: second look at the dural sac)
       landmarks/                 (same)
       landmark_refiner/          (same; loaded with the landmarks and applied after them)
       tree/                      tree.json, config.json, metrics.json, command.txt
@@ -45,6 +46,7 @@ __all__ = [
 #: Component name -> what it does.
 COMPONENTS = {
     "segmentation": "dural sac + disc segmentation on the axial T2 slice",
+    "sac_refiner": "second look at the dural sac on a finer field centred on it (loaded with the segmentation)",
     "landmarks": "five disc-centre landmarks (DSNT) on the mid-sagittal T2",
     "landmark_refiner": "second look at each disc landmark on a local patch (DSNT, finer)",
     "tree": "decision tree on the dural-sac-to-disc ratio (central canal grade)",
@@ -54,6 +56,9 @@ COMPONENTS = {
     "classifier_facet": "CNN, facet arthropathy normal/mild vs moderate/severe (one model for both sides, left patches mirrored)",
     "fat_shift": "CNN, direction of the fat-water shift (disc and facet/foramen outlines are moved back by it)",
 }
+
+#: Refiner components that are loaded with (and attached to) another component's model.
+_LOADED_WITH = {"landmark_refiner": "landmarks", "sac_refiner": "segmentation"}
 
 #: The components that are networks (exported to ONNX by :func:`export_pack_onnx`).
 NETWORK_COMPONENTS = tuple(c for c in COMPONENTS if c != "tree")
@@ -107,11 +112,16 @@ class ModelPack:
     def info(self, component: str) -> dict[str, Any]:
         return dict(self.manifest.get("components", {}).get(component, {}))
 
+    def _loaded(self, component: str) -> Any:
+        """The loaded model of a component, including the refiners loaded with another one."""
+        m = self._cache.get(component)
+        if m is None and component in _LOADED_WITH:  # a refiner loaded with its stage (pack layout)
+            m = getattr(self._cache.get(_LOADED_WITH[component]), "refiner", None)
+        return m
+
     def runtime_of(self, component: str) -> str | None:
         """``onnx`` or ``torch``: how a loaded network component runs (None: not a loaded network)."""
-        m = self._cache.get(component)
-        if component == "landmark_refiner" and m is None:  # loaded with the landmarks (pack layout)
-            m = getattr(self._cache.get("landmarks"), "refiner", None)
+        m = self._loaded(component)
         if m is None or component == "tree":
             return None
         return getattr(m, "runtime", None) or getattr(getattr(m, "net", None), "runtime", None) or "torch"
@@ -126,9 +136,7 @@ class ModelPack:
         Runtime: fp32; PyTorch: bf16 autocast only where asked and the CPU has native bf16)."""
         out = {}
         for comp in self.runtimes():
-            m = self._cache.get(comp)
-            if comp == "landmark_refiner" and m is None:
-                m = getattr(self._cache.get("landmarks"), "refiner", None)
+            m = self._loaded(comp)
             net = getattr(m, "net", None)
             out[comp] = str(getattr(net, "precision", None) or getattr(getattr(m, "model", None), "precision", None)
                             or "fp32")
@@ -145,7 +153,11 @@ class ModelPack:
         if component == "segmentation":
             from .segmentation.inference import load_segmenter
 
-            model = load_segmenter(folder, runtime=self.runtime)
+            model = load_segmenter(folder, runtime=self.runtime)  # attaches PACK/sac_refiner when present
+        elif component == "sac_refiner":
+            from .segmentation.inference import load_segmenter
+
+            model = load_segmenter(folder, runtime=self.runtime, refiner=False)
         elif component == "landmarks":
             from .levels.landmarks import load_landmark_model
 
@@ -415,7 +427,7 @@ def _example_input(component: str, model: Any, rng: Any) -> tuple[Any, Any]:
     """(torch module, a float32 test input ``[2, c, h, w]``) of a component loaded with torch."""
     import numpy as np
 
-    if component == "segmentation":
+    if component in ("segmentation", "sac_refiner"):
         n = int(model.cfg.size)
         return model.model, rng.normal(0, 1, (2, 1, n, n)).astype(np.float32)
     if component == "landmarks":

@@ -25,7 +25,7 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     e = psub.add_parser("export-onnx", help="export a pack's networks to ONNX (model.onnx beside each model.safetensors) "
                         "for the fast, torch-free runtime; each export is checked against PyTorch")
     e.add_argument("path", help="pack folder")
-    for comp in ("segmentation", "landmarks", "landmark-refiner", "tree", "classifier-central", "classifier-central-binary",
+    for comp in ("segmentation", "sac-refiner", "landmarks", "landmark-refiner", "tree", "classifier-central", "classifier-central-binary",
                  "classifier-foramen", "classifier-facet", "fat-shift"):
         b.add_argument(f"--{comp}", metavar="RUN_DIR")
     return p

@@ -60,8 +60,9 @@ def _data_parallel(p: argparse.ArgumentParser) -> None:
 def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train one stage (segmentation, landmarks, tree, classifier, boxes, fat-shift)")
     tsub = p.add_subparsers(dest="task", metavar="TASK", required=True)
-    s = tsub.add_parser("segmentation", help="dural sac + disc segmentation network")
-    _common(s)
+    s = tsub.add_parser("segmentation", help="dural sac + disc segmentation network (or, with --set "
+                        "role=sac_refiner, the second look at the dural sac)")
+    _common(s, pooled=True)
     _data_parallel(s)
     s.add_argument("--model", help="architecture from the registry (default: config's)")
     l_ = tsub.add_parser("landmarks", help="DSNT disc-centre landmarks on the mid-sagittal T2")

@@ -18,11 +18,13 @@ from ..errors import InputError
 from .augment import AugmentConfig, centre_crop, intensity_augment, spatial_augment
 from .preprocessing import labels_to_field, preprocess, to_field
 
-__all__ = ["CLASSES", "SEG_CLASSES", "SegmentationDataset", "prepare_item", "to_classes"]
+__all__ = ["CLASSES", "SAC_CLASSES", "SEG_CLASSES", "SegmentationDataset", "prepare_item", "to_classes"]
 
 #: the network's classes (index = class) without and with the facet and foramen regions
 SEG_CLASSES = ("background", "dural_sac", "disc")
 CLASSES = {False: SEG_CLASSES, True: SEG_CLASSES + ("facet", "foramen")}
+#: the classes of the dural sac refiner (role ``sac_refiner``)
+SAC_CLASSES = ("background", "dural_sac")
 
 
 def to_classes(labels: np.ndarray, regions: bool) -> np.ndarray:
@@ -46,14 +48,24 @@ def prepare_item(
     size: tuple[int, int],
     margin: int = 0,
     regions: bool = False,
+    sac_field: bool = False,
 ):
-    """One slice -> (normalised field ``[H+2m, W+2m]`` float32, class labels uint8 or None, grid)."""
+    """One slice -> (normalised field ``[H+2m, W+2m]`` float32, class labels uint8 or None, grid).
+
+    ``sac_field``: the field is centred on the dural sac of ``labels`` (its centroid) and the
+    labels keep the sac alone (:data:`SAC_CLASSES`), as the sac refiner sees a slice."""
     padded = (size[0] + 2 * margin, size[1] + 2 * margin)
-    field, grid = preprocess(image, spacing, target_spacing, padded)
+    centre = None
+    if sac_field and labels is not None:
+        centre = _centre(np.asarray(labels) == 1)
+    field, grid = preprocess(image, spacing, target_spacing, padded, centre)
     lab = None
     if labels is not None:
-        n = len(CLASSES[bool(regions)])
-        lab = labels_to_field(to_classes(labels, regions), grid, n_classes=n)
+        classes = to_classes(labels, regions)
+        if sac_field:
+            classes = (classes == 1).astype(np.uint8)
+        n = len(SAC_CLASSES) if sac_field else len(CLASSES[bool(regions)])
+        lab = labels_to_field(classes, grid, n_classes=n)
     return field, lab, grid
 
 
@@ -96,6 +108,7 @@ class SegmentationDataset:
         regions: bool = False,
         synth=None,
         p_synth: float = 0.0,
+        sac_field: bool = False,
     ) -> None:
         from ..manifest import axial_view_of, load_axial, load_label_map
 
@@ -128,7 +141,7 @@ class SegmentationDataset:
             spacing = view.canonical_spacing(spacing)
             any_regions = any_regions or bool(np.isin(labels, (3, 4, 5, 6)).any())
             f, lab, grid = prepare_item(image, spacing, labels, target_spacing, self.size, self.margin,
-                                        self.regions)
+                                        self.regions, sac_field)
             tis = _load_tissues(row) if synth is not None else None
             if tis is not None:
                 if tis.shape != stored_shape:

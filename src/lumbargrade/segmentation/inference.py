@@ -10,6 +10,11 @@ Options (from the config, overridable): ``largest_component`` keeps only the lar
 component of each structure; ``recentre_mm``: when the predicted structures' centroid lies more
 than this many mm from the field centre (a spine far from the image centre), the slice is
 predicted again with the field centred on them (0 disables).
+
+A segmenter may carry a dural sac refiner (``Segmenter.refiner``; a network trained with
+``role=sac_refiner``, in a model pack the ``sac_refiner`` folder beside ``segmentation``): a second
+look at the sac alone on a finer field (0.35 mm) centred on the sac the first look found, whose
+outline replaces the first one's.
 """
 
 from __future__ import annotations
@@ -88,6 +93,7 @@ class Segmenter:
         self.device = device
         self.batch_size = batch_size
         self.memory_format = None
+        self.refiner: Segmenter | None = None  # a role="sac_refiner" Segmenter, applied after predict
         if isinstance(model, OnnxNet):
             self.model, self.net = model, model
             return
@@ -241,7 +247,49 @@ class Segmenter:
                     if m.any():
                         lab[m & ~largest_component(m)] = 0
             out.append(SegOutput(lab, full, self._quality(full, lab, lk, g, c, loc)))
+        if self.refiner is not None:
+            out = self._refine_sac(items, out)
         return out
+
+    def _refine_sac(self, items: list, outs: list[SegOutput]) -> list[SegOutput]:
+        """The refiner's second look at each slice's dural sac, its field centred on the sac of the
+        first look: the sac probability and mask become the refiner's (largest component); pixels
+        the first look called sac and the refiner does not take the most likely other class. The
+        other classes are kept. ``quality`` gains ``sac_refined`` and ``refiner_dice_sac`` (Dice of
+        the two looks' sacs). Slices where the first look found no sac are left as they are."""
+        from .losses import probs_to_labels
+        from .preprocessing import from_field_within
+
+        ref = self.refiner
+        todo = [k for k, o in enumerate(outs) if o.sac.any()]
+        if ref is None or not todo:
+            return outs
+        centres = []
+        for k in todo:
+            ii, jj = np.nonzero(outs[k].sac)
+            centres.append((float(ii.mean()), float(jj.mean())))
+        prepared = [ref._prepare(items[k][0], items[k][1], c) for k, c in zip(todo, centres)]
+        probs, _ = ref._looks([f for f, _ in prepared])
+        for k, p, (_, g) in zip(todo, probs, prepared):
+            o = outs[k]
+            sac_p = from_field_within(p[0], g, order=1, cval=0.0)
+            sac = sac_p > 0.5
+            if ref.cfg.largest_component and sac.any():
+                sac = largest_component(sac)
+            rest = o.probs.copy()
+            rest[0] = 0.0
+            alt = probs_to_labels(rest, self.cfg.per_structure)
+            lab = o.labels.copy()
+            was = lab == 1
+            lab[was & ~sac] = alt[was & ~sac]
+            lab[sac] = 1
+            full = o.probs.copy()
+            full[0] = sac_p
+            q = dict(o.quality)
+            q["sac_refined"] = True
+            q["refiner_dice_sac"] = round(float(2 * (was & sac).sum() / max(was.sum() + sac.sum(), 1)), 4)
+            outs[k] = SegOutput(lab, full, q)
+        return outs
 
     def _quality(self, probs, lab, looks, grid, centre, located) -> dict:
         from .losses import dice_score, probs_to_labels
@@ -284,13 +332,15 @@ class Segmenter:
 
 def load_segmenter(
     path: str | Path, device: str = "cpu", threads: int | None = None, runtime: str | None = None,
-    **overrides,
+    refiner: str | Path | bool | None = None, **overrides,
 ) -> Segmenter:
     """Load a segmenter from a folder holding ``config.json`` and ``model.safetensors`` (and
     ``model.onnx``, used per ``runtime`` on the CPU; see :mod:`lumbargrade.runtime`).
 
     ``threads`` sets the networks' CPU threads (None leaves them); ``overrides`` replace config
-    values used at inference (e.g. ``largest_component=False``, ``recentre_mm=0``).
+    values used at inference (e.g. ``largest_component=False``, ``recentre_mm=0``). ``refiner``:
+    a dural sac refiner folder to attach (``role=sac_refiner``); None attaches the ``sac_refiner``
+    folder beside ``path`` when ``path`` is a model pack's ``segmentation`` folder; False none.
     """
     from ..runtime import load_onnx_net, resolve_runtime
     from .training import SegConfig
@@ -320,16 +370,30 @@ def load_segmenter(
         set_num_threads(threads)
     net = load_onnx_net(p, resolve_runtime(runtime)) if torch_device_type(device) == "cpu" else None
     if net is not None:
-        return Segmenter(net, cfg, device=device)
-    from .models import create_model, load_weights
+        seg = Segmenter(net, cfg, device=device)
+    else:
+        from .models import create_model, load_weights
 
-    try:
-        model = create_model(cfg.model, **cfg.model_args())
-    except KeyError as e:
-        raise InputError(cfg_path, str(e)) from e
-    load_weights(model, w_path)
-    model.to(device)
-    return Segmenter(model, cfg, device=device)
+        try:
+            model = create_model(cfg.model, **cfg.model_args())
+        except KeyError as e:
+            raise InputError(cfg_path, str(e)) from e
+        load_weights(model, w_path)
+        model.to(device)
+        seg = Segmenter(model, cfg, device=device)
+    if cfg.role == "segmenter" and refiner is not False:
+        if refiner is None or refiner is True:
+            sibling = p.parent / "sac_refiner"  # model-pack layout: the refiner beside the segmenter
+            ref_path = sibling if (p.parent / "pack.json").is_file() and sibling.is_dir() else None
+            if refiner is True and ref_path is None:
+                raise InputError(p, "no sac_refiner folder beside this model pack's segmentation")
+        else:
+            ref_path = Path(refiner)
+        if ref_path is not None:
+            seg.refiner = load_segmenter(ref_path, device=device, runtime=runtime, refiner=False)
+            if seg.refiner.cfg.role != "sac_refiner":
+                raise InputError(ref_path, f"not a dural sac refiner (config role {seg.refiner.cfg.role!r})")
+    return seg
 
 
 def evaluate_rows(

@@ -38,6 +38,10 @@ class SegConfig:
 
     model: str = "unet_medium"
     model_kwargs: dict = field(default_factory=dict)
+    # "segmenter": the whole-slice network (sac, disc, regions); "sac_refiner": a second look at the
+    # dural sac alone, on a finer field centred on the sac (trained centred on the true sac, run
+    # centred on the segmenter's outline; see Segmenter.refiner)
+    role: str = "segmenter"
     per_structure: bool = False  # True: one binary network per structure (as in the paper)
     # classes: background, dural sac, disc and, with regions, facet and foramen (sides merged;
     # left and right are decided from the patient geometry at inference)
@@ -79,9 +83,9 @@ class SegConfig:
 
     @property
     def classes(self) -> tuple[str, ...]:
-        from .dataset import CLASSES
+        from .dataset import CLASSES, SAC_CLASSES
 
-        return CLASSES[bool(self.regions)]
+        return SAC_CLASSES if self.role == "sac_refiner" else CLASSES[bool(self.regions)]
 
     def model_args(self) -> dict:
         """Keyword arguments of :func:`.models.create_model` for this config."""
@@ -203,6 +207,10 @@ def resolve_config(
     cfg.synth = cfg.synth_config().to_dict()  # the resolved recipe goes into config.json
     if cfg.device not in ("auto", "cpu", "cuda"):
         raise InputError("config device", f"{cfg.device!r} is not auto, cpu or cuda")
+    if cfg.role not in ("segmenter", "sac_refiner"):
+        raise InputError("config role", f"{cfg.role!r} is not segmenter or sac_refiner")
+    if cfg.role == "sac_refiner":
+        cfg.regions = False  # the refiner outlines the dural sac only
     return cfg
 
 
@@ -369,15 +377,14 @@ def train_segmentation(
     import torch
     from tqdm import tqdm
 
-    from ..manifest import read_manifest, rows_for_split
+    from ..manifest import data_paths, read_manifest, rows_for_split
     from .dataset import SegmentationDataset
     from .losses import seg_loss
     from .models import create_model, load_weights, save_weights
 
     out = Path(out)
-    rows = read_manifest(
-        manifest, required=("patient_id", "split", "level", "axial_image", "label_map"), any_level=True
-    )
+    rows = [r for m in data_paths(manifest) for r in read_manifest(
+        m, required=("patient_id", "split", "level", "axial_image", "label_map"), any_level=True)]
     train_rows = rows_for_split(rows, "train")
     val_rows = rows_for_split(rows, "val")
     if any(r.get("kind") for r in val_rows):  # a slice bank: score the disc-centre slices
@@ -387,7 +394,7 @@ def train_segmentation(
     if cfg.max_val_items > 0:
         val_rows = val_rows[: cfg.max_val_items]
     if not train_rows:
-        raise InputError(manifest, "no rows with split=train")
+        raise InputError(", ".join(data_paths(manifest)), "no rows with split=train")
     from ..distributed import current  # data-parallel hook (lumbargrade.distributed): rank 0 writes
 
     dist = current()
@@ -426,6 +433,7 @@ def train_segmentation(
         regions=cfg.regions,
         synth=synth,
         p_synth=cfg.p_synth,
+        sac_field=cfg.role == "sac_refiner",
     )
     n_synth = sum(t is not None for t in train_ds.tissues)
     if synth is not None and not n_synth:
@@ -440,6 +448,7 @@ def train_segmentation(
             progress=lambda it: bar(it, "load val"),
             regions=cfg.regions,
             synth=synth,
+            sac_field=cfg.role == "sac_refiner",
         )
         if val_rows
         else None
@@ -616,7 +625,7 @@ def _write_metrics(
     finished: bool,
 ) -> dict:
     m = {
-        "task": "segmentation",
+        "task": "segmentation" if cfg.role == "segmenter" else cfg.role,
         "model": cfg.model,
         "per_structure": cfg.per_structure,
         "best_epoch": best_epoch + 1,
@@ -624,7 +633,8 @@ def _write_metrics(
         "val_dice_synth": next((h.get("val_dice_synth") for h in history
                                 if h["epoch"] == best_epoch + 1), None),
         "val_dice_mean": (
-            None if best_dice is None else 0.5 * (best_dice["dural_sac"] + best_dice["disc"])
+            None if best_dice is None
+            else float(np.mean([best_dice[k] for k in ("dural_sac", "disc") if k in best_dice]))
         ),
         "epochs_done": len(history),
         "epochs": cfg.epochs,
@@ -651,9 +661,10 @@ def run_cli(args) -> int:
     m = launch(train_segmentation, getattr(args, "workers", 1) or 1, args.data, args.out, cfg,
                args.overwrite, ray_address=getattr(args, "ray", None))
     d = m.get("val_dice") or {}
+    dice = " ".join(f"{'sac' if k == 'dural_sac' else k} {v:.4f}" for k, v in d.items()
+                    if k in ("dural_sac", "disc"))
     print(
-        f"segmentation: best epoch {m['best_epoch']}/{m['epochs']}, val Dice sac "
-        f"{d.get('dural_sac', float('nan')):.4f} disc {d.get('disc', float('nan')):.4f}; "
+        f"{m.get('task', 'segmentation')}: best epoch {m['best_epoch']}/{m['epochs']}, val Dice {dice}; "
         f"{m['time_s']:.0f} s; weights {Path(args.out) / 'model.safetensors'}",
         file=sys.stdout,
     )
