@@ -100,10 +100,10 @@ def data_paths(data: str | Path | Sequence[str | Path]) -> list[str]:
     return [str(d) for d in data] if isinstance(data, (list, tuple)) else [str(data)]
 
 
-def read_manifests(data: str | Path | Sequence[str | Path]) -> list[dict]:
-    """:func:`read_manifest` of each of ``data`` (see :func:`data_paths`), rows pooled in order;
-    each row keeps its own manifest's folder (``_base_dir``) and split."""
-    return [r for d in data_paths(data) for r in read_manifest(d)]
+def read_manifests(data: str | Path | Sequence[str | Path], **kwargs) -> list[dict]:
+    """:func:`read_manifest` of each of ``data`` (see :func:`data_paths`; ``kwargs`` go to it),
+    rows pooled in order; each row keeps its own manifest's folder (``_base_dir``) and split."""
+    return [r for d in data_paths(data) for r in read_manifest(d, **kwargs)]
 
 
 def rows_for_split(rows: list[dict], split: str) -> list[dict]:

@@ -276,14 +276,13 @@ class Segmenter:
             sac = sac_p > 0.5
             if ref.cfg.largest_component and sac.any():
                 sac = largest_component(sac)
-            rest = o.probs.copy()
-            rest[0] = 0.0
-            alt = probs_to_labels(rest, self.cfg.per_structure)
+            full = o.probs.copy()
+            full[0] = 0.0  # the most likely other class where the first look's sac is dropped
+            alt = probs_to_labels(full, self.cfg.per_structure)
             lab = o.labels.copy()
             was = lab == 1
             lab[was & ~sac] = alt[was & ~sac]
             lab[sac] = 1
-            full = o.probs.copy()
             full[0] = sac_p
             q = dict(o.quality)
             q["sac_refined"] = True

@@ -377,14 +377,14 @@ def train_segmentation(
     import torch
     from tqdm import tqdm
 
-    from ..manifest import data_paths, read_manifest, rows_for_split
+    from ..manifest import data_paths, read_manifests, rows_for_split
     from .dataset import SegmentationDataset
     from .losses import seg_loss
     from .models import create_model, load_weights, save_weights
 
     out = Path(out)
-    rows = [r for m in data_paths(manifest) for r in read_manifest(
-        m, required=("patient_id", "split", "level", "axial_image", "label_map"), any_level=True)]
+    rows = read_manifests(manifest, required=("patient_id", "split", "level", "axial_image", "label_map"),
+                          any_level=True)
     train_rows = rows_for_split(rows, "train")
     val_rows = rows_for_split(rows, "val")
     if any(r.get("kind") for r in val_rows):  # a slice bank: score the disc-centre slices
