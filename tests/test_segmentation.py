@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -529,7 +530,20 @@ def test_sac_refiner_training_dataset_and_pack(tiny_cohort, tmp_path):
                      runtime="torch")
     assert pack.get("segmentation").refiner is not None
     assert pack.get("sac_refiner").cfg.role == "sac_refiner"
-    assert "sac_refiner" in json.loads((tmp_path / "pack" / "pack.json").read_text())["components"]
+    manifest = tmp_path / "pack" / "pack.json"
+    assert "sac_refiner" in json.loads(manifest.read_text())["components"]
+
+    # Only what pack.json lists is attached: the loader and ModelPack.has agree on a hand-edited pack.
+    d = json.loads(manifest.read_text())
+    del d["components"]["sac_refiner"]
+    manifest.write_text(json.dumps(d))
+    edited = load_pack(tmp_path / "pack", runtime="torch")
+    assert not edited.has("sac_refiner") and edited.get("segmentation").refiner is None
+    d["components"]["sac_refiner"] = {"folder": "sac_refiner"}
+    manifest.write_text(json.dumps(d))
+    shutil.rmtree(tmp_path / "pack" / "sac_refiner")
+    with pytest.raises(InputError, match="folder is missing"):
+        load_segmenter(tmp_path / "pack" / "segmentation")
 
 
 @pytest.mark.parametrize("centre", [(60.0, 70.0), (3.0, 150.0), (-40.0, 80.0)])

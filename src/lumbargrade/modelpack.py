@@ -36,6 +36,7 @@ __all__ = [
     "NETWORK_COMPONENTS",
     "ModelPack",
     "build_pack",
+    "companion_folder",
     "default_pack_path",
     "export_pack_onnx",
     "load_pack",
@@ -64,6 +65,30 @@ _LOADED_WITH = {"landmark_refiner": "landmarks", "sac_refiner": "segmentation"}
 NETWORK_COMPONENTS = tuple(c for c in COMPONENTS if c != "tree")
 
 _RUN_FILES = ("config.json", "model.safetensors", "metrics.json", "command.txt", "tree.json", "README.md")
+
+
+def companion_folder(stage_folder: str | Path, component: str) -> Path | None:
+    """The folder of a refiner ``component`` to load with the model in ``stage_folder``, or None.
+
+    Only a model pack's stage folder has one: ``pack.json`` beside it must list ``component``
+    (a folder named like a refiner but not in ``pack.json`` is not attached). A listed refiner
+    whose folder is missing is an :class:`InputError`.
+    """
+    stage = Path(stage_folder)
+    manifest = stage.parent / "pack.json"
+    if not manifest.is_file():
+        return None
+    try:
+        comps = json.loads(manifest.read_text()).get("components", {})
+        entry = comps.get(component)
+    except (json.JSONDecodeError, AttributeError) as e:
+        raise InputError(manifest, f"not a valid model pack manifest ({e.__class__.__name__})") from e
+    if not entry:
+        return None
+    folder = stage.parent / str(entry.get("folder", component) if isinstance(entry, dict) else component)
+    if not folder.is_dir():
+        raise InputError(folder, f"pack.json lists '{component}' but its folder is missing")
+    return folder
 
 
 def default_pack_path() -> Path:

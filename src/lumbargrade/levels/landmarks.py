@@ -251,8 +251,10 @@ def load_model(folder: str | Path | None = None, runtime: str | None = None) -> 
             raise InputError(w_p, f"weights do not fit the architecture in config.json ({e.__class__.__name__})") from e
         net.eval()
     model = LoadedLandmarkModel(net, config, folder)
-    sibling = folder.parent / "landmark_refiner"  # model-pack layout: refiner beside the landmarks
-    if (sibling / "model.safetensors").is_file():
+    from ..modelpack import companion_folder
+
+    sibling = companion_folder(folder, "landmark_refiner")  # a model pack's refiner, when it lists one
+    if sibling is not None:
         from .refine import load_refiner
 
         model.refiner = load_refiner(sibling, runtime)

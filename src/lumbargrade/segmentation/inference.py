@@ -338,8 +338,8 @@ def load_segmenter(
 
     ``threads`` sets the networks' CPU threads (None leaves them); ``overrides`` replace config
     values used at inference (e.g. ``largest_component=False``, ``recentre_mm=0``). ``refiner``:
-    a dural sac refiner folder to attach (``role=sac_refiner``); None attaches the ``sac_refiner``
-    folder beside ``path`` when ``path`` is a model pack's ``segmentation`` folder; False none.
+    a dural sac refiner folder to attach (``role=sac_refiner``); None attaches the pack's
+    ``sac_refiner`` when ``path`` is the ``segmentation`` folder of a model pack that lists one; False none.
     """
     from ..runtime import load_onnx_net, resolve_runtime
     from .training import SegConfig
@@ -382,8 +382,9 @@ def load_segmenter(
         seg = Segmenter(model, cfg, device=device)
     if cfg.role == "segmenter" and refiner is not False:
         if refiner is None or refiner is True:
-            sibling = p.parent / "sac_refiner"  # model-pack layout: the refiner beside the segmenter
-            ref_path = sibling if (p.parent / "pack.json").is_file() and sibling.is_dir() else None
+            from ..modelpack import companion_folder
+
+            ref_path = companion_folder(p, "sac_refiner")  # a model pack's refiner, when it lists one
             if refiner is True and ref_path is None:
                 raise InputError(p, "no sac_refiner folder beside this model pack's segmentation")
         else:
