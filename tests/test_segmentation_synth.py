@@ -77,9 +77,11 @@ def test_training_without_regions_on_a_bank_that_has_none(bank, tmp_path):
     assert "domain randomisation is off" in log
 
 
-def test_cord_insertion_changes_training_draws_not_the_fixed_validation_images(bank):
-    """synth.p_cord acts on training draws only: the domain-randomised validation images are the
-    same with and without it, so runs with and without it are scored on the same images."""
+@pytest.mark.parametrize("option", ["p_cord", "p_rootlet_layer"])
+def test_label_map_options_change_training_draws_not_the_fixed_validation_images(bank, option):
+    """synth.p_cord and synth.p_rootlet_layer act on training draws only: the domain-randomised
+    validation images are the same with and without them, so runs with and without them are
+    scored on the same images."""
     import csv
 
     from lumbargrade.segmentation.dataset import SegmentationDataset
@@ -90,8 +92,8 @@ def test_cord_insertion_changes_training_draws_not_the_fixed_validation_images(b
             for r in csv.DictReader((bank / "slices.csv").read_text().splitlines()) if r["kind"] == "disc_centre"]
     cfg = SegConfig(val_synth_items=4)
 
-    def dataset(p_cord):
-        return SegmentationDataset(rows, 1.0, (96, 96), 8, regions=True, synth=SynthConfig(p_cord=p_cord))
+    def dataset(p):
+        return SegmentationDataset(rows, 1.0, (96, 96), 8, regions=True, synth=SynthConfig(**{option: p}))
 
     plain, cords = dataset(0.0), dataset(1.0)
     for a, b in zip(_synthetic_val(plain, cfg).items, _synthetic_val(cords, cfg).items):

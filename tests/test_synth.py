@@ -149,3 +149,45 @@ def test_cord_insertion_is_off_by_default_and_uses_no_random_numbers():
     # a stenotic sac (below cord_min_sac_mm2) keeps its own content
     small = insert_cord(t, sac, 0.3, np.random.default_rng(0), SynthConfig(p_cord=1.0))
     assert small is t
+
+
+def test_layered_rootlets_fill_the_back_of_the_sac_and_nothing_else():
+    from lumbargrade.phantom.tissues import Tissue
+    from lumbargrade.segmentation.synth import layer_rootlets
+
+    t, sac = _tissues()
+    root = int(Tissue.ROOTLET)
+    cord = t == 16
+    t[52:56, 40:44] = 24  # something not fluid inside the sac (a flow void, the dura): kept
+    ii = np.nonzero(sac)[0]
+    height = ii.max() + 1 - ii.min()
+    cfg = SynthConfig(p_rootlet_layer=1.0, rootlet_layer_fill=(0.2, 0.45), rootlet_layer_mm=1.0)
+    fronts = []
+    for s in range(20):
+        out = layer_rootlets(t, sac, 0.7, np.random.default_rng(s), cfg)
+        changed = out != t
+        assert changed.any() and not (changed & ~sac).any()  # only inside the sac
+        assert set(np.unique(out[changed])) == {root}  # CSF became rootlet; nothing else
+        assert (out[cord] == 16).all() and (out[52:56, 40:44] == 24).all()
+        band = out == root
+        rows = np.nonzero(band)[0]
+        assert rows.max() == ii.max()  # against the posterior (higher-row) wall of the sac
+        # each column's band is one run from its front to the back of the sac (no islands)
+        for j in np.unique(np.nonzero(band)[1]):
+            col = np.nonzero(band[:, j] | (cord[:, j] & (np.arange(96) > rows.min())))[0]
+            assert col.max() - col.min() + 1 == len(col)
+        fronts.append((ii.max() + 1 - rows.min()) / height)
+    # the deepest point of the front stays near the drawn fill (+ the lumpy front, 1 mm = 1.4 px)
+    assert 0.15 < min(fronts) and max(fronts) < 0.45 + 2.0 / height + 0.05
+    assert max(fronts) - min(fronts) > 0.1
+
+
+def test_rootlet_layering_is_off_by_default_and_uses_no_random_numbers():
+    from lumbargrade.segmentation.synth import layer_rootlets
+
+    t, sac = _tissues()
+    rng = np.random.default_rng(0)
+    state = rng.bit_generator.state
+    assert layer_rootlets(t, sac, 0.7, rng, SynthConfig()) is t
+    assert rng.bit_generator.state == state
+    assert layer_rootlets(t, np.zeros_like(sac), 0.7, np.random.default_rng(0), SynthConfig(p_rootlet_layer=1.0)) is t

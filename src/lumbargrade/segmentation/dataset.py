@@ -164,13 +164,15 @@ class SegmentationDataset:
 
     def _synthetic(self, i: int, label_augment: bool = True) -> tuple[np.ndarray, np.ndarray]:
         """One domain-randomised image of item ``i`` and its labels; ``label_augment``: the
-        tissue map may also change (:func:`~.synth.insert_cord`, :func:`~.synth.erase_dura`; off for the fixed validation
+        tissue map may also change (:func:`~.synth.insert_cord`, :func:`~.synth.erase_dura`,
+        :func:`~.synth.layer_rootlets`; off for the fixed validation
         images, so that runs with other recipes are scored on the same images)."""
         from scipy import ndimage
 
         from .synth import (
             erase_dura,
             insert_cord,
+            layer_rootlets,
             normalise_inside,
             random_fov_mask,
             synthesize,
@@ -184,6 +186,7 @@ class SegmentationDataset:
         if label_augment:
             t = insert_cord(t, y == 1, self.spacing, self.rng, self.synth)
             t = erase_dura(t, y == 1, self.rng, self.synth)
+            t = layer_rootlets(t, y == 1, self.spacing, self.rng, self.synth)
         img = synthesize(t, y == 1, self.spacing, self.rng, self.synth)
         inside = random_fov_mask(self.size, self.spacing, self.rng, self.synth, _centre(y == 1))
         return normalise_inside(img, inside), y

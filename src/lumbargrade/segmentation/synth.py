@@ -21,9 +21,11 @@ through what an MR acquisition does to it, each step with random strength:
 
 Before the intensities the tissue map itself may change (training draws only): a spinal cord or
 conus of random size inside the dural sac, with a CSF ring that can be thin (:func:`insert_cord`,
-``p_cord``), and the dura erased (:func:`erase_dura`, ``p_dura_drop``): the phantom draws the
+``p_cord``), the dura erased (:func:`erase_dura`, ``p_dura_drop``): the phantom draws the
 dura as a dark membrane 0.45 mm thick, a line a network can learn to follow, while on a real
-1 mm T2 image it is rarely seen between bright CSF and epidural fat.
+1 mm T2 image it is rarely seen between bright CSF and epidural fat; and the cauda equina layered
+as one confluent band against the posterior dura (:func:`layer_rootlets`, ``p_rootlet_layer``),
+as a supine patient's nerve roots settle at L3-S1, where the phantom draws separate dots.
 
 Spatial augmentation (rotation, scaling, translation, left-right flip and an elastic warp) is
 applied to the tissue and structure maps before the intensities (:func:`warp_coordinates`).
@@ -40,6 +42,7 @@ __all__ = [
     "SynthConfig",
     "erase_dura",
     "insert_cord",
+    "layer_rootlets",
     "normalise_inside",
     "random_fov_mask",
     "synthesize",
@@ -85,6 +88,10 @@ class SynthConfig:
     cord_min_sac_mm2: float = 90.0  # sacs smaller than this (stenotic) are left as they are
     # label-map augmentation (training draws only): the dura around the sac replaced by its neighbours
     p_dura_drop: float = 0.0
+    # label-map augmentation (training draws only): cauda equina layered against the posterior dura
+    p_rootlet_layer: float = 0.0
+    rootlet_layer_fill: tuple[float, float] = (0.15, 0.5)  # share of the sac's AP extent it fills
+    rootlet_layer_mm: float = 1.5  # SD of its lumpy front, mm
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -184,6 +191,49 @@ def insert_cord(
     new[fluid & cord] = cord_code
     out = tissues.copy()
     out[i0:i1, j0:j1] = new
+    return out
+
+
+def layer_rootlets(
+    tissues: np.ndarray,
+    sac: np.ndarray,
+    spacing: float,
+    rng: np.random.Generator,
+    cfg: SynthConfig,
+    rootlet_code: int | None = None,
+    fluid_codes: tuple[int, ...] | None = None,
+) -> np.ndarray:
+    """The cauda equina as one band against the posterior dura of the dural sac in a tissue map
+    (``[H, W]`` codes in the canonical view: posterior at higher rows; ``sac`` bool; ``spacing``
+    mm per pixel); returns a new map, the structure labels stay as they are (the sac holds the
+    roots).
+
+    In a supine patient the lumbar nerve roots settle dorsally and, on a 1 mm T2 image, often
+    merge into one grey band along the posterior wall of the sac; the phantom draws them as
+    separate 1-1.5 mm dots. The band fills ``rootlet_layer_fill`` of the sac's anteroposterior
+    extent from its posterior edge, with a front made lumpy by smooth noise (SD
+    ``rootlet_layer_mm``); only CSF and rootlet pixels change (a cord stays). Drawn with
+    probability ``p_rootlet_layer``; no random number is used when it is 0. ``rootlet_code`` /
+    ``fluid_codes``: the phantom's codes by default (ROOTLET; CSF and ROOTLET)."""
+    from ..phantom.tissues import Tissue
+
+    if cfg.p_rootlet_layer <= 0 or rng.random() >= cfg.p_rootlet_layer or not sac.any():
+        return tissues
+    code = int(Tissue.ROOTLET) if rootlet_code is None else int(rootlet_code)
+    if fluid_codes is None:
+        fluid_codes = (int(Tissue.CSF), int(Tissue.ROOTLET))
+    ii, jj = np.nonzero(sac)
+    i0, i1, j0, j1 = ii.min(), ii.max() + 1, jj.min(), jj.max() + 1
+    fill = rng.uniform(*cfg.rootlet_layer_fill)
+    front = i1 - fill * (i1 - i0)  # rows at and below the front are posterior
+    wiggle = _smooth_noise((1, j1 - j0), rng, max(1.0, 3.0 / spacing))[0]
+    wiggle = wiggle / (float(np.abs(wiggle).max()) or 1.0) * cfg.rootlet_layer_mm / spacing
+    rows = np.arange(i0, i1)[:, None]
+    band = rows >= front + wiggle[None, :]
+    sub = tissues[i0:i1, j0:j1]
+    change = sac[i0:i1, j0:j1] & band & np.isin(sub, fluid_codes)
+    out = tissues.copy()
+    out[i0:i1, j0:j1] = np.where(change, code, sub)
     return out
 
 
