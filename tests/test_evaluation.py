@@ -112,7 +112,7 @@ def _independent(cohort: Path, preds: Path, split="test"):
     with open(cohort / "manifest.csv", newline="") as fh:
         pids = sorted({r["patient_id"] for r in csv.DictReader(fh) if r["split"] == split})
     acc = {k: [] for k in ("sc", "ds", "dd", "if", "io", "lm", "t_y", "t_g", "t_r", "c_g", "c_p", "c_b",
-                           "fo_y", "fo_p", "fa_y", "fa_p", "r2", "r1", "r3")}
+                           "fo_y", "fo_t", "fo_p", "fa_y", "fa_t", "fa_p", "r2", "r1", "r3")}
     for pid in pids:
         t = json.loads((cohort / pid / "truth.json").read_text())
         r = json.loads((preds / pid / "report.json").read_text())
@@ -148,6 +148,7 @@ def _independent(cohort: Path, preds: Path, split="test"):
             for f in BOXES:
                 k = "fo" if f.startswith("foramen") else "fa"
                 acc[f"{k}_y"].append(tl["grades"][f]["readers"][0])
+                acc[f"{k}_t"].append(tl["grades"][f]["truth"])
                 acc[f"{k}_p"].append(pl[f]["probability"])
     y = np.array(acc["t_y"])
     yb = (y >= 2).astype(int)
@@ -161,6 +162,8 @@ def _independent(cohort: Path, preds: Path, split="test"):
         "tree_ovo": roc_auc_score(y, np.eye(4)[acc["t_g"]], multi_class="ovo", labels=[0, 1, 2, 3]),
         "auc_tree": roc_auc_score(yb, -np.array(acc["t_r"])), "auc_cnn": roc_auc_score(yb, acc["c_b"]),
         "auc_foramen": roc_auc_score(acc["fo_y"], acc["fo_p"]), "auc_facet": roc_auc_score(acc["fa_y"], acc["fa_p"]),
+        "auc_foramen_truth": roc_auc_score(acc["fo_t"], acc["fo_p"]),
+        "auc_facet_truth": roc_auc_score(acc["fa_t"], acc["fa_p"]),
         "r2": kap(acc["r1"], acc["r2"]), "r3": kap(acc["r1"], acc["r3"]), "r23": kap(acc["r2"], acc["r3"]),
         "n_test_levels": len(acc["r1"]),
     }
@@ -193,6 +196,8 @@ def test_evaluate_matches_independent_computation(evaluated):
         "cnn_ovo": v(m["central_canal"]["cnn"]["ovo_auroc"]), "tree_ovo": v(m["central_canal"]["tree"]["ovo_auroc"]),
         "auc_tree": v(m["binary_auroc"]["central_tree"]), "auc_cnn": v(m["binary_auroc"]["central_cnn"]),
         "auc_foramen": v(m["binary_auroc"]["foramen"]), "auc_facet": v(m["binary_auroc"]["facet"]),
+        "auc_foramen_truth": v(m["binary_auroc_vs_truth"]["foramen"]),
+        "auc_facet_truth": v(m["binary_auroc_vs_truth"]["facet"]),
         "r2": v(m["agreement"]["reader2_vs_reader1"]), "r3": v(m["agreement"]["reader3_vs_reader1"]),
         "r23": v(m["agreement"]["reader2_vs_reader3"]),
     }
@@ -208,7 +213,7 @@ def test_evaluate_matches_independent_computation(evaluated):
 
 def _all_entries(m):
     yield "slice_choice_accuracy", m["slice_choice_accuracy"]
-    for sect in ("segmentation", "localization", "binary_auroc", "agreement"):
+    for sect in ("segmentation", "localization", "binary_auroc", "binary_auroc_vs_truth", "agreement"):
         for k, e in m[sect].items():
             if sect == "segmentation" and k.endswith("_region") and e is None:
                 continue  # this cohort's label maps hold no facet/foramen regions

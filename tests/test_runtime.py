@@ -142,8 +142,16 @@ def test_bundled_pack_grades_the_same_with_either_runtime(phantom_study, tmp_pat
         pa, pb = la["central_canal"]["cnn"]["probabilities"], lb["central_canal"]["cnn"]["probabilities"]
         np.testing.assert_allclose(pa, pb, atol=0.05)
         for f in ("foramen_left", "foramen_right", "facet_left", "facet_right"):
-            if la[f]["probability"] is not None and lb[f]["probability"] is not None:
-                assert abs(la[f]["probability"] - lb[f]["probability"]) < 0.1, (la["level"], f)
+            if la[f]["probability"] is None or lb[f]["probability"] is None:
+                continue
+            box_a, box_b = la["boxes"][f], lb["boxes"][f]
+            edge_moved = max(abs(u - v) for u, v in zip(box_a, box_b))
+            assert edge_moved <= 1, (la["level"], f, box_a, box_b)
+            # the same box: the same patch, so the same probability (the networks agree to 1e-5);
+            # a box edge one pixel away stretches the patch by about 3%, which moves the facet and
+            # foramen probabilities by up to 0.13-0.16 (95th percentile on the validation patches)
+            bound = 0.02 if edge_moved == 0 else 0.2
+            assert abs(la[f]["probability"] - lb[f]["probability"]) < bound, (la["level"], f, box_a, box_b)
 
 
 def test_export_onnx_command_writes_every_network(tmp_path):

@@ -10,7 +10,8 @@ DeLong's test of the tree against the CNN, and reader agreement (the paper's Tab
   direction from the tree's own grades, never from the reference); foramen and facet from each
   side's ``probability``, left and right pooled. **DeLong**: paired test of the two central AUROCs.
 * **Agreement**: linearly weighted kappa of readers 2 and 3, the CNN and the tree against the
-  reference, reader 2 against reader 3, and (phantom) of every reader and model against the truth.
+  reference, reader 2 against reader 3, and (phantom) of every reader and model against the truth;
+  (phantom) foramen and facet AUROC against the true grade too (``binary_auroc_vs_truth``).
 """
 
 from __future__ import annotations
@@ -139,8 +140,9 @@ def grading_metrics(pairs: Sequence[LevelPair], n_boot: int, seed: int, tree_mod
                 [int(r[1] >= 2) for r in sel], [int(r[gi] >= 2) for r in sel], 2).tolist()
 
     # foramen / facet, left and right pooled
+    vs_truth: dict[str, Any] = {}
     for kind in ("foramen", "facet"):
-        ys, ss, ls, gs = [], [], [], []
+        ys, ss, ls, gs, ts = [], [], [], [], []
         for p in pairs:
             if p.pred is None:
                 continue
@@ -155,12 +157,17 @@ def grading_metrics(pairs: Sequence[LevelPair], n_boot: int, seed: int, tree_mod
                 lab = binary_label(rec.get("label"))
                 ls.append(lab if lab is not None else int(float(rec["probability"]) >= 0.5))
                 gs.append(p.patient_id)
+                ts.append(reader_grade(p.truth, f, "truth"))
         binary[kind] = ci(binary_auroc, [np.array(ys, int), np.array(ss, float)], gs, n_boot, seed)
+        if ts and all(t is not None for t in ts):  # phantom: the same probabilities against the true grade
+            vs_truth[kind] = ci(binary_auroc, [np.array(ts, int), np.array(ss, float)], gs, n_boot, seed)
         roc[kind] = (np.array(ys, int), np.array(ss, float))
         if ys:
             confusion[kind] = confusion_matrix(ys, ls, 2).tolist()
             binary[f"{kind}_accuracy"] = ci(accuracy, [np.array(ys), np.array(ls)], gs, n_boot, seed)
     out["binary_auroc"] = binary
+    if vs_truth:
+        out["binary_auroc_vs_truth"] = vs_truth
 
     # ---- agreement (Table 3) and extras vs the true grade
     agree: dict[str, Any] = {}

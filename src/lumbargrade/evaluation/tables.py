@@ -132,6 +132,18 @@ def format_tables(metrics: Mapping[str, Any], title: str = "lumbargrade evaluati
         e = a.get(f"{k}_vs_truth")
         v, ci = _fmt_ci(e)
         L.append(f"| {k} | {v} | {ci} | {e.get('n') if e else 0} |")
+    vt = m.get("binary_auroc_vs_truth") or {}
+    if vt:
+        L.append("")
+        L.append("## Extra: foramen and facet AUROC against the true grade (phantom only)")
+        L.append("")
+        L.append("| Finding | AUROC | 95% CI | n | against reader 1 |")
+        L.append("|---|---|---|---|---|")
+        for kind in ("foramen", "facet"):
+            e = vt.get(kind)
+            v, ci = _fmt_ci(e, digits=3)
+            r, _ = _fmt_ci(b.get(kind), digits=3)
+            L.append(f"| {kind} | {v} | {ci} | {e.get('n') if e else 0} | {r} |")
     L.append("")
     per = lm.get("landmark_error_mm_per_level") or {}
     if per:
