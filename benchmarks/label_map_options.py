@@ -1,16 +1,18 @@
-"""Does a dural sac refiner leave a dorsal band of cauda equina out of the sac? (phantom)
+"""Does a dural sac refiner cope with anatomy the phantom rarely draws? (phantom)
 
-On real lower-lumbar T2 planes the nerve roots of a supine patient often lie as one grey band
-against the posterior dura; the phantom draws them as separate dots. This benchmark draws
-domain-randomised validation fields of a training cohort's slice bank twice, once as they are and
-once with the roots redrawn as such a band (:func:`lumbargrade.segmentation.synth.layer_rootlets`,
-every draw), with the same warp, intensities and artefacts otherwise, and scores the refiner's
-dural sac (Dice against the phantom's sac, on the refiner's own field centred on the true sac) on
-both, and on the rendered phantom field of the same slices.
+The domain randomisation can change a tissue map before drawing its image
+(:mod:`lumbargrade.segmentation.synth`): ``p_rootlet_layer`` redraws the cauda equina as one grey
+band against the posterior dura (as a supine patient's roots often lie on real lower-lumbar T2,
+where the phantom draws separate dots), ``p_cord`` puts a spinal cord or conus of random size in
+the sac, ``p_dura_drop`` erases the dura. This benchmark draws domain-randomised validation fields
+of a training cohort's slice bank as they are and again with each ``--option`` applied (every
+draw), with the same warp, intensities and artefacts otherwise, and scores the refiner's dural sac
+(Dice against the phantom's sac, on the refiner's own field centred on the true sac) on both, and
+on the rendered phantom field of the same slices.
 
-    python benchmarks/rootlet_layering.py --data COHORT/slices.csv [--data COHORT_2/slices.csv] \\
-        [--refiner PACK/sac_refiner] [--n 150] [--out benchmarks/results/rootlet_layering.json] \\
-        [--picture PNG]
+    python benchmarks/label_map_options.py --data COHORT/slices.csv [--data COHORT_2/slices.csv] \\
+        [--option p_rootlet_layer] [--option p_cord] [--option p_dura_drop] [--refiner PACK/sac_refiner] \\
+        [--n 150] [--out benchmarks/results/label_map_options.json] [--picture PNG]
 
 Validation disc-centre slices only (``split`` = val); ``--n`` of them drawn with a fixed seed. The
 recipe is the refiner's own (its ``config.json`` ``synth``); ``--refiner`` defaults to the bundled
@@ -28,6 +30,9 @@ from pathlib import Path
 import numpy as np
 
 
+OPTIONS = ("p_rootlet_layer", "p_cord", "p_dura_drop")
+
+
 def dice(a: np.ndarray, b: np.ndarray) -> float:
     return float(2 * (a & b).sum() / max(int(a.sum() + b.sum()), 1))
 
@@ -43,6 +48,8 @@ def main(argv: list[str] | None = None) -> int:
     from lumbargrade.segmentation.inference import load_segmenter
     from lumbargrade.segmentation.synth import (
         SynthConfig,
+        erase_dura,
+        insert_cord,
         layer_rootlets,
         normalise_inside,
         synthesize,
@@ -52,6 +59,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", action="append", required=True, help="a phantom slice bank (slices.csv); repeatable")
     ap.add_argument("--refiner", default=str(default_pack_path() / "sac_refiner"))
+    ap.add_argument("--option", action="append", choices=list(OPTIONS),
+                    help="a label-map change to score (repeatable; default: all three)")
     ap.add_argument("--n", type=int, default=150, help="validation slices to draw")
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--out", default=None, help="JSON results file")
@@ -74,7 +83,13 @@ def main(argv: list[str] | None = None) -> int:
     rows = [rows[i] for i in rng.choice(len(rows), size=min(args.n, len(rows)), replace=False)]
     recipe = dict(json.loads((Path(args.refiner) / "config.json").read_text()).get("synth") or {})
     synth = SynthConfig.from_dict(recipe)
-    layered = SynthConfig.from_dict(dict(recipe, p_rootlet_layer=1.0))
+    options = args.option or list(OPTIONS)
+    changed = {o: SynthConfig.from_dict(dict(recipe, **{o: 1.0})) for o in options}
+    change = {
+        "p_rootlet_layer": lambda t, y, r: layer_rootlets(t, y, ds.spacing, r, changed["p_rootlet_layer"]),
+        "p_cord": lambda t, y, r: insert_cord(t, y, ds.spacing, r, changed["p_cord"]),
+        "p_dura_drop": lambda t, y, r: erase_dura(t, y, r, changed["p_dura_drop"]),
+    }
     c = ref.cfg
     t0 = time.perf_counter()
     ds = SegmentationDataset(rows, c.target_spacing, (c.size, c.size), c.margin, synth=synth, p_synth=1.0,
@@ -92,9 +107,9 @@ def main(argv: list[str] | None = None) -> int:
         coords = warp_coordinates(ds.size, tis.shape, ds.spacing, np.random.default_rng(1000 + i), synth)
         t = ndimage.map_coordinates(tis, coords, order=0, mode="constant", cval=0)
         y = ndimage.map_coordinates(lab, coords, order=0, mode="constant", cval=0) == 1
-        t_band = layer_rootlets(t, y, ds.spacing, np.random.default_rng(5000 + i), layered)
         row = {}
-        for name, tt in (("plain", t), ("layered", t_band)):
+        drawn = [("plain", t)] + [(o, change[o](t, y, np.random.default_rng(5000 + i))) for o in options]
+        for name, tt in drawn:
             img = normalise_inside(synthesize(tt, y, ds.spacing, np.random.default_rng(2000 + i), synth), None)
             pred = sac_of(img)
             row[name] = dice(pred, y)
@@ -115,12 +130,12 @@ def main(argv: list[str] | None = None) -> int:
         "n_slices": len(scores),
         "seconds": round(time.perf_counter() - t0, 1),
     }
-    for name in ("plain", "layered", "rendered"):
+    result["dice"] = {}
+    for name in ["rendered", "plain", *options]:
         v = np.array([s[name] for s in scores])
-        result[f"dice_{name}_mean"] = round(float(v.mean()), 4)
-        result[f"dice_{name}_p10"] = round(float(np.percentile(v, 10)), 4)
-    print(f"{len(scores)} validation fields: refiner sac Dice, synthesised {result['dice_plain_mean']:.3f}, "
-          f"with the roots layered {result['dice_layered_mean']:.3f}, rendered {result['dice_rendered_mean']:.3f}")
+        result["dice"][name] = {"mean": round(float(v.mean()), 4), "p10": round(float(np.percentile(v, 10)), 4)}
+    print(f"{len(scores)} validation fields, refiner sac Dice (mean): "
+          + ", ".join(f"{k} {v['mean']:.3f}" for k, v in result["dice"].items()))
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
