@@ -29,7 +29,6 @@ from pathlib import Path
 
 import numpy as np
 
-
 OPTIONS = ("p_rootlet_layer", "p_cord", "p_dura_drop")
 
 
