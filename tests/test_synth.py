@@ -132,20 +132,23 @@ def test_erased_dura_takes_the_tissue_outside_it_and_nothing_else_changes():
     assert set(np.unique(out[changed])) <= {7, 9} and 7 in set(np.unique(out[changed]))
 
 
-def test_dura_erasing_is_off_by_default_and_uses_no_random_numbers():
-    t, sac = _tissues()
+def _without_draws(change):
+    """``change(rng)`` with a fresh generator; asserts that it drew no random number."""
     rng = np.random.default_rng(0)
     state = rng.bit_generator.state
-    assert erase_dura(t, sac, rng, SynthConfig()) is t
+    out = change(rng)
     assert rng.bit_generator.state == state
+    return out
+
+
+def test_dura_erasing_is_off_by_default_and_uses_no_random_numbers():
+    t, sac = _tissues()
+    assert _without_draws(lambda rng: erase_dura(t, sac, rng, SynthConfig())) is t
 
 
 def test_cord_insertion_is_off_by_default_and_uses_no_random_numbers():
     t, sac = _tissues()
-    rng = np.random.default_rng(0)
-    state = rng.bit_generator.state
-    assert insert_cord(t, sac, 0.7, rng, SynthConfig()) is t
-    assert rng.bit_generator.state == state
+    assert _without_draws(lambda rng: insert_cord(t, sac, 0.7, rng, SynthConfig())) is t
     # a stenotic sac (below cord_min_sac_mm2) keeps its own content
     small = insert_cord(t, sac, 0.3, np.random.default_rng(0), SynthConfig(p_cord=1.0))
     assert small is t
@@ -186,8 +189,5 @@ def test_rootlet_layering_is_off_by_default_and_uses_no_random_numbers():
     from lumbargrade.segmentation.synth import layer_rootlets
 
     t, sac = _tissues()
-    rng = np.random.default_rng(0)
-    state = rng.bit_generator.state
-    assert layer_rootlets(t, sac, 0.7, rng, SynthConfig()) is t
-    assert rng.bit_generator.state == state
+    assert _without_draws(lambda rng: layer_rootlets(t, sac, 0.7, rng, SynthConfig())) is t
     assert layer_rootlets(t, np.zeros_like(sac), 0.7, np.random.default_rng(0), SynthConfig(p_rootlet_layer=1.0)) is t
