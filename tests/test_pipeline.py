@@ -167,3 +167,6 @@ def test_a_slice_without_a_disc_is_replaced_by_the_next_one_that_shows_it(phanto
     lv = next(x for x in res.levels if x.level == "L5/S1")
     assert lv.sop_instance_uid == target.sop_instance_uid and "moved_from" not in lv.slice_choice
     assert "no disc found on a disc-level slice" in lv.review_reasons
+    # the foramen classifier's neighbouring slices were those unreadable ones: said, not fatal
+    assert any("could not be read" in w and "neighbour.dcm" in w for w in lv.warnings)
+    assert lv.findings["foramen_left"]["probability"] is not None

@@ -21,6 +21,7 @@ __all__ = [
     "load_axial_geometry",
     "SPLITS",
     "load_axial",
+    "load_axial_context",
     "load_image_file",
     "load_label_map",
     "data_paths",
@@ -261,3 +262,58 @@ def axial_view_of(row: dict, base_dir: str | Path | None = None):
         return axial_view(g)
     except ValueError as e:
         raise InputError(_path(row, "axial_image", base_dir), str(e)) from None
+
+
+_FOLDER_GEOMETRY: dict[str, list] = {}
+
+
+def _folder_geometries(folder: Path) -> list:
+    """``[(path, SeriesInstanceUID, SliceGeometry)]`` of the DICOM slices in ``folder`` (headers
+    only; cached per folder for the life of the process; unreadable files are skipped)."""
+    key = str(folder.resolve())
+    if key in _FOLDER_GEOMETRY:
+        return _FOLDER_GEOMETRY[key]
+    import pydicom
+
+    from .geometry import SliceGeometry
+
+    found = []
+    for f in sorted(folder.iterdir()):
+        if not f.is_file() or not _is_dicom(f):
+            continue
+        try:
+            ds = pydicom.dcmread(f, stop_before_pixels=True)
+            iop = [float(v) for v in ds.ImageOrientationPatient]
+            g = SliceGeometry(position=np.array([float(v) for v in ds.ImagePositionPatient]),
+                              row_cosine=np.array(iop[:3]), col_cosine=np.array(iop[3:]),
+                              pixel_spacing=tuple(float(v) for v in ds.PixelSpacing),
+                              rows=int(ds.Rows), columns=int(ds.Columns))
+            found.append((f, str(ds.SeriesInstanceUID), g))
+        except Exception:  # noqa: BLE001, S112 - not a usable slice: not a neighbour either
+            continue
+    _FOLDER_GEOMETRY[key] = found
+    return found
+
+
+def load_axial_context(row: dict, base_dir: str | Path | None = None,
+                       max_gap_mm: float | None = None) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """The slices caudal and cranial to the row's axial slice, as stored (``[rows, cols]`` float32,
+    rescaled like :func:`load_axial`), found by geometry among the DICOM files of the same series
+    in the slice's folder (:func:`lumbargrade.grading.context.neighbour_indices`); None where
+    there is none, and both None for a PNG/NPY slice."""
+    from .grading.context import DEFAULT_MAX_GAP_MM, neighbour_indices
+
+    p = _path(row, "axial_image", base_dir)
+    if not _is_dicom(p):
+        return None, None
+    import pydicom
+
+    centre = load_axial_geometry(row, base_dir)
+    try:
+        uid = str(pydicom.dcmread(p, stop_before_pixels=True).SeriesInstanceUID)
+    except Exception:  # noqa: BLE001 - no series UID: no neighbours
+        return None, None
+    same = [(f, g) for f, u, g in _folder_geometries(p.parent) if u == uid and f.resolve() != p.resolve()]
+    lo, hi = neighbour_indices(centre, [g for _, g in same],
+                               DEFAULT_MAX_GAP_MM if max_gap_mm is None else float(max_gap_mm))
+    return tuple(None if i is None else _load_dicom(same[i][0])[0] for i in (lo, hi))  # type: ignore[return-value]

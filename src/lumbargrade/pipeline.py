@@ -65,6 +65,7 @@ class LevelResult:
     view: Any = None  # lumbargrade.io.orientation.AxialView (canonical view of the slice)
     regions_source: str | None = None  # 'reader' when a reader drew the regions (lumbargrade.regrade)
     fat_shift: dict[str, Any] | None = None  # the fat-water shift correction (see correct_fat_shift)
+    context_refs: tuple[Any, Any] | None = None  # SliceRefs of the slices below / above (grading.context)
 
     def __post_init__(self) -> None:
         if self.view is None:
@@ -86,6 +87,21 @@ class LevelResult:
         from .io.orientation import restore
 
         return restore(np.zeros(self.image.shape, np.uint8), self.geometry, "+x+y")[1]
+
+    def canonical_context(self) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """The slices caudal and cranial to this one (:mod:`lumbargrade.grading.context`) in the
+        canonical view, pixels read now; None where there is none."""
+        from .errors import InputError
+
+        out: list[np.ndarray | None] = []
+        for side, r in zip(("below", "above"), self.context_refs or (None, None)):
+            try:
+                out.append(None if r is None else self.canonical(np.asarray(r.pixels(), np.float32)))
+            except InputError as e:  # an unreadable neighbour: the graded slice stands in for it
+                self.warnings.append(f"the slice {side} this one could not be read ({e}); the classifiers "
+                                     "that look at neighbouring slices saw this slice in its place")
+                out.append(None)
+        return out[0], out[1]
 
     def canonical_boxes(self) -> dict[str, list[int]]:
         shape = self.image.shape
@@ -231,7 +247,19 @@ def _level_on_slice(level: str, axial: Any, b: int, k: int, rec: dict[str, Any],
         slice_choice=rec,
         source=ref,
         view=view,
+        context_refs=context_refs(axial, ref),
     )
+
+
+def context_refs(series: Any, ref: Any) -> tuple[Any, Any]:
+    """The SliceRefs caudal and cranial to ``ref`` among every slice of ``series`` (parallel, on the
+    same pixel grid, within :data:`lumbargrade.grading.context.DEFAULT_MAX_GAP_MM`); None where
+    there is none."""
+    from .grading.context import neighbour_indices
+
+    others = [s for b in series.blocks for s in b.slices if s is not ref]
+    lo, hi = neighbour_indices(ref.geometry, [s.geometry for s in others])
+    return (None if lo is None else others[lo], None if hi is None else others[hi])
 
 
 def _next_slice_where_no_disc(levels: list[LevelResult], where: dict[str, tuple[int, int]], axial: Any,
@@ -484,8 +512,10 @@ def grade_levels(levels: list[LevelResult], pack: Any, cfg: AnalysisConfig) -> N
                                    "ratio": round(float(value), 4), "rule": tree.rule_for(value)}
         lv.findings["central_canal"] = central
     if have_cnn:
+        context = any(int(getattr(c, "context_slices", 0) or 0) for c in classifiers.values() if c is not None)
         cnn = grade_levels([(lv.canonical(lv.image), lv.canonical_spacing, lv.canonical(lv.sac_mask),
-                             lv.canonical_boxes()) for lv in levels], classifiers)
+                             lv.canonical_boxes(), lv.canonical_context() if context else None)
+                            for lv in levels], classifiers)
         for lv, out in zip(levels, cnn):
             central = lv.findings["central_canal"]
             if "central_canal_cnn" in out:

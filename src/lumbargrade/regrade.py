@@ -170,6 +170,16 @@ def _find_slice(study: Any, series_uid: str, sop_uid: str, where: str) -> Any:
     raise InputError(where, f"the study no longer holds the axial slice SOPInstanceUID {sop_uid}")
 
 
+def _context_of(study: Any, ref: Any) -> tuple[Any, Any] | None:
+    """The slices below and above ``ref`` in its series (:func:`lumbargrade.pipeline.context_refs`)."""
+    from .pipeline import context_refs
+
+    for s in study.series:
+        if any(r is ref for r in s.all_slices()):
+            return context_refs(s, ref)
+    return None
+
+
 def rebuild_result(out: Path, study: Any, report: dict[str, Any]) -> Any:
     """A :class:`~lumbargrade.pipeline.StudyResult` from an output folder: images re-read from
     ``study``, masks from the label maps (1 dural sac, 2 disc), the rest from ``report``."""
@@ -210,6 +220,7 @@ def rebuild_result(out: Path, study: Any, report: dict[str, Any]) -> Any:
                          if rec.get("boxes_source") == "image" or rec.get("regions_source") == "reader" else None),
                 review_reasons=list(rec.get("review_reasons") or []),
                 boxes_source=rec.get("boxes_source"),
+                context_refs=_context_of(study, ref),
             )
         )
         if rec.get("regions_source") == "reader":
@@ -619,7 +630,9 @@ def reslice(
                      image=np.asarray(ref.pixels(), dtype=np.float32), slice_choice=rec_choice,
                      findings={k2: v for k2, v in old.findings.items() if k2 != "central_canal"},
                      source=ref)
-    from .pipeline import correct_fat_shift, grade_levels, measure_and_localize, segment_levels
+    from .pipeline import context_refs, correct_fat_shift, grade_levels, measure_and_localize, segment_levels
+
+    lv.context_refs = context_refs(series, ref)
 
     segment_levels([lv], segmenter, cfg)  # canonical view, regions, plausibility gate, as analyze does
     correct_fat_shift([lv], an.pack.get("fat_shift") if cfg.fat_shift_correction else None)

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from .calibration import positive_probability, softmax
-from .patches import LATERAL_FINDINGS, PatchConfig, level_patches, normalise_slice
+from .patches import LATERAL_FINDINGS, PatchConfig, level_patches, normalise_context, normalise_slice
 
 __all__ = [
     "BINARY_LABELS",
@@ -51,17 +51,19 @@ def _pick_device(device: str | None):
 
 def forward_logits(model, patches: np.ndarray, in_chans: int = 1, batch_size: int = 64, device=None,
                    input_mean: float = 0.0, input_std: float = 1.0) -> np.ndarray:
-    """Raw logits ``[n, k]`` (float64) of ``model`` for patches ``[n, h, w]``, batched, eval mode.
+    """Raw logits ``[n, k]`` (float64) of ``model`` for patches ``[n, h, w]`` (or context stacks
+    ``[n, c, h, w]``), batched, eval mode.
 
-    The network sees ``(patch - input_mean) / input_std`` repeated to ``in_chans`` channels.
+    The network sees ``(patch - input_mean) / input_std``, a single-channel patch repeated to
+    ``in_chans`` channels.
     """
     import torch
 
     x = np.asarray(patches, dtype=np.float32)
     if x.ndim == 2:
         x = x[None]
-    if x.ndim != 3:
-        raise ValueError(f"patches must be [n, h, w], got shape {x.shape}")
+    if x.ndim not in (3, 4):
+        raise ValueError(f"patches must be [n, h, w] or [n, c, h, w], got shape {x.shape}")
     dev = device or next(model.parameters()).device
     was_training = model.training
     model.eval()
@@ -69,7 +71,9 @@ def forward_logits(model, patches: np.ndarray, in_chans: int = 1, batch_size: in
     try:
         with torch.inference_mode():
             for i in range(0, len(x), batch_size):
-                xb = torch.from_numpy(x[i : i + batch_size]).to(dev)[:, None]
+                xb = torch.from_numpy(x[i : i + batch_size]).to(dev)
+                if xb.ndim == 3:
+                    xb = xb[:, None]
                 if input_mean != 0.0 or input_std != 1.0:
                     xb = (xb - input_mean) / input_std
                 if in_chans != 1:
@@ -96,6 +100,7 @@ class Classifier:
         self.task = str(config["task"])
         self.num_classes = int(config["num_classes"])
         self.in_chans = int(config.get("in_chans", 1))
+        self.context_slices = int(config.get("context_slices", 0) or 0)  # lumbargrade.grading.context
         self.temperature = float(config.get("temperature", 1.0))
         bias = config.get("logit_bias")
         self.logit_bias = np.zeros(self.num_classes) if bias is None else np.asarray(bias, np.float64)
@@ -113,13 +118,15 @@ class Classifier:
         return getattr(self.model, "runtime", "torch")
 
     def logits(self, patches: np.ndarray) -> np.ndarray:
-        """Raw (uncalibrated) logits ``[n, k]`` for patches ``[n, h, w]``."""
+        """Raw (uncalibrated) logits ``[n, k]`` for patches ``[n, h, w]`` (context stacks:
+        ``[n, c, h, w]``)."""
         if self.runtime == "onnx":
             x = np.asarray(patches, dtype=np.float32)
-            x = (x[None] if x.ndim == 2 else x)[:, None]
+            x = x[None] if x.ndim == 2 else x
+            x = x[:, None] if x.ndim == 3 else x
             if self.input_mean != 0.0 or self.input_std != 1.0:
                 x = (x - np.float32(self.input_mean)) / np.float32(self.input_std)
-            if self.in_chans != 1:
+            if x.shape[1] != self.in_chans:
                 x = np.repeat(x, self.in_chans, axis=1)
             out = [self.model(x[i : i + self.batch_size]) for i in range(0, len(x), self.batch_size)]
             return (np.concatenate(out) if out else np.zeros((0, self.num_classes))).astype(np.float64)
@@ -158,6 +165,7 @@ class ClassifierEnsemble:
         self.task = first.task
         self.num_classes = first.num_classes
         self.in_chans = first.in_chans
+        self.context_slices = first.context_slices
         self.patch = first.patch
         self.threshold = float(config.get("threshold", first.threshold))
 
@@ -242,8 +250,9 @@ def load_classifier(path: str | Path, device: str | None = "cpu",
         for f, m in zip(folders, members):
             if isinstance(m, ClassifierEnsemble):
                 raise InputError(f, "an ensemble member cannot itself be an ensemble")
-            if m.task != members[0].task or m.patch.to_dict() != members[0].patch.to_dict():
-                raise InputError(f, "ensemble members must share the task and the patch settings")
+            if (m.task != members[0].task or m.patch.to_dict() != members[0].patch.to_dict()
+                    or m.context_slices != members[0].context_slices):
+                raise InputError(f, "ensemble members must share the task, the patch settings and context_slices")
         if "task" in cfg and cfg["task"] != members[0].task:
             raise InputError(p / "config.json", f"task {cfg['task']!r} differs from the members' {members[0].task!r}")
         return ClassifierEnsemble(members, cfg)
@@ -326,10 +335,15 @@ def grade_level(
 def grade_levels(levels: Sequence[Sequence], classifiers: Mapping[str, Classifier | None]) -> list[dict]:
     """:func:`grade_level` for several levels, one batched forward pass per classifier.
 
-    ``levels``: tuples ``(image, spacing, sac_mask, boxes)`` in the canonical view.
+    ``levels``: tuples ``(image, spacing, sac_mask, boxes)`` in the canonical view, optionally with
+    a fifth item ``(caudal, cranial)``: the neighbouring slices (canonical view, None where there
+    is none) that a classifier with ``context_slices`` sees as extra channels
+    (:mod:`lumbargrade.grading.context`); without it such a classifier sees the graded slice in
+    every channel.
     """
     clfs = {k: v for k, v in classifiers.items() if v is not None}
     items = [tuple(lv[:4]) for lv in levels]
+    contexts = [(lv[4] if len(lv) > 4 and lv[4] is not None else (None, None)) for lv in levels]
 
     norm_cache: dict[tuple, np.ndarray] = {}
     patch_cache: dict[tuple, dict[str, np.ndarray]] = {}
@@ -337,11 +351,13 @@ def grade_levels(levels: Sequence[Sequence], classifiers: Mapping[str, Classifie
     def patches_for(i: int, clf: Classifier, names: Sequence[str]) -> dict[str, np.ndarray]:
         """Patches of level i for clf's patch settings (shared by classifiers with equal settings)."""
         image, spacing, sac_mask, boxes = items[i]
-        pkey = (i, json.dumps(clf.patch.to_dict(), sort_keys=True), tuple(names))
+        ctx = int(getattr(clf, "context_slices", 0) or 0)
+        pkey = (i, json.dumps(clf.patch.to_dict(), sort_keys=True), tuple(names), ctx)
         if pkey not in patch_cache:
-            key = (i, *clf.patch.percentiles)
+            key = (i, *clf.patch.percentiles, ctx)
             if key not in norm_cache:
-                norm_cache[key] = normalise_slice(image, clf.patch.percentiles)
+                norm_cache[key] = (normalise_context(image, *contexts[i], percentiles=clf.patch.percentiles) if ctx
+                                   else normalise_slice(image, clf.patch.percentiles))
             patch_cache[pkey] = level_patches(
                 norm_cache[key], spacing, sac_mask, boxes, clf.patch, normalised=True, which=names)
         return patch_cache[pkey]

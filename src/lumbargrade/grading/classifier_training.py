@@ -68,7 +68,7 @@ from .calibration import (
 )
 from .classifier_inference import TASKS, forward_logits
 from .names import BINARY_LABELS, CENTRAL_GRADES
-from .patches import PatchConfig, central_patch, lateral_patch, normalise_slice
+from .patches import PatchConfig, central_patch, lateral_patch, normalise_context, normalise_slice
 
 __all__ = [
     "DEFAULT_CONFIG",
@@ -96,6 +96,7 @@ DEFAULT_CONFIG: dict[str, Any] = {
     "patch_boxes": "auto",  # pipeline (needs --segmentation) | rule | truth | auto (pipeline with --segmentation, else rule)
     "pipeline_boxes": "image",  # with patch_boxes=pipeline: image | fitted | paper (as analyze --boxes)
     "synth_copies": 2,  # domain-randomised copies per slice with a tissue_map (0: none)
+    "context_slices": 0,  # 1: the slices below and above as extra channels (lumbargrade.grading.context; in_chans 3)
     "synth": {"p_t2_prior": 1.0, "p_crop": 0.0, "p_flow": 0.0},  # SynthConfig overrides for them
     "patch": PatchConfig().to_dict(),
     "augment": {
@@ -200,6 +201,13 @@ def _check_config(cfg: dict, where: str) -> None:
         raise InputError(where, "input_std must be > 0")
     if int(cfg["epochs"]) < 1 or int(cfg["batch_size"]) < 1:
         raise InputError(where, "epochs and batch_size must be >= 1")
+    if int(cfg["context_slices"]) not in (0, 1):
+        raise InputError(where, "context_slices must be 0 or 1")
+    if int(cfg["context_slices"]):
+        if int(cfg["in_chans"]) != 3:
+            raise InputError(where, "context_slices=1 needs in_chans=3 (caudal, graded and cranial slice)")
+        if int(cfg["synth_copies"]) > 0:
+            raise InputError(where, "context_slices=1 needs synth_copies=0 (the tissue maps are single slices)")
 
 
 # --------------------------------------------------------------------------- data
@@ -261,13 +269,17 @@ def _slice_views(row: Mapping, cfg: Mapping, segmenter, box_rule, log, fat_shift
         raise InputError(f"manifest line {row.get('_line')}",
                          f"label map shape {lm.shape} differs from the image's {image.shape}")
     view = mf.axial_view_of(row)
+    context = None
+    if int(cfg.get("context_slices", 0)):
+        context = [None if a is None else view.to_canonical(a) for a in mf.load_axial_context(row)]
     image, lm, spacing = view.to_canonical(image), view.to_canonical(lm), view.canonical_spacing(spacing)
     tissues = None
     if row.get("tissue_map") and int(cfg["synth_copies"]) > 0:
         tissues = view.to_canonical(_load_png(row, "tissue_map"))
     source = cfg["patch_boxes"]
     if source == "truth":
-        return {"image": image, "spacing": spacing, "sac": lm == 1, "boxes": truth_boxes(lm), "tissues": tissues}
+        return {"image": image, "spacing": spacing, "sac": lm == 1, "boxes": truth_boxes(lm), "tissues": tissues,
+                "context": context}
     if source == "pipeline":
         from ..boxes.image import side_regions
 
@@ -284,12 +296,13 @@ def _slice_views(row: Mapping, cfg: Mapping, segmenter, box_rule, log, fat_shift
         boxes, _, _ = place_boxes(cfg["pipeline_boxes"], sac, disc, spacing, regions, box_rule)
         if not sac.any():
             sac = lm == 1  # a missed sac: the truth's, so the level still trains
-        return {"image": image, "spacing": spacing, "sac": sac, "boxes": boxes, "tissues": tissues}
+        return {"image": image, "spacing": spacing, "sac": sac, "boxes": boxes, "tissues": tissues,
+                "context": context}
     sac = lm == 1
     boxes = truth_boxes(lm)
     ruled, _, _ = place_boxes("fitted", sac, lm == 2, spacing, None, box_rule)
     boxes.update({k: b for k, b in ruled.items() if b[2] > b[0] and b[3] > b[1]})
-    return {"image": image, "spacing": spacing, "sac": sac, "boxes": boxes, "tissues": tissues}
+    return {"image": image, "spacing": spacing, "sac": sac, "boxes": boxes, "tissues": tissues, "context": context}
 
 
 def _load_png(row: Mapping, column: str) -> np.ndarray:
@@ -339,6 +352,8 @@ def build_patch_set(rows: Sequence[Mapping], task: str, cfg: Mapping, log: loggi
             continue
         v = _slice_views(row, cfg, segmenter, box_rule, log, fat_shift)
         images = [normalise_slice(v["image"], pcfg.percentiles)]
+        if v.get("context") is not None:
+            images = [normalise_context(v["image"], *v["context"], percentiles=pcfg.percentiles)]
         if synth is not None and v["tissues"] is not None:
             images += [_synthetic_slice(v["tissues"], v["sac"], v["spacing"], rng, synth, pcfg)
                        for _ in range(n_copies)]
@@ -359,7 +374,8 @@ def build_patch_set(rows: Sequence[Mapping], task: str, cfg: Mapping, log: loggi
                 box = v["boxes"].get(col)
                 if y is None or box is None or box[2] <= box[0] or box[3] <= box[1]:
                     continue
-                xs.append(lateral_patch(norm, v["spacing"], box, col, pcfg))
+                xs.append(lateral_patch(norm, v["spacing"], box, col, pcfg) if norm.ndim == 2 else
+                          np.stack([lateral_patch(ch, v["spacing"], box, col, pcfg) for ch in norm]))
                 ys.append(y)
                 pats.append(str(row.get("patient_id")))
                 srcs.append(f"{tag} {col}")
@@ -478,6 +494,15 @@ def _operating_point(pos: np.ndarray, ybin: np.ndarray, rule: str | float) -> tu
     return threshold, point
 
 
+def _setup_of(cfg: Mapping) -> dict:
+    """The settings a checkpoint must share to be resumed (``context_slices`` only when set, so
+    checkpoints written before it existed still resume)."""
+    setup = {key: cfg[key] for key in ("patch", "model_kwargs", "in_chans", "patch_boxes")}
+    if int(cfg.get("context_slices", 0) or 0):
+        setup["context_slices"] = int(cfg["context_slices"])
+    return setup
+
+
 def train_on_patches(
     train: PatchSet,
     val: PatchSet,
@@ -567,14 +592,16 @@ def train_on_patches(
     crit = torch.nn.CrossEntropyLoss(weight=loss_w)
     aug = dict(cfg["augment"])
     hflip = bool(aug.get("hflip_central")) and task in ("central", "central_binary")
-    x_train = torch.from_numpy(train.x)[:, None]
+    x_train = torch.from_numpy(train.x)
+    if x_train.ndim == 3:
+        x_train = x_train[:, None]
     y_train = torch.from_numpy(train.y)
 
     start, best, history, best_state = 0, None, [], None
     ckpt = out / "checkpoint.pt"
     if ckpt.exists():
         state = torch.load(ckpt, map_location="cpu", weights_only=False)
-        same = {key: cfg[key] for key in ("patch", "model_kwargs", "in_chans", "patch_boxes")}
+        same = _setup_of(cfg)
         if state.get("setup", same) != same:
             raise InputError(ckpt, "was written with other patch / model settings; use --overwrite or another --out")
         if state.get("task") != task or state.get("model_name") != cfg["model"]:
@@ -645,7 +672,7 @@ def train_on_patches(
                  {a: (round(b, 4) if isinstance(b, float) else b) for a, b in vm.items()}, secs,
                  " (best)" if improved else "")
         bar.set_postfix(loss=f"{train_loss:.3f}", val=f"{vm.get('metric') or float('nan'):.3f}")
-        setup = {key: cfg[key] for key in ("patch", "model_kwargs", "in_chans", "patch_boxes")}
+        setup = _setup_of(cfg)
         torch.save({"epoch": epoch, "task": task, "model_name": cfg["model"], "setup": setup,
                     "model": model.state_dict(),
                     "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),

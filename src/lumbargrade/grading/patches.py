@@ -31,6 +31,7 @@ __all__ = [
     "lateral_patch",
     "level_patches",
     "mirror_boxes",
+    "normalise_context",
     "normalise_slice",
     "sac_centroid",
 ]
@@ -79,12 +80,29 @@ def normalise_slice(image: np.ndarray, percentiles: Sequence[float] = (1.0, 99.0
     img = np.asarray(image, dtype=np.float32)
     if img.ndim != 2:
         raise ValueError(f"expected a 2D image, got shape {img.shape}")
+    lo, scale = _robust_range(img, percentiles)
+    return ((img - np.float32(lo)) / np.float32(scale)).astype(np.float32)
+
+
+def _robust_range(img: np.ndarray, percentiles: Sequence[float]) -> tuple[float, float]:
+    """(low, width) of ``img``'s robust intensity range; (0, max |img|) for a flat image."""
     lo, hi = np.percentile(img, [float(percentiles[0]), float(percentiles[1])])
     scale = float(hi - lo)
     if not np.isfinite(scale) or scale <= 1e-12:
-        scale = float(np.abs(img).max()) or 1.0
-        lo = 0.0
-    return ((img - np.float32(lo)) / np.float32(scale)).astype(np.float32)
+        return 0.0, float(np.abs(img).max()) or 1.0
+    return float(lo), scale
+
+
+def normalise_context(image: np.ndarray, caudal: np.ndarray | None, cranial: np.ndarray | None,
+                      percentiles: Sequence[float] = (1.0, 99.0)) -> np.ndarray:
+    """A context stack ``[3, rows, cols]`` (caudal, graded, cranial; see
+    :mod:`lumbargrade.grading.context`), every channel mapped by the graded slice's robust range
+    (:func:`normalise_slice`) so the channels keep their relative brightness."""
+    from .context import stack_context
+
+    st = stack_context(image, caudal, cranial)
+    lo, scale = _robust_range(st[1], percentiles)
+    return ((st - np.float32(lo)) / np.float32(scale)).astype(np.float32)
 
 
 def _pair(v, name: str) -> tuple[float, float]:
@@ -220,10 +238,15 @@ def level_patches(
 
     The slice is normalised once (robust percentiles of the whole slice) before cutting, unless
     ``normalised`` says it already is. Left patches come back mirrored. ``which`` limits the
-    patches cut (names among ``"central"`` and :data:`LATERAL_FINDINGS`).
+    patches cut (names among ``"central"`` and :data:`LATERAL_FINDINGS`). A normalised context
+    stack ``[c, rows, cols]`` (:func:`normalise_context`) gives patches ``[c, h, w]``, every
+    channel cut at the same place.
     """
     cfg = cfg or PatchConfig()
     norm = np.asarray(image, np.float32) if normalised else normalise_slice(image, cfg.percentiles)
+    if norm.ndim == 3:
+        per = [level_patches(ch, spacing, sac_mask, boxes, cfg, normalised=True, which=which) for ch in norm]
+        return {k: np.stack([p[k] for p in per]) for k in per[0]}
     out: dict[str, np.ndarray] = {}
     wanted = set(which) if which is not None else {"central", *LATERAL_FINDINGS}
     if "central" in wanted and sac_mask is not None and np.any(sac_mask):

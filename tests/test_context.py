@@ -1,0 +1,136 @@
+"""Adjacent slices as classifier channels: which slices are neighbours (by patient geometry), how
+the stack is normalised, and that a context classifier sees them through analyze's path."""
+
+import json
+
+import numpy as np
+import pytest
+
+from lumbargrade.geometry import SliceGeometry
+from lumbargrade.grading.context import neighbour_indices, stack_context
+from lumbargrade.grading.patches import PatchConfig, level_patches, normalise_context, normalise_slice
+
+
+def _axial(z, row=(1, 0, 0), col=(0, 1, 0), shift=(0.0, 0.0), rows=64, spacing=0.8):
+    """An axial-ish slice whose origin lies at height ``z`` along its normal (LPS mm)."""
+    r, c = np.asarray(row, float), np.asarray(col, float)
+    n = np.cross(r, c)
+    pos = z * n + shift[0] * r + shift[1] * c
+    return SliceGeometry(position=pos, row_cosine=r, col_cosine=c, pixel_spacing=(spacing, spacing),
+                         rows=rows, columns=rows)
+
+
+@pytest.mark.core
+def test_neighbours_by_patient_geometry_not_by_list_order():
+    centre = _axial(0.0)
+    others = [_axial(8.0), _axial(-3.6), _axial(3.5), _axial(-7.0), _axial(0.0)]  # shuffled; one duplicate
+    lo, hi = neighbour_indices(centre, others)
+    assert (lo, hi) == (1, 2)  # -3.6 mm is caudal, +3.5 mm cranial; the duplicate and the far ones skipped
+    # the normal pointing feet-ward (row and column cosines swapped): still caudal = lower z
+    centre_r = _axial(0.0, row=(0, 1, 0), col=(1, 0, 0))
+    # with this orientation the normal is -z, so "z" along the normal is minus patient z
+    others_r = [_axial(-3.5, row=(0, 1, 0), col=(1, 0, 0)), _axial(3.6, row=(0, 1, 0), col=(1, 0, 0))]
+    lo, hi = neighbour_indices(centre_r, others_r)
+    assert others_r[lo].position[2] < 0 < others_r[hi].position[2]
+
+
+@pytest.mark.core
+def test_slices_off_the_grid_or_too_far_are_not_neighbours():
+    centre = _axial(0.0)
+    tilted = SliceGeometry(position=np.array([0.0, 0.0, 3.5]), row_cosine=np.array([1.0, 0, 0]),
+                           col_cosine=np.array([0, np.cos(0.2), np.sin(0.2)]), pixel_spacing=(0.8, 0.8),
+                           rows=64, columns=64)
+    others = [tilted, _axial(3.5, shift=(2.0, 0.0)), _axial(-3.5, rows=32), _axial(-3.5, spacing=0.9), _axial(7.0)]
+    assert neighbour_indices(centre, others) == (None, None)
+    assert neighbour_indices(centre, [_axial(7.0)], max_gap_mm=7.5) == (None, 0)
+    sagittal = SliceGeometry(position=np.zeros(3), row_cosine=np.array([0, 1.0, 0]), col_cosine=np.array([0, 0, -1.0]),
+                             pixel_spacing=(0.8, 0.8), rows=64, columns=64)
+    assert neighbour_indices(sagittal, [_axial(3.5)]) == (None, None)
+
+
+@pytest.mark.core
+def test_context_stack_keeps_the_graded_slices_range_and_fills_gaps():
+    rng = np.random.default_rng(0)
+    c = rng.normal(100, 10, (32, 32)).astype(np.float32)
+    up = 2 * c
+    st = normalise_context(c, None, up)
+    assert st.shape == (3, 32, 32)
+    np.testing.assert_allclose(st[1], normalise_slice(c), atol=1e-5)
+    np.testing.assert_allclose(st[0], st[1])  # a missing caudal slice is the graded one
+    assert st[2].mean() > st[1].mean() + 1.0  # the brighter neighbour stays brighter
+    with pytest.raises(ValueError, match="shape"):
+        stack_context(c, c[:16], None)
+    boxes = {"foramen_left": [4, 18, 14, 30], "foramen_right": [4, 2, 14, 14]}
+    p = level_patches(st, (0.8, 0.8), None, boxes, PatchConfig(patch_px=16), normalised=True)
+    single = level_patches(st[1], (0.8, 0.8), None, boxes, PatchConfig(patch_px=16), normalised=True)
+    assert p["foramen_left"].shape == (3, 16, 16)
+    np.testing.assert_allclose(p["foramen_left"][1], single["foramen_left"])  # same place, same mirroring
+
+
+def test_context_classifier_sees_the_neighbours_in_order():
+    torch = pytest.importorskip("torch")
+    from lumbargrade.grading.classifier_inference import Classifier, grade_levels
+    from lumbargrade.grading.classifiers import create_classifier
+
+    torch.manual_seed(0)
+    model = create_classifier("small_cnn", 2, in_chans=3).eval()
+    clf = Classifier(model, {"task": "foramen", "model": "small_cnn", "num_classes": 2, "in_chans": 3,
+                             "context_slices": 1, "patch": PatchConfig(patch_px=32).to_dict()})
+    rng = np.random.default_rng(1)
+    img = rng.normal(100, 10, (64, 64)).astype(np.float32)
+    below, above = img + rng.normal(0, 30, img.shape).astype(np.float32), img * 1.5
+    boxes = {"foramen_left": [20, 40, 34, 56], "foramen_right": [20, 8, 34, 24]}
+    lv = (img, (0.8, 0.8), None, boxes)
+    none, ctx, swapped = (grade_levels([lv + (c,)], {"foramen": clf})[0]["foramen_left"]["probability"]
+                          for c in (None, (below, above), (above, below)))
+    assert len({round(v, 6) for v in (none, ctx, swapped)}) == 3
+
+
+def test_phantom_neighbours_from_the_manifest_and_from_the_study_agree(phantom_cohort):
+    from lumbargrade import manifest as mf
+    from lumbargrade.io.study import read_study
+    from lumbargrade.pipeline import context_refs
+
+    rows = mf.read_manifest(phantom_cohort / "manifest.csv")
+    row = rows[2]
+    below, above = mf.load_axial_context(row)
+    assert below is not None and above is not None
+    study = read_study(phantom_cohort / row["study_dir"])
+    axial = study.find("axial_t2")
+    uid = row["axial_sop_instance_uid"]
+    ref = next(s for b in axial.blocks for s in b.slices if s.sop_instance_uid == uid)
+    lo, hi = context_refs(axial, ref)
+    np.testing.assert_array_equal(lo.pixels(), below)
+    np.testing.assert_array_equal(hi.pixels(), above)
+    assert lo.geometry.position[2] < ref.geometry.position[2] < hi.geometry.position[2]
+    truth = json.loads((phantom_cohort / row["patient_id"] / "truth.json").read_text())
+    assert truth["levels"][2]["axial_sop_instance_uid"] == uid
+
+
+def test_analyze_gives_the_bundled_foramen_classifier_its_neighbours(phantom_patient):
+    """The default pack's foramen classifier looks at three slices; analyze finds them in the axial
+    series, and what it reports is what the classifier gives on those three slices."""
+    from lumbargrade.grading.classifier_inference import grade_levels
+    from lumbargrade.io.study import read_study
+    from lumbargrade.modelpack import load_pack
+    from lumbargrade.pipeline import analyze_study
+
+    pack = load_pack()
+    clf = pack.get("classifier_foramen")
+    assert clf.context_slices == 1 and clf.in_chans == 3
+    res = analyze_study(read_study(phantom_patient / "dicom"), pack)
+    with_both = 0
+    for lv in res.levels:
+        below, above = lv.context_refs
+        z = lv.geometry.position[2]
+        assert below is None or below.geometry.position[2] < z
+        assert above is None or above.geometry.position[2] > z
+        with_both += below is not None and above is not None
+        item = (lv.canonical(lv.image), lv.canonical_spacing, lv.canonical(lv.sac_mask), lv.canonical_boxes())
+        seen = grade_levels([item + (lv.canonical_context(),)], {"foramen": clf})[0]
+        alone = grade_levels([item], {"foramen": clf})[0]
+        for side in ("foramen_left", "foramen_right"):
+            assert lv.findings[side]["probability"] == pytest.approx(seen[side]["probability"], abs=1e-6)
+        if below is not None or above is not None:
+            assert alone["foramen_left"]["probability"] != pytest.approx(seen["foramen_left"]["probability"], abs=1e-6)
+    assert with_both >= 3
