@@ -8,7 +8,12 @@ import pytest
 
 from lumbargrade.geometry import SliceGeometry
 from lumbargrade.grading.context import neighbour_indices, stack_context
-from lumbargrade.grading.patches import PatchConfig, level_patches, normalise_context, normalise_slice
+from lumbargrade.grading.patches import (
+    PatchConfig,
+    level_patches,
+    normalise_context,
+    normalise_slice,
+)
 
 
 def _axial(z, row=(1, 0, 0), col=(0, 1, 0), shift=(0.0, 0.0), rows=64, spacing=0.8):

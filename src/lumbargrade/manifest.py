@@ -228,6 +228,19 @@ def load_label_map(row: dict, base_dir: str | Path | None = None) -> np.ndarray:
     return arr.astype(np.uint8)
 
 
+def _slice_geometry(ds):
+    """The :class:`~lumbargrade.geometry.SliceGeometry` of a DICOM header (raises AttributeError,
+    ValueError, TypeError or IndexError when a tag is missing or malformed)."""
+    from .geometry import SliceGeometry
+
+    iop = [float(v) for v in ds.ImageOrientationPatient]
+    ipp = [float(v) for v in ds.ImagePositionPatient]
+    ps = [float(v) for v in ds.PixelSpacing]
+    return SliceGeometry(position=np.array(ipp), row_cosine=np.array(iop[:3]), col_cosine=np.array(iop[3:]),
+                         pixel_spacing=(ps[0], ps[1]), rows=int(ds.Rows), columns=int(ds.Columns),
+                         thickness=float(getattr(ds, "SliceThickness", 0) or 0) or None)
+
+
 def load_axial_geometry(row: dict, base_dir: str | Path | None = None):
     """The :class:`~lumbargrade.geometry.SliceGeometry` of the row's axial slice when it is a DICOM
     file (from ImageOrientationPatient, ImagePositionPatient, PixelSpacing); None for PNG/NPY."""
@@ -236,16 +249,8 @@ def load_axial_geometry(row: dict, base_dir: str | Path | None = None):
         return None
     import pydicom
 
-    from .geometry import SliceGeometry
-
     try:
-        ds = pydicom.dcmread(p, stop_before_pixels=True)
-        iop = [float(v) for v in ds.ImageOrientationPatient]
-        ipp = [float(v) for v in ds.ImagePositionPatient]
-        ps = [float(v) for v in ds.PixelSpacing]
-        return SliceGeometry(position=np.array(ipp), row_cosine=np.array(iop[:3]), col_cosine=np.array(iop[3:]),
-                             pixel_spacing=(ps[0], ps[1]), rows=int(ds.Rows), columns=int(ds.Columns),
-                             thickness=float(getattr(ds, "SliceThickness", 0) or 0) or None)
+        return _slice_geometry(pydicom.dcmread(p, stop_before_pixels=True))
     except (AttributeError, ValueError, TypeError, IndexError) as e:
         raise InputError(p, f"no usable slice geometry ({type(e).__name__}: {e})") from None
     except Exception as e:  # noqa: BLE001 - pydicom raises many kinds for damaged files
@@ -275,20 +280,13 @@ def _folder_geometries(folder: Path) -> list:
         return _FOLDER_GEOMETRY[key]
     import pydicom
 
-    from .geometry import SliceGeometry
-
     found = []
     for f in sorted(folder.iterdir()):
         if not f.is_file() or not _is_dicom(f):
             continue
         try:
             ds = pydicom.dcmread(f, stop_before_pixels=True)
-            iop = [float(v) for v in ds.ImageOrientationPatient]
-            g = SliceGeometry(position=np.array([float(v) for v in ds.ImagePositionPatient]),
-                              row_cosine=np.array(iop[:3]), col_cosine=np.array(iop[3:]),
-                              pixel_spacing=tuple(float(v) for v in ds.PixelSpacing),
-                              rows=int(ds.Rows), columns=int(ds.Columns))
-            found.append((f, str(ds.SeriesInstanceUID), g))
+            found.append((f, str(ds.SeriesInstanceUID), _slice_geometry(ds)))
         except Exception:  # noqa: BLE001, S112 - not a usable slice: not a neighbour either
             continue
     _FOLDER_GEOMETRY[key] = found

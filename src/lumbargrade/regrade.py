@@ -630,7 +630,13 @@ def reslice(
                      image=np.asarray(ref.pixels(), dtype=np.float32), slice_choice=rec_choice,
                      findings={k2: v for k2, v in old.findings.items() if k2 != "central_canal"},
                      source=ref)
-    from .pipeline import context_refs, correct_fat_shift, grade_levels, measure_and_localize, segment_levels
+    from .pipeline import (
+        context_refs,
+        correct_fat_shift,
+        grade_levels,
+        measure_and_localize,
+        segment_levels,
+    )
 
     lv.context_refs = context_refs(series, ref)
 
