@@ -139,3 +139,34 @@ def test_analyze_gives_the_bundled_foramen_classifier_its_neighbours(phantom_pat
         if below is not None or above is not None:
             assert alone["foramen_left"]["probability"] != pytest.approx(seen["foramen_left"]["probability"], abs=1e-6)
     assert with_both >= 3
+
+
+@pytest.mark.parametrize("task,boxes", [("central", "truth"), ("foramen", "rule")])
+def test_cli_trains_a_context_classifier_on_png_slices(tmp_path, task, boxes):
+    """PNG/NPY slices have no neighbours: the graded slice fills every channel, and training and
+    inference run on three channels for a central and a lateral task alike."""
+    pytest.importorskip("torch")
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from test_classifiers import _write_cohort
+
+    from lumbargrade.cli import main
+    from lumbargrade.grading.classifier_inference import load_classifier
+
+    man = _write_cohort(tmp_path / "cohort")
+    out = tmp_path / "run"
+    rc = main(["train", "classifier", "--task", task, "--data", str(man), "--out", str(out),
+               "--set", "epochs=1", "--set", "patch.patch_px=32", "--set", "batch_size=8",
+               "--set", f"patch_boxes={boxes}", "--set", "context_slices=1", "--set", "in_chans=3",
+               "--set", "synth_copies=0", "--seed", "0"])
+    assert rc == 0
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["context_slices"] == 1 and cfg["in_chans"] == 3
+    clf = load_classifier(out)
+    assert clf.context_slices == 1
+    assert clf.predict(np.zeros((2, 3, 32, 32), np.float32)).shape == (2, 4 if task == "central" else 2)
+    # without in_chans=3 it is one line and exit status 2, not a traceback
+    assert main(["train", "classifier", "--task", task, "--data", str(man), "--out", str(tmp_path / "bad"),
+                 "--set", "context_slices=1"]) == 2

@@ -365,7 +365,8 @@ def build_patch_set(rows: Sequence[Mapping], task: str, cfg: Mapping, log: loggi
                     if log:
                         log.warning("%s: empty dural sac, skipped", src)
                     break
-                xs.append(central_patch(norm, v["spacing"], v["sac"], pcfg))
+                xs.append(central_patch(norm, v["spacing"], v["sac"], pcfg) if norm.ndim == 2 else
+                          np.stack([central_patch(ch, v["spacing"], v["sac"], pcfg) for ch in norm]))
                 ys.append(labels["central_canal"])
                 pats.append(str(row.get("patient_id")))
                 srcs.append(tag)
