@@ -365,8 +365,7 @@ def build_patch_set(rows: Sequence[Mapping], task: str, cfg: Mapping, log: loggi
                     if log:
                         log.warning("%s: empty dural sac, skipped", src)
                     break
-                xs.append(central_patch(norm, v["spacing"], v["sac"], pcfg) if norm.ndim == 2 else
-                          np.stack([central_patch(ch, v["spacing"], v["sac"], pcfg) for ch in norm]))
+                xs.append(central_patch(norm, v["spacing"], v["sac"], pcfg))
                 ys.append(labels["central_canal"])
                 pats.append(str(row.get("patient_id")))
                 srcs.append(tag)
@@ -375,8 +374,7 @@ def build_patch_set(rows: Sequence[Mapping], task: str, cfg: Mapping, log: loggi
                 box = v["boxes"].get(col)
                 if y is None or box is None or box[2] <= box[0] or box[3] <= box[1]:
                     continue
-                xs.append(lateral_patch(norm, v["spacing"], box, col, pcfg) if norm.ndim == 2 else
-                          np.stack([lateral_patch(ch, v["spacing"], box, col, pcfg) for ch in norm]))
+                xs.append(lateral_patch(norm, v["spacing"], box, col, pcfg))
                 ys.append(y)
                 pats.append(str(row.get("patient_id")))
                 srcs.append(f"{tag} {col}")

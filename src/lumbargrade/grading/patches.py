@@ -131,11 +131,15 @@ def extract_patch(
     the needed region is first smoothed with a Gaussian of sigma ``0.5 * (ratio - 1)`` pixels
     (per axis). ``mirror`` flips the patch left-right (columns) after sampling.
 
-    Returns float32 ``[out_rows, out_cols]``.
+    Returns float32 ``[out_rows, out_cols]``; a stack ``[c, rows, cols]`` (a context stack,
+    :func:`normalise_context`) gives ``[c, out_rows, out_cols]``, every channel cut alike.
     """
     from scipy import ndimage
 
     img = np.asarray(image, dtype=np.float32)
+    if img.ndim == 3:
+        return np.stack([extract_patch(ch, spacing, centre_rc, size_mm, out_px, mirror, antialias=antialias, fill=fill)
+                         for ch in img])
     if img.ndim != 2:
         raise ValueError(f"expected a 2D image, got shape {img.shape}")
     sr, sc = _pair(spacing, "spacing")
@@ -220,7 +224,7 @@ def lateral_patch(norm_image: np.ndarray, spacing, box, name: str, cfg: PatchCon
     else:
         size = max(box_size_mm(box, spacing)) + 2.0 * float(cfg.lateral_margin_mm)
     p = extract_patch(norm_image, spacing, box_centre(box), size, cfg.patch_px)
-    return np.ascontiguousarray(p[:, ::-1]) if name.endswith("_left") else p
+    return np.ascontiguousarray(p[..., ::-1]) if name.endswith("_left") else p
 
 
 def level_patches(
@@ -244,9 +248,6 @@ def level_patches(
     """
     cfg = cfg or PatchConfig()
     norm = np.asarray(image, np.float32) if normalised else normalise_slice(image, cfg.percentiles)
-    if norm.ndim == 3:
-        per = [level_patches(ch, spacing, sac_mask, boxes, cfg, normalised=True, which=which) for ch in norm]
-        return {k: np.stack([p[k] for p in per]) for k in per[0]}
     out: dict[str, np.ndarray] = {}
     wanted = set(which) if which is not None else {"central", *LATERAL_FINDINGS}
     if "central" in wanted and sac_mask is not None and np.any(sac_mask):
