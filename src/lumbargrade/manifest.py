@@ -273,8 +273,8 @@ _FOLDER_GEOMETRY: dict[str, list] = {}
 
 
 def _folder_geometries(folder: Path) -> list:
-    """``[(path, SeriesInstanceUID, SliceGeometry)]`` of the DICOM slices in ``folder`` (headers
-    only; cached per folder for the life of the process; unreadable files are skipped)."""
+    """``[(resolved path, SeriesInstanceUID, SliceGeometry)]`` of the DICOM slices in ``folder``
+    (headers only; cached per folder for the life of the process; unreadable files are skipped)."""
     key = str(folder.resolve())
     if key in _FOLDER_GEOMETRY:
         return _FOLDER_GEOMETRY[key]
@@ -286,7 +286,7 @@ def _folder_geometries(folder: Path) -> list:
             continue
         try:
             ds = pydicom.dcmread(f, stop_before_pixels=True)
-            found.append((f, str(ds.SeriesInstanceUID), _slice_geometry(ds)))
+            found.append((f.resolve(), str(ds.SeriesInstanceUID), _slice_geometry(ds)))
         except Exception:  # noqa: BLE001, S112 - not a usable slice: not a neighbour either
             continue
     _FOLDER_GEOMETRY[key] = found
@@ -304,14 +304,13 @@ def load_axial_context(row: dict, base_dir: str | Path | None = None,
     p = _path(row, "axial_image", base_dir)
     if not _is_dicom(p):
         return None, None
-    import pydicom
-
-    centre = load_axial_geometry(row, base_dir)
-    try:
-        uid = str(pydicom.dcmread(p, stop_before_pixels=True).SeriesInstanceUID)
-    except Exception:  # noqa: BLE001 - no series UID: no neighbours
+    entries = _folder_geometries(p.parent)
+    me = p.resolve()
+    found = [(u, g) for f, u, g in entries if f == me]
+    if not found:  # the slice itself has no usable header: no neighbours either
         return None, None
-    same = [(f, g) for f, u, g in _folder_geometries(p.parent) if u == uid and f.resolve() != p.resolve()]
+    uid, centre = found[0]
+    same = [(f, g) for f, u, g in entries if u == uid and f != me]
     lo, hi = neighbour_indices(centre, [g for _, g in same],
                                DEFAULT_MAX_GAP_MM if max_gap_mm is None else float(max_gap_mm))
     return tuple(None if i is None else _load_dicom(same[i][0])[0] for i in (lo, hi))  # type: ignore[return-value]
