@@ -555,3 +555,80 @@ def test_from_field_within_equals_from_field(centre):
     field = np.random.default_rng(1).random((2, 32, 32)).astype(np.float32)
     np.testing.assert_array_equal(from_field_within(field, grid), from_field(field, grid))
     np.testing.assert_array_equal(from_field_within(field[0], grid, order=0), from_field(field[0], grid, order=0))
+
+
+def test_segmenter_ensemble_averages_its_members():
+    """An ensemble's probabilities are the mean of its members'; its outline follows that mean."""
+    from lumbargrade.segmentation.inference import Segmenter
+    from lumbargrade.segmentation.training import SegConfig
+
+    cfg = SegConfig.from_dict({"role": "sac_refiner", "size": 64, "target_spacing": 0.5, "margin": 8,
+                               "regions": False, "mirror_tta": False})
+    spacing = (0.5, 0.5)
+    inner = _ellipse((64, 64), spacing, (32, 32), (5, 5))
+    outer = _ellipse((64, 64), spacing, (32, 32), (9, 9))
+    img = np.where(inner, 1.0, np.where(outer, 0.5, 0.0)).astype(np.float32)
+    wide, narrow = Segmenter(_bright_net(0.3, 2), cfg), Segmenter(_bright_net(0.7, 2), cfg)
+    ens = Segmenter(None, cfg, members=[wide, narrow])
+    field = [img]
+    np.testing.assert_allclose(ens._probs_fields(field)[0],
+                               0.5 * (wide._probs_fields(field)[0] + narrow._probs_fields(field)[0]), atol=1e-6)
+    assert ens.runtime == wide.runtime and ens.model is wide.model
+    # the halo is sac for one member and not for the other: a tie, so the mean decides by a hair,
+    # while the core (both agree) stays sac and the background (both agree) stays out
+    p = ens._probs_fields(field)[0][0]
+    assert (p[inner] > 0.99).all() and (p[~outer] < 0.01).all()
+    np.testing.assert_allclose(p[outer & ~inner], 0.5, atol=0.01)
+
+
+def test_sac_refiner_ensemble_training_and_pack(tiny_cohort, tmp_path):
+    """``--ensemble 2`` trains two members (seeds 0, 1) into OUT/members, scores the mean of their
+    probabilities on the validation fields, keeps a finished member when run again, and the result
+    loads as one refiner (torch and, after export, ONNX) from a run folder or a model pack."""
+    from lumbargrade.modelpack import build_pack, export_pack_onnx, load_pack
+    from lumbargrade.segmentation.inference import load_segmenter
+    from lumbargrade.segmentation.training import run_cli
+
+    seg_run, ens = tmp_path / "seg", tmp_path / "ens"
+    assert run_cli(_args(tiny_cohort, seg_run, TINY + ["epochs=1"])) == 0
+    ref_sets = [s for s in TINY if not s.startswith(("size", "target_spacing"))]
+    args = _args(tiny_cohort, ens, ref_sets + ["epochs=1", "role=sac_refiner", "size=32", "target_spacing=0.75"])
+    args.ensemble = 2
+    assert run_cli(args) == 0
+    cfg = json.loads((ens / "config.json").read_text())
+    assert cfg["members"] == ["members/seed0", "members/seed1"] and cfg["seeds"] == [0, 1]
+    assert cfg["role"] == "sac_refiner"
+    m = json.loads((ens / "metrics.json").read_text())
+    assert m["ensemble"] == 2 and set(m["val_dice"]) == {"dural_sac"} and len(m["members"]) == 2
+    w0 = (ens / "members" / "seed0" / "model.safetensors").read_bytes()
+    w1 = (ens / "members" / "seed1" / "model.safetensors").read_bytes()
+    assert w0 != w1  # two seeds, two networks
+
+    ref = load_segmenter(ens, runtime="torch")
+    assert ref.cfg.role == "sac_refiner" and len(ref.members) == 2 and ref.refiner is None
+    x = [np.random.default_rng(0).normal(size=(32, 32)).astype(np.float32)]
+    mean = np.mean([mm._probs_fields(x)[0] for mm in ref.members], axis=0)
+    np.testing.assert_allclose(ref._probs_fields(x)[0], mean, atol=1e-6)
+    assert np.abs(ref.members[0]._probs_fields(x)[0] - ref.members[1]._probs_fields(x)[0]).max() > 1e-4
+
+    stamp = (ens / "members" / "seed1" / "model.safetensors").stat().st_mtime_ns
+    assert run_cli(args) == 0  # run again: both members are kept, the ensemble rescored
+    assert (ens / "members" / "seed1" / "model.safetensors").stat().st_mtime_ns == stamp
+
+    pack_dir = build_pack(tmp_path / "pack", {"segmentation": seg_run, "sac_refiner": ens})
+    assert (pack_dir / "sac_refiner" / "members" / "seed1" / "model.safetensors").is_file()
+    pack = load_pack(pack_dir, runtime="torch")
+    assert [f.name for f in pack.network_folders("sac_refiner")] == ["seed0", "seed1"]
+    torch_probs = pack.get("segmentation").refiner._probs_fields(x)[0]
+    rec = export_pack_onnx(pack_dir, ["segmentation", "sac_refiner"])
+    assert "error" not in rec["segmentation"]
+    assert [("error" not in r) for r in rec["sac_refiner"]["members"]] == [True, True]
+    onnx_ref = load_pack(pack_dir, runtime="onnx").get("segmentation").refiner
+    assert onnx_ref.runtime == "onnx" and len(onnx_ref.members) == 2
+    np.testing.assert_allclose(onnx_ref._probs_fields(x)[0], torch_probs, atol=2e-2)
+
+    # members that disagree on the field are a clear error
+    c1 = ens / "members" / "seed1" / "config.json"
+    c1.write_text(json.dumps(dict(json.loads(c1.read_text()), size=48)))
+    with pytest.raises(InputError, match="must share size"):
+        load_segmenter(ens, runtime="torch")

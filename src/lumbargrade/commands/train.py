@@ -65,6 +65,9 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     _common(s, pooled=True)
     _data_parallel(s)
     s.add_argument("--model", help="architecture from the registry (default: config's)")
+    s.add_argument("--ensemble", type=int, default=1, metavar="N",
+                   help="train N members (seeds SEED..SEED+N-1, a finished member is kept) into "
+                   "OUT/members/seed<k>; the network is the mean of their probabilities (default 1)")
     l_ = tsub.add_parser("landmarks", help="DSNT disc-centre landmarks on the mid-sagittal T2")
     _common(l_)
     l_.add_argument("--real", help="folder of real labelled sagittal slices (SPIDER PNG layout: images/, masks/)")

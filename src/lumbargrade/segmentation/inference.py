@@ -15,6 +15,11 @@ A segmenter may carry a dural sac refiner (``Segmenter.refiner``; a network trai
 ``role=sac_refiner``, in a model pack the ``sac_refiner`` folder beside ``segmentation``): a second
 look at the sac alone on a finer field (0.35 mm) centred on the sac the first look found, whose
 outline replaces the first one's.
+
+A folder whose ``config.json`` lists ``members`` (member folders inside it, each a run folder as
+above, trained with ``lumbargrade train segmentation --ensemble N``) is an ensemble: its
+probabilities are the mean of the members' (:attr:`Segmenter.members`); the members must share
+the field (``target_spacing``, ``size``, ``margin``), the role and the output classes.
 """
 
 from __future__ import annotations
@@ -86,7 +91,8 @@ class Segmenter:
     at the top, patient left on the right), as the network was trained.
     """
 
-    def __init__(self, model, cfg, device: str = "cpu", batch_size: int = 16) -> None:
+    def __init__(self, model, cfg, device: str = "cpu", batch_size: int = 16,
+                 members: Sequence[Segmenter] | None = None) -> None:
         from ..runtime import OnnxNet
 
         self.cfg = cfg
@@ -94,6 +100,12 @@ class Segmenter:
         self.batch_size = batch_size
         self.memory_format = None
         self.refiner: Segmenter | None = None  # a role="sac_refiner" Segmenter, applied after predict
+        #: an ensemble's members (their probabilities are averaged; ``model`` is then the first's)
+        self.members: list[Segmenter] | None = list(members) if members else None
+        if self.members:
+            first = self.members[0]
+            self.model, self.net, self.memory_format = first.model, first.net, first.memory_format
+            return
         if isinstance(model, OnnxNet):
             self.model, self.net = model, model
             return
@@ -120,6 +132,9 @@ class Segmenter:
     def _probs_fields(self, fields: list[np.ndarray]) -> list[np.ndarray]:
         from .losses import structure_probs_np
 
+        if self.members:  # an ensemble: the mean of the members' structure probabilities
+            each = [m._probs_fields(fields) for m in self.members]
+            return [np.mean(ps, axis=0, dtype=np.float32) for ps in zip(*each)]
         out = []
         for s in range(0, len(fields), self.batch_size):
             logits = self.net(np.stack(fields[s : s + self.batch_size])[:, None])
@@ -340,6 +355,7 @@ def load_segmenter(
     values used at inference (e.g. ``largest_component=False``, ``recentre_mm=0``). ``refiner``:
     a dural sac refiner folder to attach (``role=sac_refiner``); None attaches the pack's
     ``sac_refiner`` when ``path`` is the ``segmentation`` folder of a model pack that lists one; False none.
+    A folder whose config lists ``members`` loads as an ensemble (see the module docstring).
     """
     from ..runtime import load_onnx_net, resolve_runtime
     from .training import SegConfig
@@ -348,14 +364,17 @@ def load_segmenter(
     cfg_path, w_path = p / "config.json", p / "model.safetensors"
     if not p.is_dir():
         raise InputError(p, "segmentation model folder not found")
-    if not cfg_path.is_file() or not w_path.is_file():
-        raise InputError(
-            p, "needs config.json and model.safetensors (a segmentation run or model-pack folder)"
-        )
+    if not cfg_path.is_file():
+        raise InputError(p, "needs config.json and model.safetensors (a segmentation run or model-pack folder)")
     try:
         d = json.loads(cfg_path.read_text())
     except json.JSONDecodeError as e:
         raise InputError(cfg_path, f"not valid JSON ({e})") from e
+    if isinstance(d, dict) and "members" in d:
+        seg = _load_ensemble(p, d, device, threads, runtime, overrides)
+        return _attach_refiner(seg, p, device, runtime, refiner)
+    if not w_path.is_file():
+        raise InputError(p, "needs config.json and model.safetensors (a segmentation run or model-pack folder)")
     known = set(SegConfig.__dataclass_fields__)
     d = {k: v for k, v in d.items() if k in known}
     d.setdefault("regions", False)  # networks trained before regions existed: sac and disc only
@@ -380,6 +399,49 @@ def load_segmenter(
         load_weights(model, w_path)
         model.to(device)
         seg = Segmenter(model, cfg, device=device)
+    return _attach_refiner(seg, p, device, runtime, refiner)
+
+
+#: Config fields every member of a segmentation ensemble must share (the field and the outputs).
+_ENSEMBLE_SHARED = ("role", "target_spacing", "size", "margin", "per_structure", "regions")
+
+
+def _load_ensemble(p: Path, d: dict, device, threads, runtime, overrides) -> Segmenter:
+    """An ensemble folder (``config.json`` with ``members``) -> a :class:`Segmenter` averaging its
+    members' probabilities; the inference options (``largest_component``, ``recentre_mm``,
+    ``mirror_tta``...) are the ensemble config's."""
+    from ..grading.classifier_inference import member_folders
+    from .training import SegConfig
+
+    folders = member_folders(p, d)
+    members = []
+    for f in folders:
+        if not (f / "config.json").is_file():
+            raise InputError(f, "ensemble member folder not found (named in config.json 'members')")
+        try:
+            if "members" in json.loads((f / "config.json").read_text()):
+                raise InputError(f, "an ensemble member cannot itself be an ensemble")
+        except json.JSONDecodeError as e:
+            raise InputError(f / "config.json", f"not valid JSON ({e})") from e
+        members.append(load_segmenter(f, device=device, threads=threads, runtime=runtime, refiner=False))
+    first = members[0].cfg.to_dict()
+    for f, m in zip(folders[1:], members[1:]):
+        c = m.cfg.to_dict()
+        diff = [k for k in _ENSEMBLE_SHARED if json.dumps(c.get(k)) != json.dumps(first.get(k))]
+        if diff:
+            raise InputError(f, f"ensemble members must share {', '.join(diff)}")
+    known = set(SegConfig.__dataclass_fields__)
+    merged = dict(first, **{k: v for k, v in d.items() if k in known})
+    for k in _ENSEMBLE_SHARED:  # the members decide what the field and the outputs are
+        merged[k] = first.get(k)
+    cfg = SegConfig.from_dict(merged, str(p / "config.json"))
+    cfg.update(overrides, "load_segmenter")
+    return Segmenter(None, cfg, device=device, members=members)
+
+
+def _attach_refiner(seg: Segmenter, p: Path, device, runtime, refiner) -> Segmenter:
+    """Attach the dural sac refiner to a first-look segmenter (see :func:`load_segmenter`)."""
+    cfg = seg.cfg
     if cfg.role == "segmenter" and refiner is not False:
         if refiner is None or refiner is True:
             from ..modelpack import companion_folder

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
@@ -274,20 +275,26 @@ def _seed_all(seed: int) -> None:
 
 def evaluate_fields(model, ds, cfg: SegConfig, device, batch_size: int | None = None) -> dict:
     """Mean per-image Dice of each structure (dural sac, disc, and facet, foramen with regions) on a
-    non-augmented dataset, field grid."""
+    non-augmented dataset, field grid. ``model``: a network, or a list of them (an ensemble: the
+    mean of their probabilities)."""
     import torch
 
     from .losses import dice_score, probs_to_labels, structure_probs
 
-    model.eval()
+    models = list(model) if isinstance(model, (list, tuple)) else [model]  # an ensemble: mean probabilities
+    for m in models:
+        m.eval()
     names = cfg.classes[1:]
     scores: dict[str, list[float]] = {n: [] for n in names}
     with torch.inference_mode():
         for x, y in ds.batches(batch_size or cfg.batch_size, shuffle=False):
             xt = torch.from_numpy(x).to(device)
-            with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
-                logits = model(xt)
-            probs = structure_probs(logits, cfg.per_structure).cpu().numpy()
+            each = []
+            for m in models:
+                with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
+                    logits = m(xt)
+                each.append(structure_probs(logits, cfg.per_structure))
+            probs = torch.stack(each).mean(0).cpu().numpy()
             pred = probs_to_labels(probs, cfg.per_structure)
             for p, t in zip(pred, y):
                 for k, n in enumerate(names, start=1):
@@ -370,6 +377,36 @@ def _prepare_run_dir(out: Path, cfg: SegConfig, overwrite: bool) -> bool:
     return False
 
 
+def _read_rows(manifest) -> list[dict]:
+    from ..manifest import read_manifests
+
+    return read_manifests(manifest, required=("patient_id", "split", "level", "axial_image", "label_map"),
+                          any_level=True)
+
+
+def _val_rows(rows: list[dict], cfg: SegConfig) -> list[dict]:
+    """The validation rows scored: ``split`` = val (of a slice bank, its disc-centre slices)."""
+    from ..manifest import rows_for_split
+
+    val_rows = rows_for_split(rows, "val")
+    if any(r.get("kind") for r in val_rows):  # a slice bank: score the disc-centre slices
+        val_rows = [r for r in val_rows if r.get("kind") == "disc_centre"] or val_rows
+    return val_rows[: cfg.max_val_items] if cfg.max_val_items > 0 else val_rows
+
+
+def _val_sets(val_rows: list[dict], cfg: SegConfig, synth, progress=None):
+    """(rendered validation fields, fixed domain-randomised validation images or None); (None, None)
+    without validation rows."""
+    from .dataset import SegmentationDataset
+
+    if not val_rows:
+        return None, None
+    val_ds = SegmentationDataset(val_rows, cfg.target_spacing, (cfg.size, cfg.size), cfg.margin, augment=None,
+                                 progress=progress, regions=cfg.regions, synth=synth,
+                                 sac_field=cfg.role == "sac_refiner")
+    return val_ds, (_synthetic_val(val_ds, cfg) if synth is not None else None)
+
+
 def train_segmentation(
     manifest: str | Path, out: str | Path, cfg: SegConfig, overwrite: bool = False
 ) -> dict:
@@ -377,22 +414,17 @@ def train_segmentation(
     import torch
     from tqdm import tqdm
 
-    from ..manifest import data_paths, read_manifests, rows_for_split
+    from ..manifest import data_paths, rows_for_split
     from .dataset import SegmentationDataset
     from .losses import seg_loss
     from .models import create_model, load_weights, save_weights
 
     out = Path(out)
-    rows = read_manifests(manifest, required=("patient_id", "split", "level", "axial_image", "label_map"),
-                          any_level=True)
+    rows = _read_rows(manifest)
     train_rows = rows_for_split(rows, "train")
-    val_rows = rows_for_split(rows, "val")
-    if any(r.get("kind") for r in val_rows):  # a slice bank: score the disc-centre slices
-        val_rows = [r for r in val_rows if r.get("kind") == "disc_centre"] or val_rows
+    val_rows = _val_rows(rows, cfg)
     if cfg.max_train_items > 0:
         train_rows = train_rows[: cfg.max_train_items]
-    if cfg.max_val_items > 0:
-        val_rows = val_rows[: cfg.max_val_items]
     if not train_rows:
         raise InputError(", ".join(data_paths(manifest)), "no rows with split=train")
     from ..distributed import current  # data-parallel hook (lumbargrade.distributed): rank 0 writes
@@ -438,22 +470,7 @@ def train_segmentation(
     n_synth = sum(t is not None for t in train_ds.tissues)
     if synth is not None and not n_synth:
         log("note: no train row has a tissue_map; domain randomisation is off (rendered images only)")
-    val_ds = (
-        SegmentationDataset(
-            val_rows,
-            cfg.target_spacing,
-            size,
-            cfg.margin,
-            augment=None,
-            progress=lambda it: bar(it, "load val"),
-            regions=cfg.regions,
-            synth=synth,
-            sac_field=cfg.role == "sac_refiner",
-        )
-        if val_rows
-        else None
-    )
-    val_synth = _synthetic_val(val_ds, cfg) if val_ds is not None and synth is not None else None
+    val_ds, val_synth = _val_sets(val_rows, cfg, synth, lambda it: bar(it, "load val"))
     log(
         f"{'resume' if resume else 'start'}: {len(train_ds)} train slices ({n_synth} with tissue maps), "
         f"{len(val_ds) if val_ds else 0} val, {len(val_synth) if val_synth else 0} domain-randomised val "
@@ -651,6 +668,80 @@ def _write_metrics(
     return m
 
 
+def _finished_member(folder: Path, cfg: SegConfig) -> bool:
+    """True when ``folder`` holds a finished run of ``cfg`` (same config but for the keys a run may
+    resume with): an ensemble member that need not be trained again."""
+    try:
+        old = json.loads((folder / "config.json").read_text())
+        m = json.loads((folder / "metrics.json").read_text())
+    except (OSError, ValueError):
+        return False
+    if not (folder / "model.safetensors").is_file():
+        return False
+    new = json.loads(json.dumps(cfg.to_dict()))
+    same = all(old.get(k) == new.get(k) for k in set(old) | set(new) if k not in _RESUME_FREE)
+    return same and bool(m.get("finished")) and int(m.get("epochs_done", 0)) >= cfg.epochs
+
+
+def combine_members(out: str | Path, members: Sequence[str | Path], manifest, log=None) -> dict:
+    """Write the ensemble of trained member run folders (inside ``out``) as ``out/config.json`` (the
+    first member's config plus ``members`` and ``seeds``) and ``out/metrics.json``: the Dice of the
+    mean of the members' probabilities on the validation fields their trainer scored (rendered and
+    domain-randomised, the same images) beside each member's best epoch. Returns the metrics."""
+    import torch
+
+    from .models import create_model, load_weights
+
+    out = Path(out)
+    rel, cfgs, nets = [], [], []
+    for m in members:
+        q = Path(m)
+        try:
+            rel.append(q.resolve().relative_to(out.resolve()).as_posix())
+        except ValueError:
+            raise InputError(q, f"ensemble members must lie inside {out}") from None
+        c = SegConfig.from_dict(json.loads((q / "config.json").read_text()), str(q / "config.json"))
+        net = create_model(c.model, **c.model_args())
+        load_weights(net, q / "model.safetensors")
+        cfgs.append(c)
+        nets.append(net)
+    from .inference import _ENSEMBLE_SHARED
+
+    first = cfgs[0]
+    for q, c in zip(members[1:], cfgs[1:]):
+        diff = [k for k in _ENSEMBLE_SHARED if getattr(c, k) != getattr(first, k)]
+        if diff:
+            raise InputError(q, f"ensemble members must share {', '.join(diff)}")
+    if first.num_threads > 0:
+        torch.set_num_threads(first.num_threads)
+    device = torch.device("cpu")
+    val_ds, val_synth = _val_sets(_val_rows(_read_rows(manifest), first),
+                                  first, first.synth_config() if first.p_synth > 0 and first.augment else None)
+    val = {"val_dice": None, "val_dice_synth": None}
+    if val_ds is not None:
+        val["val_dice"] = evaluate_fields(nets, val_ds, first, device)
+        if val_synth is not None:
+            val["val_dice_synth"] = evaluate_fields(nets, val_synth, first, device)
+    per_member = []
+    for f, c in zip(rel, cfgs):
+        mm = json.loads((out / f / "metrics.json").read_text())
+        per_member.append({"folder": f, "seed": c.seed, "best_epoch": mm.get("best_epoch"),
+                           "val_dice": mm.get("val_dice"), "val_dice_synth": mm.get("val_dice_synth")})
+    from .. import __version__
+
+    resolved = {**first.to_dict(), "members": rel, "seeds": [c.seed for c in cfgs],
+                "combine": "mean of the members' structure probabilities", "lumbargrade_version": __version__}
+    (out / "config.json").write_text(json.dumps(resolved, indent=2) + "\n")
+    metrics = {"task": "segmentation" if first.role == "segmenter" else first.role, "model": first.model,
+               "ensemble": len(nets), **val, "n_val": len(val_ds) if val_ds is not None else 0,
+               "n_val_synth": len(val_synth) if val_synth is not None else 0, "finished": True,
+               "members": per_member}
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    if log is not None:
+        log(f"ensemble of {len(nets)}: val {val['val_dice']} | synth {val['val_dice_synth']}")
+    return metrics
+
+
 def run_cli(args) -> int:
     """Entry point of ``lumbargrade train segmentation`` (parsed args from commands/train.py)."""
     import sys
@@ -658,8 +749,31 @@ def run_cli(args) -> int:
     cfg = resolve_config(args.config, args.set, getattr(args, "model", None), args.seed)
     from ..distributed import launch  # data-parallel hook: --workers N processes (DDP)
 
-    m = launch(train_segmentation, getattr(args, "workers", 1) or 1, args.data, args.out, cfg,
-               args.overwrite, ray_address=getattr(args, "ray", None))
+    n_members = int(getattr(args, "ensemble", 1) or 1)
+    if n_members < 1:
+        raise InputError("--ensemble", "must be at least 1")
+    workers, ray = getattr(args, "workers", 1) or 1, getattr(args, "ray", None)
+    if n_members > 1:
+        out = Path(args.out)
+        folders = []
+        for k in range(n_members):
+            member_cfg = SegConfig.from_dict(dict(cfg.to_dict(), seed=cfg.seed + k), "--seed")
+            folder = out / "members" / f"seed{cfg.seed + k}"
+            folders.append(folder)
+            if not args.overwrite and _finished_member(folder, member_cfg):
+                print(f"ensemble member {k + 1} of {n_members}: {folder} holds it already", file=sys.stderr)
+                continue
+            print(f"ensemble member {k + 1} of {n_members}: seed {cfg.seed + k} -> {folder}", file=sys.stderr)
+            launch(train_segmentation, workers, args.data, folder, member_cfg, args.overwrite, ray_address=ray)
+        m = combine_members(out, folders, args.data)
+        d, ds = m.get("val_dice") or {}, m.get("val_dice_synth") or {}
+        print(f"{m['task']}: ensemble of {n_members}, val Dice "
+              + " ".join(f"{'sac' if k == 'dural_sac' else k} {v:.4f}" for k, v in d.items())
+              + (" | domain-randomised " + " ".join(f"{'sac' if k == 'dural_sac' else k} {v:.4f}"
+                                                     for k, v in ds.items()) if ds else "")
+              + f" -> {out}", file=sys.stdout)
+        return 0
+    m = launch(train_segmentation, workers, args.data, args.out, cfg, args.overwrite, ray_address=ray)
     d = m.get("val_dice") or {}
     dice = " ".join(f"{'sac' if k == 'dural_sac' else k} {v:.4f}" for k, v in d.items()
                     if k in ("dural_sac", "disc"))
