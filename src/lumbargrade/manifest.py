@@ -8,6 +8,7 @@ Everything here is I/O at the edge: it returns plain arrays plus spacing in mm, 
 from __future__ import annotations
 
 import csv
+import json
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -25,6 +26,7 @@ __all__ = [
     "load_image_file",
     "load_label_map",
     "data_paths",
+    "phantom_truth",
     "read_manifest",
     "read_manifests",
     "resolve_manifest",
@@ -191,6 +193,29 @@ def _is_dicom(p: Path) -> bool:
         return head[128:132] == b"DICM"
     except OSError:
         return False
+
+
+def phantom_truth(row: dict, cache: dict | None = None) -> dict | None:
+    """The phantom's ``truth.json`` of a manifest row's patient (parsed), or None when there is
+    none: beside the row's ``study_dir`` first, else ``<manifest folder>/<patient_id>/``.
+    ``cache``: path -> parsed file, shared across rows. An unreadable file raises
+    :class:`InputError` naming it."""
+    base = Path(row.get("_base_dir", "."))
+    cands = []
+    if row.get("study_dir"):
+        cands.append((base / row["study_dir"]).parent / "truth.json")
+    cands.append(base / str(row.get("patient_id")) / "truth.json")
+    cache = {} if cache is None else cache
+    for p in cands:
+        if p in cache:
+            return cache[p]
+        if p.is_file():
+            try:
+                cache[p] = json.loads(p.read_text())
+            except (OSError, ValueError) as e:
+                raise InputError(p, f"cannot read truth.json: {e}") from None
+            return cache[p]
+    return None
 
 
 def load_axial(

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from .errors import InputError
+from .numbers import json_safe
 
 __all__ = ["SliceInput", "correct_fat_shift", "gather_slices", "segment_slices", "run_segment"]
 
@@ -251,17 +252,11 @@ def run_segment(args: Any) -> int:
             "warnings": warns,
             "seconds": round(time.perf_counter() - t0, 3),
         }
-        (tmp / "segment.json").write_text(json.dumps(_finite(doc), indent=2) + "\n")
+        (tmp / "segment.json").write_text(json.dumps(json_safe(doc), indent=2) + "\n")
     n_bad = sum(not r["plausible"] for r in records)
     print(f"segmented {len(records)} slice(s) into {out}; {n_bad} flagged as implausible "
           f"(see segment.json)")
     return 0
-
-
-def _finite(o: Any) -> Any:
-    from .report.json_report import _finite as f
-
-    return f(o)
 
 
 def _save_label_png(arr: np.ndarray, path: Path) -> None:

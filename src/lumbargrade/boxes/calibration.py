@@ -30,6 +30,8 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from ..numbers import is_finite_number
+
 __all__ = ["CALIBRATION_FORMS", "EDGE_NAMES", "JOINT_FEATURES", "apply_calibration", "box_to_edges",
            "check_calibration", "edges_to_box", "fit_calibration"]
 
@@ -97,11 +99,7 @@ def check_calibration(calibration: Mapping) -> None:
                          f"({JOINT_FEATURES[0]}, ..., {JOINT_FEATURES[-1]})")
 
     def finite(v, where):
-        try:
-            ok = np.isfinite(float(v))
-        except (TypeError, ValueError):
-            ok = False
-        if not ok:
+        if not is_finite_number(v):
             raise ValueError(f"image_calibration.{where} must be a finite number, got {v!r}")
 
     for kind in KINDS:

@@ -12,20 +12,13 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..measurements import largest_component
+from .rule import BOX_LABELS, boxes_from_label_map
+
 __all__ = ["REGION_LABELS", "region_boxes", "side_regions"]
 
-REGION_LABELS = {"facet_left": 3, "facet_right": 4, "foramen_left": 5, "foramen_right": 6}
-
-
-def _largest(mask: np.ndarray) -> np.ndarray:
-    from scipy import ndimage
-
-    lab, n = ndimage.label(mask, structure=np.ones((3, 3), bool))
-    if n <= 1:
-        return mask
-    sizes = np.bincount(lab.ravel())
-    sizes[0] = 0
-    return lab == int(np.argmax(sizes))
+#: Label values of the regions (the same as a label map's box labels).
+REGION_LABELS = BOX_LABELS
 
 
 def side_regions(facet: np.ndarray, foramen: np.ndarray, sac: np.ndarray,
@@ -45,17 +38,12 @@ def side_regions(facet: np.ndarray, foramen: np.ndarray, sac: np.ndarray,
         for side, value in ((left, lv), (~left, rv)):
             m = mask & side
             if m.any():
-                m = _largest(m)
+                m = largest_component(m)
                 out[m & (out == 0)] = value
     return out
 
 
 def region_boxes(regions: np.ndarray) -> dict[str, list[int] | None]:
-    """Bounding boxes ``[row0, col0, row1, col1]`` (end-exclusive) of regions 3-6; None if absent."""
-    out: dict[str, list[int] | None] = {}
-    for name, v in REGION_LABELS.items():
-        m = regions == v
-        r = np.flatnonzero(m.any(axis=1))
-        c = np.flatnonzero(m.any(axis=0))
-        out[name] = None if r.size == 0 else [int(r[0]), int(c[0]), int(r[-1]) + 1, int(c[-1]) + 1]
-    return out
+    """Bounding boxes ``[row0, col0, row1, col1]`` (end-exclusive) of regions 3-6; None if absent
+    (the same as a label map's boxes: :func:`.rule.boxes_from_label_map`)."""
+    return boxes_from_label_map(regions)

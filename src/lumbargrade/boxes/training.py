@@ -23,23 +23,14 @@ __all__ = ["examples_from_manifest", "fit_box_rule_from_manifest", "run_cli"]
 
 
 def _truth_boxes(row: dict, cache: dict) -> dict | None:
-    base = Path(row.get("_base_dir", "."))
-    cands = [base / row["patient_id"] / "truth.json"]
-    if row.get("study_dir"):
-        cands.append((base / row["study_dir"]).parent / "truth.json")
-    for p in cands:
-        if p.is_file():
-            if p not in cache:
-                from ..errors import InputError
+    """The truth boxes of a manifest row's level from the phantom's truth.json (None without one)."""
+    from ..manifest import phantom_truth
 
-                try:
-                    cache[p] = json.loads(p.read_text())
-                except (OSError, ValueError) as e:
-                    raise InputError(p, f"cannot read truth.json: {e}") from e
-            for lv in cache[p].get("levels", []):
-                sop = row.get("axial_sop_instance_uid")
-                if lv.get("level") == row["level"] and (not sop or lv.get("axial_sop_instance_uid", sop) == sop):
-                    return lv.get("boxes")
+    truth = phantom_truth(row, cache)
+    sop = row.get("axial_sop_instance_uid")
+    for lv in (truth or {}).get("levels", []):
+        if lv.get("level") == row["level"] and (not sop or lv.get("axial_sop_instance_uid", sop) == sop):
+            return lv.get("boxes")
     return None
 
 

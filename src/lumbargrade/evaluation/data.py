@@ -20,6 +20,7 @@ import numpy as np
 from ..errors import InputError
 from ..grading.names import CENTRAL_GRADES as GRADE_NAMES
 from ..grading.names import LATERAL_FINDINGS as BINARY_FINDINGS
+from ..numbers import is_finite_number as finite  # evaluation.grading imports it from here
 
 __all__ = ["BINARY_FINDINGS", "FINDINGS", "GRADE_NAMES", "LevelPair", "finite", "grade_index", "binary_label",
            "load_reports", "load_truth", "make_pairs", "reader_grade", "slice_matches"]
@@ -88,13 +89,6 @@ def reader_grade(truth: Mapping, finding: str, k: int) -> int | None:
         return grade_index(g.get("truth"))
     r = g.get("readers") or []
     return grade_index(r[k]) if k < len(r) else None
-
-
-def finite(x: Any) -> bool:
-    try:
-        return x is not None and math.isfinite(float(x))
-    except (TypeError, ValueError):
-        return False
 
 
 def slice_matches(pair: LevelPair) -> bool:

@@ -59,7 +59,6 @@ MANIFEST_COLUMNS = (
        "central_severity", "pfirrmann", "age", "sex"]
 )
 _PID_RE = re.compile(r"^P\d{4,}$")
-_BOX_LABELS = {"facet_left": 3, "facet_right": 4, "foramen_left": 5, "foramen_right": 6}
 
 
 def patient_id_for(index: int) -> str:
@@ -121,14 +120,11 @@ def pixel_bandwidth_hz(field_t: float, chemical_shift_px: float | None) -> float
 
 
 def label_boxes(labels: np.ndarray) -> dict[str, list[int] | None]:
-    """Bounding boxes ``[row0, col0, row1, col1]`` (end-exclusive) of labels 3-6; None if absent."""
-    out: dict[str, list[int] | None] = {}
-    for name, v in _BOX_LABELS.items():
-        m = labels == v
-        r = np.flatnonzero(m.any(axis=1))
-        c = np.flatnonzero(m.any(axis=0))
-        out[name] = None if r.size == 0 else [int(r[0]), int(c[0]), int(r[-1]) + 1, int(c[-1]) + 1]
-    return out
+    """Bounding boxes ``[row0, col0, row1, col1]`` (end-exclusive) of labels 3-6; None if absent
+    (:func:`lumbargrade.boxes.rule.boxes_from_label_map`, as every stage reads them)."""
+    from ..boxes.rule import boxes_from_label_map
+
+    return boxes_from_label_map(labels)
 
 
 def _default_backend() -> Any:

@@ -17,9 +17,10 @@ are listed in :mod:`lumbargrade.report.codes` and ``docs/dicom-outputs.md``.
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any
+
+from ..numbers import is_finite_number
 
 __all__ = ["MEASUREMENT_CODES", "reader_grades", "segment_frames", "write_sr"]
 
@@ -62,10 +63,6 @@ def _drop_segment_number_with_frames(seq: Any) -> None:
                 del ref.ReferencedSegmentNumber
         if "ContentSequence" in item:
             _drop_segment_number_with_frames(item.ContentSequence)
-
-
-def _finite(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(float(v))
 
 
 def _write_sr(
@@ -209,7 +206,7 @@ def _write_sr(
                 f"{lv.level} dural sac",
                 lc.code("LG001"),
                 [hd.sr.FindingSite(codes.SCT.SpinalCanalStructure), level_site],
-                [measurement(k, m[k]) for k in _SAC_KEYS if _finite(m.get(k))],
+                [measurement(k, m[k]) for k in _SAC_KEYS if is_finite_number(m.get(k))],
                 evals,
             )
         )
@@ -220,14 +217,14 @@ def _write_sr(
                 f"{lv.level} disc",
                 lc.level_disc_structure(lv.level),
                 [level_site],
-                [measurement(k, m[k]) for k in _DISC_KEYS if _finite(m.get(k))],
+                [measurement(k, m[k]) for k in _DISC_KEYS if is_finite_number(m.get(k))],
                 [],
             )
         )
         for key, (eval_code, box, side) in lc.FINDINGS.items():
             f = (lv.findings or {}).get(key) or {}
             meas, evals = [], []
-            if _finite(f.get("probability")):
+            if is_finite_number(f.get("probability")):
                 meas.append(
                     hd.sr.Measurement(
                         name=codes.DCM.Probability,

@@ -20,6 +20,7 @@ import numpy as np
 from .. import __version__
 from ..errors import InputError, OutputError
 from ..levels.names import level_dirname
+from ..numbers import json_safe
 
 __all__ = ["call_writer", "check_output_folder", "move_into_place", "report_dict", "write_outputs"]
 
@@ -38,7 +39,7 @@ def report_dict(result: Any, pack: Any, config: dict[str, Any]) -> dict[str, Any
     levels = []
     for lv in result.levels:
         levels.append(lv.to_record(f"levels/{level_dirname(lv.level)}/labels.png"))
-    return _finite({
+    return json_safe({
         "study_instance_uid": result.study_instance_uid,
         "software": {
             "name": "lumbargrade",
@@ -53,19 +54,6 @@ def report_dict(result: Any, pack: Any, config: dict[str, Any]) -> dict[str, Any
         "timings_s": {k: round(v, 4) for k, v in result.timings_s.items()},
         "warnings": list(result.warnings),
     })
-
-
-def _finite(o: Any) -> Any:
-    """NaN / inf -> None (JSON has no NaN), recursively; numpy scalars -> Python."""
-    if isinstance(o, dict):
-        return {k: _finite(v) for k, v in o.items()}
-    if isinstance(o, (list, tuple)):
-        return [_finite(v) for v in o]
-    if isinstance(o, (float, np.floating)):
-        return float(o) if np.isfinite(o) else None
-    if isinstance(o, np.integer):
-        return int(o)
-    return o
 
 
 def _definitions() -> dict[str, str]:

@@ -316,20 +316,13 @@ def _known_sign(row: dict, cache: dict) -> int | None:
         if s not in (1, -1):
             raise InputError(f"manifest line {row.get('_line')}, column fat_shift_sign", f"{v!r} is not +1 or -1")
         return s
-    base = Path(row.get("_base_dir", "."))
-    cands = [base / str(row.get("patient_id")) / "truth.json"]
-    if row.get("study_dir"):
-        cands.insert(0, (base / row["study_dir"]).parent / "truth.json")
-    for p in cands:
-        if p.is_file():
-            if p not in cache:
-                try:
-                    cache[p] = json.loads(p.read_text()).get("mr") or {}
-                except (OSError, ValueError) as e:
-                    raise InputError(p, f"cannot read truth.json: {e}") from None
-            cs = float(cache[p].get("chemical_shift_px") or 0.0)
-            return None if cs == 0 else (1 if cs > 0 else -1)
-    return None
+    from ..manifest import phantom_truth
+
+    truth = phantom_truth(row, cache)
+    if truth is None:
+        return None
+    cs = float((truth.get("mr") or {}).get("chemical_shift_px") or 0.0)
+    return None if cs == 0 else (1 if cs > 0 else -1)
 
 
 def _turned_examples(rows: Sequence[dict]) -> list[tuple[str, np.ndarray, int]]:

@@ -32,21 +32,10 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
+from ..measurements import largest_component  # re-exported: one implementation for every stage
 
 __all__ = ["SegOutput", "Segmenter", "evaluate_rows", "largest_component", "load_segmenter", "predict_rows"]
 
-
-def largest_component(mask: np.ndarray) -> np.ndarray:
-    """The largest 8-connected component of a boolean mask (empty stays empty)."""
-    from scipy import ndimage
-
-    m = np.asarray(mask, bool)
-    lab, n = ndimage.label(m, structure=np.ones((3, 3), bool))
-    if n <= 1:
-        return m
-    sizes = np.bincount(lab.ravel())
-    sizes[0] = 0
-    return lab == int(np.argmax(sizes))
 
 
 def torch_device_type(device: str) -> str:
