@@ -513,9 +513,11 @@ def test_cli_trains_an_ensemble_and_the_pack_carries_it(tmp_path):
 
     man = _write_cohort(tmp_path / "cohort")
     out = tmp_path / "run"
-    rc = main(["train", "classifier", "--task", "foramen", "--data", str(man.parent), "--out", str(out),
-               "--set", "epochs=2", "--set", "patch.patch_px=32", "--set", "batch_size=8",
-               "--set", "patch_boxes=truth", "--set", "threshold=youden", "--seed", "3", "--ensemble", "2"])
+    args = ["train", "classifier", "--task", "foramen", "--data", str(man.parent), "--out", str(out),
+            "--set", "epochs=2", "--set", "patch.patch_px=32", "--set", "batch_size=8",
+            "--set", "patch_boxes=truth", "--set", "threshold=youden", "--seed", "3"]
+    assert main(args + ["--ensemble", "0"]) == 2 and not out.exists()  # a clear error, before any work
+    rc = main(args + ["--ensemble", "2"])
     assert rc == 0
     cfg = json.loads((out / "config.json").read_text())
     met = json.loads((out / "metrics.json").read_text())

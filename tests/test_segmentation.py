@@ -593,6 +593,10 @@ def test_sac_refiner_ensemble_training_and_pack(tiny_cohort, tmp_path):
     assert run_cli(_args(tiny_cohort, seg_run, TINY + ["epochs=1"])) == 0
     ref_sets = [s for s in TINY if not s.startswith(("size", "target_spacing"))]
     args = _args(tiny_cohort, ens, ref_sets + ["epochs=1", "role=sac_refiner", "size=32", "target_spacing=0.75"])
+    args.ensemble = 0
+    with pytest.raises(InputError, match="--ensemble.*at least 1"):
+        run_cli(args)
+    assert not ens.exists()
     args.ensemble = 2
     assert run_cli(args) == 0
     cfg = json.loads((ens / "config.json").read_text())

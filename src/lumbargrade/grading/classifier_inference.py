@@ -225,7 +225,7 @@ def member_folders(path: str | Path, config: Mapping | None = None) -> list[Path
     for m in members:
         q = (p / m).resolve()
         if p.resolve() not in q.parents:
-            raise InputError(p / "config.json", f"member folder {m!r} lies outside the classifier folder")
+            raise InputError(p / "config.json", f"member folder {m!r} lies outside the ensemble folder")
         out.append(p / m)
     return out
 

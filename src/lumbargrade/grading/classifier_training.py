@@ -892,6 +892,9 @@ def run_cli(args) -> int:
     if ckpt and not Path(ckpt).is_file():
         raise InputError(ckpt, "checkpoint file not found")
     task = args.cls_task
+    n_members = 1 if getattr(args, "ensemble", None) is None else int(args.ensemble)
+    if n_members < 1:
+        raise InputError("--ensemble", "must be at least 1")
     datas = mf.data_paths(args.data)
     rows = mf.read_manifests(datas)
     out = Path(args.out)
@@ -926,9 +929,6 @@ def run_cli(args) -> int:
         from ..distributed import launch  # data-parallel hook: --workers N processes (DDP)
 
         workers = int(getattr(args, "workers", 1) or 1)
-        n_members = int(getattr(args, "ensemble", 1) or 1)
-        if n_members < 1:
-            raise InputError("--ensemble", "must be at least 1")
         ray = getattr(args, "ray", None)
 
         def train_one(folder: Path, s: int) -> dict:

@@ -749,7 +749,7 @@ def run_cli(args) -> int:
     cfg = resolve_config(args.config, args.set, getattr(args, "model", None), args.seed)
     from ..distributed import launch  # data-parallel hook: --workers N processes (DDP)
 
-    n_members = int(getattr(args, "ensemble", 1) or 1)
+    n_members = 1 if getattr(args, "ensemble", None) is None else int(args.ensemble)
     if n_members < 1:
         raise InputError("--ensemble", "must be at least 1")
     workers, ray = getattr(args, "workers", 1) or 1, getattr(args, "ray", None)
