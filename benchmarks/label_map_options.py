@@ -36,15 +36,58 @@ def dice(a: np.ndarray, b: np.ndarray) -> float:
     return float(2 * (a & b).sum() / max(int(a.sum() + b.sum()), 1))
 
 
+def refiner_and_val_rows(refiner: str, data: list[str], n: int, seed: int):
+    """(the refiner, run with torch; its domain-randomisation recipe; ``n`` validation disc-centre
+    slices of the slice banks ``data``, drawn with ``seed``). Raises InputError on a bad refiner
+    folder or no such slices."""
+    from lumbargrade.errors import InputError
+    from lumbargrade.manifest import read_manifests
+    from lumbargrade.segmentation.inference import load_segmenter
+
+    ref = load_segmenter(refiner, refiner=False, runtime="torch")
+    if ref.cfg.role != "sac_refiner":
+        raise InputError(refiner, "not a dural sac refiner")
+    rows = [r for r in read_manifests(data, any_level=True)
+            if r.get("split") == "val" and r.get("kind") == "disc_centre"]
+    if not rows:
+        raise InputError(", ".join(data), "no validation disc-centre slices")
+    rng = np.random.default_rng(seed)
+    rows = [rows[i] for i in rng.choice(len(rows), size=min(n, len(rows)), replace=False)]
+    recipe = dict(json.loads((Path(refiner) / "config.json").read_text()).get("synth") or {})
+    return ref, recipe, rows
+
+
+def warped_maps(ds, i: int, synth) -> tuple[np.ndarray, np.ndarray]:
+    """Slice ``i``'s tissue map and dural sac on the refiner's field, with the fixed spatial warp of
+    that slice (seed 1000 + i)."""
+    from scipy import ndimage
+
+    from lumbargrade.segmentation.synth import warp_coordinates
+
+    tis, lab = ds.tissues[i], ds.labels[i]
+    coords = warp_coordinates(ds.size, tis.shape, ds.spacing, np.random.default_rng(1000 + i), synth)
+    t = ndimage.map_coordinates(tis, coords, order=0, mode="constant", cval=0)
+    y = ndimage.map_coordinates(lab, coords, order=0, mode="constant", cval=0) == 1
+    return t, y
+
+
+def refiner_label(refiner: str) -> str:
+    """``name version sac_refiner`` when the refiner folder is a model pack's, else its folder name."""
+    pack_json = Path(refiner).parent / "pack.json"
+    label = Path(refiner).name
+    if pack_json.is_file():
+        pack = json.loads(pack_json.read_text())
+        label = f"{pack.get('name')} {pack.get('version')} {label}"
+    return label
+
+
 def main(argv: list[str] | None = None) -> int:
     from scipy import ndimage
 
     from lumbargrade.errors import InputError
-    from lumbargrade.manifest import read_manifests
     from lumbargrade.modelpack import default_pack_path
     from lumbargrade.runtime import cpu_info
     from lumbargrade.segmentation.dataset import SegmentationDataset
-    from lumbargrade.segmentation.inference import load_segmenter
     from lumbargrade.segmentation.synth import (
         SynthConfig,
         erase_dura,
@@ -52,7 +95,6 @@ def main(argv: list[str] | None = None) -> int:
         layer_rootlets,
         normalise_inside,
         synthesize,
-        warp_coordinates,
     )
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -67,20 +109,10 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     try:
-        ref = load_segmenter(args.refiner, refiner=False, runtime="torch")
-        if ref.cfg.role != "sac_refiner":
-            raise InputError(args.refiner, "not a dural sac refiner")
-        rows = [r for r in read_manifests(args.data, any_level=True)
-                if r.get("split") == "val" and r.get("kind") == "disc_centre"]
+        ref, recipe, rows = refiner_and_val_rows(args.refiner, args.data, args.n, args.seed)
     except InputError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    if not rows:
-        print(f"error: {', '.join(args.data)}: no validation disc-centre slices", file=sys.stderr)
-        return 2
-    rng = np.random.default_rng(args.seed)
-    rows = [rows[i] for i in rng.choice(len(rows), size=min(args.n, len(rows)), replace=False)]
-    recipe = dict(json.loads((Path(args.refiner) / "config.json").read_text()).get("synth") or {})
     synth = SynthConfig.from_dict(recipe)
     options = args.option or list(OPTIONS)
     changed = {o: SynthConfig.from_dict(dict(recipe, **{o: 1.0})) for o in options}
@@ -100,12 +132,9 @@ def main(argv: list[str] | None = None) -> int:
 
     scores, tiles = [], []
     for i in range(len(ds)):
-        tis, lab = ds.tissues[i], ds.labels[i]
-        if tis is None:
+        if ds.tissues[i] is None:
             continue
-        coords = warp_coordinates(ds.size, tis.shape, ds.spacing, np.random.default_rng(1000 + i), synth)
-        t = ndimage.map_coordinates(tis, coords, order=0, mode="constant", cval=0)
-        y = ndimage.map_coordinates(lab, coords, order=0, mode="constant", cval=0) == 1
+        t, y = warped_maps(ds, i, synth)
         row = {}
         drawn = [("plain", t)] + [(o, change[o](t, y, np.random.default_rng(5000 + i))) for o in options]
         for name, tt in drawn:
@@ -118,13 +147,8 @@ def main(argv: list[str] | None = None) -> int:
         truth = (ds.labels[i][m:-m, m:-m] if m else ds.labels[i]) == 1
         row["rendered"] = dice(sac_of(rendered), truth)
         scores.append(row)
-    pack_json = Path(args.refiner).parent / "pack.json"
-    label = Path(args.refiner).name
-    if pack_json.is_file():
-        pack = json.loads(pack_json.read_text())
-        label = f"{pack.get('name')} {pack.get('version')} {label}"
     result = {
-        "refiner": label,
+        "refiner": refiner_label(args.refiner),
         "cpu": cpu_info().get("model"),
         "n_slices": len(scores),
         "seconds": round(time.perf_counter() - t0, 1),

@@ -27,25 +27,24 @@ from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
 RESOLUTIONS = ((0.35, 0.45), (0.7, 0.8), (1.0, 1.0), (1.2, 1.3))
 
 
 def main(argv: list[str] | None = None) -> int:
-    from scipy import ndimage
+    from label_map_options import refiner_and_val_rows, refiner_label, warped_maps
 
     from lumbargrade.errors import InputError
-    from lumbargrade.manifest import read_manifests
     from lumbargrade.modelpack import default_pack_path
     from lumbargrade.runtime import cpu_info
     from lumbargrade.segmentation.dataset import SegmentationDataset
-    from lumbargrade.segmentation.inference import load_segmenter
     from lumbargrade.segmentation.synth import (
         SynthConfig,
         erase_dura,
         layer_rootlets,
         normalise_inside,
         synthesize,
-        warp_coordinates,
     )
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -59,20 +58,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default=None, help="JSON results file")
     args = ap.parse_args(argv)
     try:
-        ref = load_segmenter(args.refiner, refiner=False, runtime="torch")
-        if ref.cfg.role != "sac_refiner":
-            raise InputError(args.refiner, "not a dural sac refiner")
-        rows = [r for r in read_manifests(args.data, any_level=True)
-                if r.get("split") == "val" and r.get("kind") == "disc_centre"]
+        ref, recipe, rows = refiner_and_val_rows(args.refiner, args.data, args.n, args.seed)
     except InputError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    if not rows:
-        print(f"error: {', '.join(args.data)}: no validation disc-centre slices", file=sys.stderr)
-        return 2
-    rng = np.random.default_rng(args.seed)
-    rows = [rows[i] for i in rng.choice(len(rows), size=min(args.n, len(rows)), replace=False)]
-    recipe = dict(json.loads((Path(args.refiner) / "config.json").read_text()).get("synth") or {})
     c = ref.cfg
     t0 = time.perf_counter()
     ds = SegmentationDataset(rows, c.target_spacing, (c.size, c.size), c.margin,
@@ -81,24 +70,17 @@ def main(argv: list[str] | None = None) -> int:
     no_dura = SynthConfig.from_dict(dict(recipe, p_dura_drop=1.0))
     if args.p_t2_prior is not None:
         recipe["p_t2_prior"] = float(args.p_t2_prior)
-    result = {"refiner": str(Path(args.refiner).name), "cpu": cpu_info().get("model"),
+    result = {"refiner": refiner_label(args.refiner), "cpu": cpu_info().get("model"),
               "p_t2_prior": recipe.get("p_t2_prior", SynthConfig().p_t2_prior), "dura_erased": bool(args.dura_drop),
               "settings": {}}
-    pack_json = Path(args.refiner).parent / "pack.json"
-    if pack_json.is_file():
-        pack = json.loads(pack_json.read_text())
-        result["refiner"] = f"{pack.get('name')} {pack.get('version')} {Path(args.refiner).name}"
     for res in RESOLUTIONS:
         synth = SynthConfig.from_dict(dict(recipe, resolution_mm=list(res), p_crop=0.0))
         for band in (False, True):
             dice, ratio, ratio4 = [], [], []
             for i in range(len(ds)):
-                tis, lab = ds.tissues[i], ds.labels[i]
-                if tis is None:
+                if ds.tissues[i] is None:
                     continue
-                coords = warp_coordinates(ds.size, tis.shape, ds.spacing, np.random.default_rng(1000 + i), synth)
-                t = ndimage.map_coordinates(tis, coords, order=0, mode="constant", cval=0)
-                y = ndimage.map_coordinates(lab, coords, order=0, mode="constant", cval=0) == 1
+                t, y = warped_maps(ds, i, synth)
                 if args.dura_drop:
                     t = erase_dura(t, y, np.random.default_rng(7000 + i), no_dura)
                 if band:

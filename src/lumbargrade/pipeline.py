@@ -257,7 +257,7 @@ def context_refs(series: Any, ref: Any) -> tuple[Any, Any]:
     there is none."""
     from .grading.context import neighbour_indices
 
-    others = [s for b in series.blocks for s in b.slices if s is not ref]
+    others = [s for s in series.all_slices() if s is not ref]
     lo, hi = neighbour_indices(ref.geometry, [s.geometry for s in others])
     return (None if lo is None else others[lo], None if hi is None else others[hi])
 

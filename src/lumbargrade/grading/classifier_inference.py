@@ -206,6 +206,22 @@ def _read_config(p: Path) -> dict:
     return cfg
 
 
+def member_names(path: str | Path, members: Sequence[str | Path]) -> list[str]:
+    """The member folders as an ensemble's ``config.json`` names them: relative to the ensemble
+    folder ``path`` (POSIX). Raises :class:`lumbargrade.errors.InputError` for one outside it."""
+    from ..errors import InputError
+
+    out = Path(path)
+    names = []
+    for m in members:
+        q = Path(m)
+        try:
+            names.append(q.resolve().relative_to(out.resolve()).as_posix())
+        except ValueError:
+            raise InputError(q, f"ensemble members must lie inside {out}") from None
+    return names
+
+
 def member_folders(path: str | Path, config: Mapping | None = None) -> list[Path] | None:
     """The member folders of an ensemble folder (None: ``path`` is a single classifier).
     ``config``: the folder's config.json when already read.

@@ -764,19 +764,12 @@ def combine_members(out_dir: str | Path, members: Sequence[str | Path], val: Pat
     + ``metrics.json``: the mean of the members' calibrated probabilities, its binary threshold
     (``config["threshold"]``: a number, or ``youden`` on ``val`` for the mean) and its validation
     figures beside each member's. Returns the metrics (same keys as :func:`train_on_patches`)."""
-    from ..errors import InputError
     from ..metrics import binary_auroc, linear_weighted_kappa
-    from .classifier_inference import ClassifierEnsemble, load_classifier
+    from .classifier_inference import ClassifierEnsemble, load_classifier, member_names
 
     out = Path(out_dir)
     cfg = resolve_config(config or {})
-    rel = []
-    for m in members:
-        q = Path(m)
-        try:
-            rel.append(q.resolve().relative_to(out.resolve()).as_posix())
-        except ValueError:
-            raise InputError(q, f"ensemble members must lie inside {out}") from None
+    rel = member_names(out, members)
     loaded = [load_classifier(m, runtime="torch") for m in members]
     ens = ClassifierEnsemble(loaded, {})
     threshold = float(cfg["threshold"]) if cfg["threshold"] != "youden" else 0.5

@@ -690,16 +690,13 @@ def combine_members(out: str | Path, members: Sequence[str | Path], manifest, lo
     domain-randomised, the same images) beside each member's best epoch. Returns the metrics."""
     import torch
 
+    from ..grading.classifier_inference import member_names
     from .models import create_model, load_weights
 
     out = Path(out)
-    rel, cfgs, nets = [], [], []
+    rel, cfgs, nets = member_names(out, members), [], []
     for m in members:
         q = Path(m)
-        try:
-            rel.append(q.resolve().relative_to(out.resolve()).as_posix())
-        except ValueError:
-            raise InputError(q, f"ensemble members must lie inside {out}") from None
         c = SegConfig.from_dict(json.loads((q / "config.json").read_text()), str(q / "config.json"))
         net = create_model(c.model, **c.model_args())
         load_weights(net, q / "model.safetensors")
