@@ -487,7 +487,42 @@ def test_sac_refiner_replaces_the_first_outline():
     assert not empty.sac.any() and "sac_refined" not in empty.quality
 
 
-def test_sac_refiner_training_dataset_and_pack(tiny_cohort, tmp_path):
+def test_sac_refiner_weight_blends_the_two_looks():
+    """refiner_weight w: the sac probability is w x the refiner's + (1 - w) x the first look's, the
+    sac where that exceeds 0.5; w = 1 is the refiner's outline alone. A weight outside (0, 1] is an
+    error naming where it came from."""
+    from lumbargrade.errors import InputError
+    from lumbargrade.segmentation.inference import Segmenter, check_refiner_weight
+    from lumbargrade.segmentation.training import SegConfig
+
+    spacing, shape = (0.8, 0.8), (160, 160)
+    core = _ellipse(shape, spacing, (60, 70), (6, 9))
+    halo = _ellipse(shape, spacing, (60, 70), (9, 12)) & ~core
+    img = np.where(core, 1.0, np.where(halo, 0.45, 0.0)).astype(np.float32)
+    base = Segmenter(_bright_net(0.2, 3), SegConfig.from_dict(
+        {"size": 64, "target_spacing": 1.5, "margin": 8, "regions": False, "mirror_tta": False}))
+    first = base.predict([(img, spacing)])[0]
+    base.refiner = Segmenter(_bright_net(0.6, 2), SegConfig.from_dict(
+        {"role": "sac_refiner", "size": 64, "target_spacing": 0.4, "margin": 8, "regions": False,
+         "mirror_tta": False}))
+    alone = base.predict([(img, spacing)])[0]
+    assert base.refiner_weight == 1.0 and alone.sac[halo].mean() < 0.05  # the refiner's outline
+    assert first.sac[halo].mean() > 0.9  # the first look takes the halo
+    for w, halo_share in ((0.6, (0.0, 0.25)), (0.1, (0.9, 1.0))):
+        base.refiner_weight = w
+        out = base.predict([(img, spacing)])[0]
+        near = alone.probs[0] > 0  # the refiner's field
+        blend = w * alone.probs[0][near] + (1 - w) * first.probs[0][near]
+        np.testing.assert_allclose(out.probs[0][near], blend, atol=1e-6)
+        np.testing.assert_array_equal(out.sac[near], blend > 0.5)
+        assert halo_share[0] <= out.sac[halo].mean() <= halo_share[1] and out.sac[core].all()
+        assert out.quality["refiner_dice_sac"] == alone.quality["refiner_dice_sac"]  # the refiner alone
+    for bad in (0, 1.5, -0.2, float("nan"), "half", None):
+        with pytest.raises(InputError, match=r"weight must be a number in \(0, 1\]"):
+            check_refiner_weight(bad, "pack.json")
+
+
+def test_sac_refiner_training_dataset_and_pack(tiny_cohort, tmp_path, capsys):
     """role=sac_refiner trains a sac-only network on fields centred on the sac; a model pack with a
     sac_refiner folder attaches it to its segmenter; a wrong or missing refiner is a clear error."""
     from lumbargrade.manifest import load_axial, read_manifest
@@ -532,6 +567,26 @@ def test_sac_refiner_training_dataset_and_pack(tiny_cohort, tmp_path):
     assert pack.get("sac_refiner").cfg.role == "sac_refiner"
     manifest = tmp_path / "pack" / "pack.json"
     assert "sac_refiner" in json.loads(manifest.read_text())["components"]
+    assert pack.get("segmentation").refiner_weight == 1.0  # no weight listed: the refiner's outline
+
+    # the refiner's weight: written by pack build, read with the pack, overridable; bad values refused
+    blend = build_pack(tmp_path / "pack_w", {"segmentation": seg_run, "sac_refiner": ref_run}, sac_refiner_weight=0.5)
+    assert json.loads((blend / "pack.json").read_text())["components"]["sac_refiner"]["weight"] == 0.5
+    assert load_pack(blend, runtime="torch").get("segmentation").refiner_weight == 0.5
+    assert load_segmenter(blend / "segmentation", runtime="torch", refiner_weight=0.7).refiner_weight == 0.7
+    from lumbargrade.cli import main
+
+    assert main(["pack", "info", str(blend)]) == 0
+    assert "weight 0.5: its dural sac probability blended" in capsys.readouterr().out
+    with pytest.raises(InputError, match="needs a dural sac refiner"):
+        build_pack(tmp_path / "pack_x", {"segmentation": seg_run}, sac_refiner_weight=0.5)
+    with pytest.raises(InputError, match="weight must be"):
+        build_pack(tmp_path / "pack_y", {"segmentation": seg_run, "sac_refiner": ref_run}, sac_refiner_weight=2.0)
+    d = json.loads((blend / "pack.json").read_text())
+    d["components"]["sac_refiner"]["weight"] = 0
+    (blend / "pack.json").write_text(json.dumps(d))
+    with pytest.raises(InputError, match=r"pack\.json \(components\.sac_refiner\.weight\).*weight must be"):
+        load_segmenter(blend / "segmentation", runtime="torch")
 
     # Only what pack.json lists is attached: the loader and ModelPack.has agree on a hand-edited pack.
     d = json.loads(manifest.read_text())

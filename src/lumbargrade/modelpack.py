@@ -67,15 +67,11 @@ NETWORK_COMPONENTS = tuple(c for c in COMPONENTS if c != "tree")
 _RUN_FILES = ("config.json", "model.safetensors", "metrics.json", "command.txt", "tree.json", "README.md")
 
 
-def companion_folder(stage_folder: str | Path, component: str) -> Path | None:
-    """The folder of a refiner ``component`` to load with the model in ``stage_folder``, or None.
-
-    Only a model pack's stage folder has one: ``pack.json`` beside it must list ``component``
-    (a folder named like a refiner but not in ``pack.json`` is not attached). A listed refiner
-    whose folder is missing is an :class:`InputError`.
-    """
-    stage = Path(stage_folder)
-    manifest = stage.parent / "pack.json"
+def companion_entry(stage_folder: str | Path, component: str) -> dict | None:
+    """The ``pack.json`` entry of ``component`` in the model pack holding ``stage_folder`` (a dict;
+    ``{}`` for a bare listing), or None when ``stage_folder`` is not in a pack or the pack does not
+    list it. A malformed ``pack.json`` is an :class:`InputError`."""
+    manifest = Path(stage_folder).parent / "pack.json"
     if not manifest.is_file():
         return None
     try:
@@ -85,7 +81,21 @@ def companion_folder(stage_folder: str | Path, component: str) -> Path | None:
         raise InputError(manifest, f"not a valid model pack manifest ({e.__class__.__name__})") from e
     if not entry:
         return None
-    folder = stage.parent / str(entry.get("folder", component) if isinstance(entry, dict) else component)
+    return entry if isinstance(entry, dict) else {}
+
+
+def companion_folder(stage_folder: str | Path, component: str) -> Path | None:
+    """The folder of a refiner ``component`` to load with the model in ``stage_folder``, or None.
+
+    Only a model pack's stage folder has one: ``pack.json`` beside it must list ``component``
+    (a folder named like a refiner but not in ``pack.json`` is not attached). A listed refiner
+    whose folder is missing is an :class:`InputError`.
+    """
+    stage = Path(stage_folder)
+    entry = companion_entry(stage, component)
+    if entry is None:
+        return None
+    folder = stage.parent / str(entry.get("folder", component))
     if not folder.is_dir():
         raise InputError(folder, f"pack.json lists '{component}' but its folder is missing")
     return folder
@@ -248,6 +258,7 @@ def build_pack(
     overwrite: bool = False,
     box_rule: str | Path | None = None,
     box_source: str | None = None,
+    sac_refiner_weight: float | None = None,
 ) -> Path:
     """Assemble a pack from run folders written by ``lumbargrade train`` (and the box rule fitted
     by ``lumbargrade train boxes``, copied to ``PACK/box_rule.json``).
@@ -256,7 +267,15 @@ def build_pack(
     needs are copied (no optimizer checkpoints), so packs stay small. ``box_source``: how
     ``analyze`` places the facet/foramen boxes with this pack (``image``, ``fitted``, ``paper``;
     default ``image`` when the segmenter has facet/foramen regions, else ``fitted``).
+    ``sac_refiner_weight``: the dural sac refiner's share of the sac probability, in (0, 1]
+    (``components.sac_refiner.weight``; None: 1, its outline replaces the segmenter's).
     """
+    if sac_refiner_weight is not None:
+        from .segmentation.inference import check_refiner_weight
+
+        if "sac_refiner" not in runs:
+            raise InputError("--sac-refiner-weight", "needs a dural sac refiner (--sac-refiner RUN_DIR)")
+        sac_refiner_weight = check_refiner_weight(sac_refiner_weight, "--sac-refiner-weight")
     out = Path(out)
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise InputError(out, "already holds files; pass --overwrite to replace the pack")
@@ -296,6 +315,8 @@ def build_pack(
             "trained_on": cfg.get("trained_on") or trained_on,
             "metrics": metrics,
         }
+        if comp == "sac_refiner" and sac_refiner_weight is not None:
+            components[comp]["weight"] = sac_refiner_weight
     if box_rule is not None:
         src = Path(box_rule)
         src = src / "box_rule.json" if src.is_dir() else src

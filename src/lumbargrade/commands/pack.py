@@ -22,6 +22,9 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     b.add_argument("--box-source", choices=["image", "fitted", "paper"], default=None,
                    help="how analyze places the facet/foramen boxes with this pack (default: image when the "
                    "segmenter has facet/foramen regions, else fitted)")
+    b.add_argument("--sac-refiner-weight", type=float, default=None, metavar="W",
+                   help="the dural sac refiner's share of the sac probability, in (0, 1] (default 1: its "
+                   "outline replaces the segmenter's; 0.5: the mean of the two looks)")
     e = psub.add_parser("export-onnx", help="export a pack's networks to ONNX (model.onnx beside each model.safetensors) "
                         "for the fast, torch-free runtime; each export is checked against PyTorch")
     e.add_argument("path", help="pack folder")
@@ -35,6 +38,7 @@ def run(args: argparse.Namespace) -> int:
     import json
 
     from ..modelpack import COMPONENTS, build_pack, load_pack
+    from ..numbers import is_finite_number
 
     if args.pack_cmd == "export-onnx" or (args.pack_cmd == "build" and not args.no_onnx):
         from ..extras import require
@@ -50,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
                 runs[comp] = v
         out = build_pack(args.out, runs, name=args.name, version=args.version,
                          trained_on=args.trained_on, overwrite=args.overwrite, box_rule=args.box_rule,
-                         box_source=args.box_source)
+                         box_source=args.box_source, sac_refiner_weight=args.sac_refiner_weight)
         print(f"model pack written to {out}")
         if not args.no_onnx:
             _export(out)
@@ -70,6 +74,12 @@ def run(args: argparse.Namespace) -> int:
             continue
         info = pack.info(comp)
         print(f"  {comp:26s} {info.get('architecture') or ''}: {desc}")
+        if comp == "sac_refiner":
+            w = info.get("weight", 1.0)
+            how = ("its dural sac replaces the segmenter's" if w == 1 else
+                   "its dural sac probability blended with the segmenter's" if is_finite_number(w) and 0 < w < 1
+                   else "not a number in (0, 1]: the segmentation will not load")
+            print(f"  {'':26s} weight {w!r}: {how}")
         if info.get("training_command"):
             print(f"  {'':26s} trained with: {info['training_command']}")
         m = info.get("metrics") or {}

@@ -13,8 +13,9 @@ predicted again with the field centred on them (0 disables).
 
 A segmenter may carry a dural sac refiner (``Segmenter.refiner``; a network trained with
 ``role=sac_refiner``, in a model pack the ``sac_refiner`` folder beside ``segmentation``): a second
-look at the sac alone on a finer field (0.35 mm) centred on the sac the first look found, whose
-outline replaces the first one's.
+look at the sac alone on a finer field (0.35 mm) centred on the sac the first look found. Its sac
+probability is blended with the first look's, ``refiner_weight`` of it (1: the refiner's outline
+replaces the first one's; a model pack sets it in ``pack.json``, ``components.sac_refiner.weight``).
 
 A folder whose ``config.json`` lists ``members`` (member folders inside it, each a run folder as
 above, trained with ``lumbargrade train segmentation --ensemble N``) is an ensemble: its
@@ -89,6 +90,8 @@ class Segmenter:
         self.batch_size = batch_size
         self.memory_format = None
         self.refiner: Segmenter | None = None  # a role="sac_refiner" Segmenter, applied after predict
+        #: share of the refiner in the dural sac probability (the rest is the first look's), in (0, 1]
+        self.refiner_weight: float = 1.0
         #: an ensemble's members (their probabilities are averaged; ``model`` is then the first's)
         self.members: list[Segmenter] | None = list(members) if members else None
         if self.members:
@@ -257,10 +260,11 @@ class Segmenter:
 
     def _refine_sac(self, items: list, outs: list[SegOutput]) -> list[SegOutput]:
         """The refiner's second look at each slice's dural sac, its field centred on the sac of the
-        first look: the sac probability and mask become the refiner's (largest component); pixels
-        the first look called sac and the refiner does not take the most likely other class. The
-        other classes are kept. ``quality`` gains ``sac_refined`` and ``refiner_dice_sac`` (Dice of
-        the two looks' sacs). Slices where the first look found no sac are left as they are."""
+        first look: the sac probability becomes ``refiner_weight`` x the refiner's + the rest x the
+        first look's, the sac mask where that exceeds 0.5 (largest component); pixels the first
+        look called sac and the blend does not take the most likely other class. The other classes
+        are kept. ``quality`` gains ``sac_refined`` and ``refiner_dice_sac`` (Dice of the refiner's
+        sac and the first look's). Slices where the first look found no sac are left as they are."""
         from .losses import probs_to_labels
         from .preprocessing import from_field_within
 
@@ -276,7 +280,9 @@ class Segmenter:
         probs, _ = ref._looks([f for f, _ in prepared])
         for k, p, (_, g) in zip(todo, probs, prepared):
             o = outs[k]
-            sac_p = from_field_within(p[0], g, order=1, cval=0.0)
+            ref_p = from_field_within(p[0], g, order=1, cval=0.0)
+            w = float(self.refiner_weight)
+            sac_p = ref_p if w >= 1.0 else (w * ref_p + (1.0 - w) * o.probs[0]).astype(np.float32)
             sac = sac_p > 0.5
             if ref.cfg.largest_component and sac.any():
                 sac = largest_component(sac)
@@ -290,7 +296,8 @@ class Segmenter:
             full[0] = sac_p
             q = dict(o.quality)
             q["sac_refined"] = True
-            q["refiner_dice_sac"] = round(float(2 * (was & sac).sum() / max(was.sum() + sac.sum(), 1)), 4)
+            alone = ref_p > 0.5
+            q["refiner_dice_sac"] = round(float(2 * (was & alone).sum() / max(was.sum() + alone.sum(), 1)), 4)
             outs[k] = SegOutput(lab, full, q)
         return outs
 
@@ -335,7 +342,7 @@ class Segmenter:
 
 def load_segmenter(
     path: str | Path, device: str = "cpu", threads: int | None = None, runtime: str | None = None,
-    refiner: str | Path | bool | None = None, **overrides,
+    refiner: str | Path | bool | None = None, refiner_weight: float | None = None, **overrides,
 ) -> Segmenter:
     """Load a segmenter from a folder holding ``config.json`` and ``model.safetensors`` (and
     ``model.onnx``, used per ``runtime`` on the CPU; see :mod:`lumbargrade.runtime`).
@@ -344,6 +351,8 @@ def load_segmenter(
     values used at inference (e.g. ``largest_component=False``, ``recentre_mm=0``). ``refiner``:
     a dural sac refiner folder to attach (``role=sac_refiner``); None attaches the pack's
     ``sac_refiner`` when ``path`` is the ``segmentation`` folder of a model pack that lists one; False none.
+    ``refiner_weight``: the refiner's share of the dural sac probability, in (0, 1]; None takes the
+    pack's (``pack.json`` ``components.sac_refiner.weight``), 1 where it names none.
     A folder whose config lists ``members`` loads as an ensemble (see the module docstring).
     """
     from ..runtime import load_onnx_net, resolve_runtime
@@ -361,7 +370,7 @@ def load_segmenter(
         raise InputError(cfg_path, f"not valid JSON ({e})") from e
     if isinstance(d, dict) and "members" in d:
         seg = _load_ensemble(p, d, device, threads, runtime, overrides)
-        return _attach_refiner(seg, p, device, runtime, refiner)
+        return _attach_refiner(seg, p, device, runtime, refiner, refiner_weight)
     if not w_path.is_file():
         raise InputError(p, "needs config.json and model.safetensors (a segmentation run or model-pack folder)")
     known = set(SegConfig.__dataclass_fields__)
@@ -388,7 +397,7 @@ def load_segmenter(
         load_weights(model, w_path)
         model.to(device)
         seg = Segmenter(model, cfg, device=device)
-    return _attach_refiner(seg, p, device, runtime, refiner)
+    return _attach_refiner(seg, p, device, runtime, refiner, refiner_weight)
 
 
 #: Config fields every member of a segmentation ensemble must share (the field and the outputs).
@@ -428,13 +437,14 @@ def _load_ensemble(p: Path, d: dict, device, threads, runtime, overrides) -> Seg
     return Segmenter(None, cfg, device=device, members=members)
 
 
-def _attach_refiner(seg: Segmenter, p: Path, device, runtime, refiner) -> Segmenter:
-    """Attach the dural sac refiner to a first-look segmenter (see :func:`load_segmenter`)."""
+def _attach_refiner(seg: Segmenter, p: Path, device, runtime, refiner, weight: float | None = None) -> Segmenter:
+    """Attach the dural sac refiner to a first-look segmenter, with its weight (see
+    :func:`load_segmenter`)."""
+    from ..modelpack import companion_entry, companion_folder
+
     cfg = seg.cfg
     if cfg.role == "segmenter" and refiner is not False:
         if refiner is None or refiner is True:
-            from ..modelpack import companion_folder
-
             ref_path = companion_folder(p, "sac_refiner")  # a model pack's refiner, when it lists one
             if refiner is True and ref_path is None:
                 raise InputError(p, "no sac_refiner folder beside this model pack's segmentation")
@@ -444,7 +454,21 @@ def _attach_refiner(seg: Segmenter, p: Path, device, runtime, refiner) -> Segmen
             seg.refiner = load_segmenter(ref_path, device=device, runtime=runtime, refiner=False)
             if seg.refiner.cfg.role != "sac_refiner":
                 raise InputError(ref_path, f"not a dural sac refiner (config role {seg.refiner.cfg.role!r})")
+            where = "refiner_weight"
+            if weight is None:
+                where = f"{p.parent / 'pack.json'} (components.sac_refiner.weight)"
+                weight = (companion_entry(p, "sac_refiner") or {}).get("weight", 1.0)
+            seg.refiner_weight = check_refiner_weight(weight, where)
     return seg
+
+
+def check_refiner_weight(weight, where: str) -> float:
+    """``weight`` as a float in (0, 1], else an :class:`InputError` naming ``where``."""
+    from ..numbers import is_finite_number
+
+    if not is_finite_number(weight) or not 0.0 < float(weight) <= 1.0:
+        raise InputError(where, f"the dural sac refiner's weight must be a number in (0, 1], got {weight!r}")
+    return float(weight)
 
 
 def evaluate_rows(
