@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import sys
 import time
 from pathlib import Path
@@ -30,27 +29,13 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 
-def _cpu() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
-def dice(a: np.ndarray, b: np.ndarray) -> float:
-    a, b = np.asarray(a, bool), np.asarray(b, bool)
-    s = a.sum() + b.sum()
-    return 1.0 if s == 0 else float(2 * (a & b).sum() / s)
-
-
 def evaluate(models: str | None = None, runtime: str | None = None) -> dict:
     from real_mri_reference import load_reference
 
     from lumbargrade.io.orientation import LAYOUTS, axial_view, restore
+    from lumbargrade.metrics import dice
     from lumbargrade.modelpack import load_pack
+    from lumbargrade.runtime import cpu_info
     from lumbargrade.segment_runner import SliceInput, segment_slices
 
     refs, recs, masks = load_reference()
@@ -90,7 +75,7 @@ def evaluate(models: str | None = None, runtime: str | None = None) -> dict:
     return {
         "model_pack": pack.label,
         "segmentation_runtime": getattr(seg, "runtime", None),
-        "cpu": _cpu(),
+        "cpu": cpu_info().get("model") or "unknown",
         "n_planes": len(recs),
         "n_layouts": 8,
         "seconds": round(secs, 2),

@@ -36,10 +36,6 @@ VARIANTS = ("plain", "p_rootlet_layer", "p_cord", "p_dura_drop")
 WAYS = ("first_look", "refined", "fused")
 
 
-def dice(a: np.ndarray, b: np.ndarray) -> float:
-    return float(2 * (a & b).sum() / max(int(a.sum() + b.sum()), 1))
-
-
 def val_rows(data: list[str], n: int, seed: int) -> list[dict]:
     """``n`` validation disc-centre slices (with a tissue map) of the slice banks ``data``."""
     from lumbargrade.errors import InputError
@@ -111,6 +107,7 @@ def sac_ways(seg, image: np.ndarray, spacing: tuple[float, float], weight: float
 
 def main(argv: list[str] | None = None) -> int:
     from lumbargrade.errors import InputError
+    from lumbargrade.metrics import dice
     from lumbargrade.modelpack import load_pack
     from lumbargrade.runtime import cpu_info
 

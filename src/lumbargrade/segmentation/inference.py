@@ -440,10 +440,10 @@ def _load_ensemble(p: Path, d: dict, device, threads, runtime, overrides) -> Seg
 def _attach_refiner(seg: Segmenter, p: Path, device, runtime, refiner, weight: float | None = None) -> Segmenter:
     """Attach the dural sac refiner to a first-look segmenter, with its weight (see
     :func:`load_segmenter`)."""
-    from ..modelpack import companion_entry, companion_folder
-
     cfg = seg.cfg
     if cfg.role == "segmenter" and refiner is not False:
+        from ..modelpack import companion_entry, companion_folder
+
         if refiner is None or refiner is True:
             ref_path = companion_folder(p, "sac_refiner")  # a model pack's refiner, when it lists one
             if refiner is True and ref_path is None:
