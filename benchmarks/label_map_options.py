@@ -81,6 +81,22 @@ def refiner_label(refiner: str) -> str:
     return label
 
 
+def label_map_change(option: str, tissues: np.ndarray, sac: np.ndarray, spacing: float,
+                     rng: np.random.Generator, recipe: dict | None = None) -> np.ndarray:
+    """The tissue map with one label-map change of :data:`OPTIONS` applied for certain (``recipe``:
+    the domain randomisation's other settings, default the :class:`SynthConfig` defaults)."""
+    from lumbargrade.segmentation.synth import SynthConfig, erase_dura, insert_cord, layer_rootlets
+
+    cfg = SynthConfig.from_dict(dict(recipe or {}, **{option: 1.0}))
+    if option == "p_rootlet_layer":
+        return layer_rootlets(tissues, sac, spacing, rng, cfg)
+    if option == "p_cord":
+        return insert_cord(tissues, sac, spacing, rng, cfg)
+    if option == "p_dura_drop":
+        return erase_dura(tissues, sac, rng, cfg)
+    raise ValueError(f"unknown label-map change {option!r}; expected one of {', '.join(OPTIONS)}")
+
+
 def main(argv: list[str] | None = None) -> int:
     from scipy import ndimage
 
@@ -90,9 +106,6 @@ def main(argv: list[str] | None = None) -> int:
     from lumbargrade.segmentation.dataset import SegmentationDataset
     from lumbargrade.segmentation.synth import (
         SynthConfig,
-        erase_dura,
-        insert_cord,
-        layer_rootlets,
         normalise_inside,
         synthesize,
     )
@@ -115,12 +128,6 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     synth = SynthConfig.from_dict(recipe)
     options = args.option or list(OPTIONS)
-    changed = {o: SynthConfig.from_dict(dict(recipe, **{o: 1.0})) for o in options}
-    change = {
-        "p_rootlet_layer": lambda t, y, r: layer_rootlets(t, y, ds.spacing, r, changed["p_rootlet_layer"]),
-        "p_cord": lambda t, y, r: insert_cord(t, y, ds.spacing, r, changed["p_cord"]),
-        "p_dura_drop": lambda t, y, r: erase_dura(t, y, r, changed["p_dura_drop"]),
-    }
     c = ref.cfg
     t0 = time.perf_counter()
     ds = SegmentationDataset(rows, c.target_spacing, (c.size, c.size), c.margin, synth=synth, p_synth=1.0,
@@ -136,7 +143,8 @@ def main(argv: list[str] | None = None) -> int:
             continue
         t, y = warped_maps(ds, i, synth)
         row = {}
-        drawn = [("plain", t)] + [(o, change[o](t, y, np.random.default_rng(5000 + i))) for o in options]
+        drawn = [("plain", t)] + [(o, label_map_change(o, t, y, ds.spacing, np.random.default_rng(5000 + i), recipe))
+                                  for o in options]
         for name, tt in drawn:
             img = normalise_inside(synthesize(tt, y, ds.spacing, np.random.default_rng(2000 + i), synth), None)
             pred = sac_of(img)

@@ -32,6 +32,8 @@ from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
 VARIANTS = ("plain", "p_rootlet_layer", "p_cord", "p_dura_drop")
 WAYS = ("first_look", "refined", "fused")
 
@@ -63,23 +65,17 @@ def canonical_slice(row: dict):
 def draw(tissues: np.ndarray, sac: np.ndarray, spacing: float, variant: str, i: int):
     """One domain-randomised image of a slice (seeded by the slice ``i``; the label-map change
     ``variant`` drawn with its own seed so that the intensities match across variants)."""
+    from label_map_options import label_map_change
+
     from lumbargrade.segmentation.synth import (
         SynthConfig,
-        erase_dura,
-        insert_cord,
-        layer_rootlets,
         normalise_inside,
         random_fov_mask,
         synthesize,
     )
 
-    t = tissues
-    if variant != "plain":
-        cfg = SynthConfig(**{variant: 1.0})
-        r = np.random.default_rng(5000 + i)
-        t = {"p_rootlet_layer": lambda: layer_rootlets(t, sac, spacing, r, cfg),
-             "p_cord": lambda: insert_cord(t, sac, spacing, r, cfg),
-             "p_dura_drop": lambda: erase_dura(t, sac, r, cfg)}[variant]()
+    t = tissues if variant == "plain" else label_map_change(variant, tissues, sac, spacing,
+                                                           np.random.default_rng(5000 + i))
     cfg = SynthConfig()
     rng = np.random.default_rng(2000 + i)
     img = synthesize(t, sac, spacing, rng, cfg)
