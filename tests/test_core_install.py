@@ -69,6 +69,7 @@ def test_analyze_imports_no_training_module(phantom_patient, tmp_path):
     assert set(report["software"]["runtime"]) == set(NETWORK_COMPONENTS)
     cfg = json.loads((out / "config.json").read_text())
     assert set(cfg["runtime"]["precision"].values()) == {"fp32"}
+    assert cfg["runtime"]["sac_refiner_weight"] == 0.5  # the bundled pack blends the two looks
     assert list(out.glob("seg*.dcm")) and (out / "sr.dcm").is_file() and (out / "report.html").is_file()
 
 

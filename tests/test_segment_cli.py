@@ -39,6 +39,7 @@ def phantom_study(tmp_path_factory) -> Path:
 def _check_doc(out: Path, n: int) -> dict:
     doc = json.loads((out / "segment.json").read_text())
     assert len(doc["slices"]) == n
+    assert doc["segmentation"]["sac_refiner_weight"] == 0.5  # the bundled pack blends the two looks
     for s in doc["slices"]:
         assert set(s) >= {"sop_instance_uid", "index", "label_map", "dural_sac_area_mm2", "disc_area_mm2",
                           "plausible", "warnings"}

@@ -65,14 +65,17 @@ def analyze_one(study_path: str | Path, out: str | Path, pack: Any, config: Any,
 
 def _runtime_record(pack: Any) -> dict[str, Any]:
     """How the networks ran (config.json ``runtime``): runtime and precision per component, the
-    CPU's native bf16 support that decided the precision of torch networks, threads."""
+    CPU's native bf16 support that decided the precision of torch networks, threads, and the dural
+    sac refiner's share of the sac probability (None without a refiner)."""
     from .runtime import cpu_native_bf16, num_threads
 
+    seg = pack.get("segmentation") if hasattr(pack, "get") else None
     return {"requested": getattr(pack, "runtime", None),
             "components": pack.runtimes() if hasattr(pack, "runtimes") else {},
             "precision": pack.precisions() if hasattr(pack, "precisions") else {},
             "cpu_native_bf16": cpu_native_bf16(),
-            "onnxruntime_threads": num_threads()}
+            "onnxruntime_threads": num_threads(),
+            "sac_refiner_weight": seg.refiner_weight if getattr(seg, "refiner", None) is not None else None}
 
 
 def _extra_writers(outputs: Any = DEFAULT_OUTPUTS) -> list:

@@ -247,7 +247,9 @@ def run_segment(args: Any) -> int:
             "model_pack": pack.label,
             "model_pack_trained_on": pack.manifest.get("trained_on"),
             "segmentation": {"classes": list(getattr(segmenter, "classes", ())),
-                             "runtime": getattr(segmenter, "runtime", None)},
+                             "runtime": getattr(segmenter, "runtime", None),
+                             "sac_refiner_weight": (segmenter.refiner_weight
+                                                    if getattr(segmenter, "refiner", None) is not None else None)},
             "slices": records,
             "warnings": warns,
             "seconds": round(time.perf_counter() - t0, 3),
