@@ -404,6 +404,17 @@ def load_segmenter(
 _ENSEMBLE_SHARED = ("role", "target_spacing", "size", "margin", "per_structure", "regions")
 
 
+def check_members_share(folders: Sequence[Path], cfgs: Sequence) -> None:
+    """Raise :class:`InputError` naming the first member folder whose config differs from the first
+    member's in any of :data:`_ENSEMBLE_SHARED` (the field and the outputs)."""
+    first = cfgs[0].to_dict()
+    for f, c in zip(folders[1:], cfgs[1:]):
+        d = c.to_dict()
+        diff = [k for k in _ENSEMBLE_SHARED if json.dumps(d.get(k)) != json.dumps(first.get(k))]
+        if diff:
+            raise InputError(f, f"ensemble members must share {', '.join(diff)}")
+
+
 def _load_ensemble(p: Path, d: dict, device, threads, runtime, overrides) -> Segmenter:
     """An ensemble folder (``config.json`` with ``members``) -> a :class:`Segmenter` averaging its
     members' probabilities; the inference options (``largest_component``, ``recentre_mm``,
@@ -422,12 +433,8 @@ def _load_ensemble(p: Path, d: dict, device, threads, runtime, overrides) -> Seg
         except json.JSONDecodeError as e:
             raise InputError(f / "config.json", f"not valid JSON ({e})") from e
         members.append(load_segmenter(f, device=device, threads=threads, runtime=runtime, refiner=False))
+    check_members_share(folders, [m.cfg for m in members])
     first = members[0].cfg.to_dict()
-    for f, m in zip(folders[1:], members[1:]):
-        c = m.cfg.to_dict()
-        diff = [k for k in _ENSEMBLE_SHARED if json.dumps(c.get(k)) != json.dumps(first.get(k))]
-        if diff:
-            raise InputError(f, f"ensemble members must share {', '.join(diff)}")
     known = set(SegConfig.__dataclass_fields__)
     merged = dict(first, **{k: v for k, v in d.items() if k in known})
     for k in _ENSEMBLE_SHARED:  # the members decide what the field and the outputs are

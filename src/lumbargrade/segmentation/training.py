@@ -702,13 +702,10 @@ def combine_members(out: str | Path, members: Sequence[str | Path], manifest, lo
         load_weights(net, q / "model.safetensors")
         cfgs.append(c)
         nets.append(net)
-    from .inference import _ENSEMBLE_SHARED
+    from .inference import check_members_share
 
+    check_members_share([Path(m) for m in members], cfgs)
     first = cfgs[0]
-    for q, c in zip(members[1:], cfgs[1:]):
-        diff = [k for k in _ENSEMBLE_SHARED if getattr(c, k) != getattr(first, k)]
-        if diff:
-            raise InputError(q, f"ensemble members must share {', '.join(diff)}")
     if first.num_threads > 0:
         torch.set_num_threads(first.num_threads)
     device = torch.device("cpu")
@@ -739,6 +736,11 @@ def combine_members(out: str | Path, members: Sequence[str | Path], manifest, lo
     return metrics
 
 
+def _dice_text(d: dict, keys: Sequence[str] | None = None) -> str:
+    """``sac 0.9500 disc 0.9600 ...``: the structures' Dice (only ``keys`` when given)."""
+    return " ".join(f"{'sac' if k == 'dural_sac' else k} {v:.4f}" for k, v in d.items() if keys is None or k in keys)
+
+
 def run_cli(args) -> int:
     """Entry point of ``lumbargrade train segmentation`` (parsed args from commands/train.py)."""
     import sys
@@ -763,17 +765,12 @@ def run_cli(args) -> int:
             print(f"ensemble member {k + 1} of {n_members}: seed {cfg.seed + k} -> {folder}", file=sys.stderr)
             launch(train_segmentation, workers, args.data, folder, member_cfg, args.overwrite, ray_address=ray)
         m = combine_members(out, folders, args.data)
-        d, ds = m.get("val_dice") or {}, m.get("val_dice_synth") or {}
-        print(f"{m['task']}: ensemble of {n_members}, val Dice "
-              + " ".join(f"{'sac' if k == 'dural_sac' else k} {v:.4f}" for k, v in d.items())
-              + (" | domain-randomised " + " ".join(f"{'sac' if k == 'dural_sac' else k} {v:.4f}"
-                                                     for k, v in ds.items()) if ds else "")
-              + f" -> {out}", file=sys.stdout)
+        ds = m.get("val_dice_synth") or {}
+        print(f"{m['task']}: ensemble of {n_members}, val Dice {_dice_text(m.get('val_dice') or {})}"
+              + (f" | domain-randomised {_dice_text(ds)}" if ds else "") + f" -> {out}", file=sys.stdout)
         return 0
     m = launch(train_segmentation, workers, args.data, args.out, cfg, args.overwrite, ray_address=ray)
-    d = m.get("val_dice") or {}
-    dice = " ".join(f"{'sac' if k == 'dural_sac' else k} {v:.4f}" for k, v in d.items()
-                    if k in ("dural_sac", "disc"))
+    dice = _dice_text(m.get("val_dice") or {}, ("dural_sac", "disc"))
     print(
         f"{m.get('task', 'segmentation')}: best epoch {m['best_epoch']}/{m['epochs']}, val Dice {dice}; "
         f"{m['time_s']:.0f} s; weights {Path(args.out) / 'model.safetensors'}",
