@@ -289,3 +289,24 @@ def test_new_tokens_are_random_and_long():
 
     a, b = new_token(), new_token()
     assert a != b and len(a) >= 40
+
+
+def test_the_printed_address_accepts_connections_at_once(tmp_path):
+    """serve() listens before it shows the address: a browser opened the moment the address is
+    printed is queued, not refused (the server loop has not started yet when on_ready runs)."""
+    import socket
+
+    from lumbargrade.service.review.app import serve
+
+    class Shown(Exception):
+        pass
+
+    def on_ready(text):
+        url = text.split("open ", 1)[1].split()[0]
+        port = int(url.split("//", 1)[1].split("/", 1)[0].rsplit(":", 1)[1])
+        socket.create_connection(("127.0.0.1", port), timeout=5).close()  # refused before the fix
+        raise Shown
+
+    (tmp_path / "root").mkdir()
+    with pytest.raises(Shown):
+        serve(tmp_path / "root", port=0, token=TOKEN, on_ready=on_ready)

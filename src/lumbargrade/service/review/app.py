@@ -190,8 +190,9 @@ def warm_up(ctx: ReviewContext) -> None:
 def serve(root: str | Path, *, host: str = "127.0.0.1", port: int = 8765, token: str | None = None,
           sources: str | Path | None = None, models: str | Path | None = None,
           max_upload_bytes: int = DEFAULT_MAX_UPLOAD, on_ready: Any = print) -> None:
-    """Run the app with uvicorn until interrupted. The port is bound first (``port=0``: any free
-    one); then ``on_ready`` gets the address with the token, once (printed by default)."""
+    """Run the app with uvicorn until interrupted. The port is bound and listening first
+    (``port=0``: any free one); then ``on_ready`` gets the address with the token, once (printed
+    by default)."""
     import socket
 
     import uvicorn
@@ -212,6 +213,8 @@ def serve(root: str | Path, *, host: str = "127.0.0.1", port: int = 8765, token:
     shown = f"[{host}]" if ":" in host else host
     config = uvicorn.Config(app, log_level="warning", access_log=False, server_header=False,
                             lifespan="off")
+    # listen before the address is shown: a browser opened at once is queued, not refused
+    sock.listen(config.backlog)
     server = uvicorn.Server(config)
     n = len(app.state.ctx.root.ids())
     import threading
