@@ -8,8 +8,10 @@ project was trained or tuned on these images.
 Each plane is segmented as ``lumbargrade segment`` does (canonical view, located search,
 plausibility gate), stored in each of the 8 in-plane layouts (rotations, flips, transposes, with
 ImageOrientationPatient to match). Reported per plane and layout: dural sac Dice against the
-reference, Dice against the standard layout's prediction, the plausibility verdict; and the
-target checks: Dice >= 0.85 in every layout, >= 0.95 between layouts, and no plane with Dice < 0.5
+reference, Dice against the standard layout's prediction, the plausibility verdict; per plane, the
+share of the reference outline's rays that end at the edge of its hand-placed region (there the
+outline follows the region, not the image; ``benchmarks/reference_method_phantom.py`` measures
+what that does on the phantom); and the target checks: Dice >= 0.85 in every layout, >= 0.95 between layouts, and no plane with Dice < 0.5
 returned as plausible without a warning.
 
     python benchmarks/real_mri.py [--models PACK] [--out benchmarks/results/real_mri] [--pictures DIR]
@@ -30,7 +32,7 @@ sys.path.insert(0, str(HERE))
 
 
 def evaluate(models: str | None = None, runtime: str | None = None) -> dict:
-    from real_mri_reference import load_reference
+    from real_mri_reference import load_reference, reference_outline
 
     from lumbargrade.io.orientation import LAYOUTS, axial_view, restore
     from lumbargrade.metrics import dice
@@ -83,6 +85,10 @@ def evaluate(models: str | None = None, runtime: str | None = None) -> dict:
         "dice_median": round(float(np.median(d)), 4),
         "dice_min": round(float(d.min()), 4),
         "dice_per_plane_min": {str(k): round(min(v), 4) for k, v in per_slice.items()},
+        # share of each reference outline's rays that end at its hand-placed region's edge
+        # (there the outline is where the region was drawn, not a half-maximum of the image)
+        "reference_region_bound_rays": {str(rec["index"]): round(reference_outline(ref.pixels(), rec["roi"])[1], 3)
+                                        for ref, rec in zip(refs, recs)},
         "cross_layout_dice_min": round(float(cross.min()), 4),
         "n_plausible": int(sum(r["plausible"] for r in rows)),
         "n_wrong_but_plausible": len(silent_wrong),
@@ -160,6 +166,8 @@ def main(argv=None) -> int:
     print(f"{res['n_planes']} real planes x 8 layouts: dural sac Dice mean {res['dice_mean']:.3f}, "
           f"median {res['dice_median']:.3f}, min {res['dice_min']:.3f}; between layouts min {res['cross_layout_dice_min']:.3f}")
     print("per plane (min over layouts): " + ", ".join(f"{k}: {v:.2f}" for k, v in res["dice_per_plane_min"].items()))
+    print("reference rays ending at the region's edge: "
+          + ", ".join(f"{k}: {v:.0%}" for k, v in res["reference_region_bound_rays"].items()))
     print(f"plausible {res['n_plausible']} of {len(res['rows'])}; wrong (Dice < 0.5) but plausible: {res['n_wrong_but_plausible']}")
     print("targets: " + ", ".join(f"{k} {'met' if v else 'NOT met'}" for k, v in res["targets"].items()))
     if args.picture:

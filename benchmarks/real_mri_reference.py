@@ -29,6 +29,14 @@ UP = 4
 
 def reference_mask(plane: np.ndarray, roi: dict) -> np.ndarray:
     """Boolean mask of the dural sac on a canonical plane (rows, cols) from its ROI record."""
+    return reference_outline(plane, roi)[0]
+
+
+def reference_outline(plane: np.ndarray, roi: dict) -> tuple[np.ndarray, float]:
+    """(mask, share of region-bound rays): the reference mask of :func:`reference_mask`, and the
+    share of its rays (of those that found the sac) whose outermost bright point is the last point
+    inside the region of interest, where the outline follows the hand-placed region, not a
+    half-maximum of the image."""
     from matplotlib.path import Path as MPath
     from scipy import ndimage
 
@@ -49,6 +57,7 @@ def reference_mask(plane: np.ndarray, roi: dict) -> np.ndarray:
     angles = np.linspace(0, 2 * np.pi, 240, endpoint=False)
     steps = np.arange(0, max(ry, rx) * 1.2, 0.05)
     radii = []
+    bound = 0
     for a in angles:
         r, c = ccy + steps * np.sin(a), ccx + steps * np.cos(a)
         ok = inside(r, c)
@@ -63,7 +72,9 @@ def reference_mask(plane: np.ndarray, roi: dict) -> np.ndarray:
             radii.append(steps[j] + f * (steps[j + 1] - steps[j]))
         else:
             radii.append(steps[j])
+            bound += 1
     radii = np.array(radii)
+    found = int(np.count_nonzero(~np.isnan(radii)))
     radii[radii < 0.6 * np.nanmedian(radii)] = np.nan
     idx = np.arange(len(radii))
     ok = ~np.isnan(radii)
@@ -77,7 +88,7 @@ def reference_mask(plane: np.ndarray, roi: dict) -> np.ndarray:
     xx = (np.arange(w)[:, None] + sub[None, :]).ravel()
     gy, gx = np.meshgrid(yy, xx, indexing="ij")
     inn = poly.contains_points(np.stack([gx.ravel(), gy.ravel()], 1)).reshape(h, UP, w, UP)
-    return inn.mean(axis=(1, 3)) >= 0.5
+    return inn.mean(axis=(1, 3)) >= 0.5, bound / max(found, 1)
 
 
 def load_reference(fixture: Path = FIXTURE) -> tuple[list, list[dict], list[np.ndarray]]:
@@ -103,14 +114,15 @@ def main(argv=None) -> int:
     refs, recs, masks = load_reference()
     bad = 0
     for ref, rec, old in zip(refs, recs, masks):
-        m = reference_mask(ref.pixels(), rec["roi"])
+        m, bound = reference_outline(ref.pixels(), rec["roi"])
+        where = f"{bound:.0%} of its rays end at the region's edge"
         if args.check:
             same = np.array_equal(m, old)
             bad += not same
-            print(f"slice {rec['index']}: {int(m.sum())} mm2 {'same' if same else 'DIFFERS'}")
+            print(f"slice {rec['index']}: {int(m.sum())} mm2 {'same' if same else 'DIFFERS'}; {where}")
         else:
             Image.fromarray(m.astype(np.uint8)).save(FIXTURE / rec["mask"])
-            print(f"slice {rec['index']}: {int(m.sum())} px")
+            print(f"slice {rec['index']}: {int(m.sum())} px; {where}")
     return 1 if bad else 0
 
 

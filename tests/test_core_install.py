@@ -107,6 +107,9 @@ def test_inference_commands_run_without_the_training_extra(phantom_patient, anal
         assert "Traceback" not in res.stderr, name
     assert json.loads((regraded / "report.json").read_text())["history"][-1]["by"] == "test"
     assert (tmp_path / "ev" / "metrics.json").is_file() and not list((tmp_path / "ev").glob("*.png"))
+    # the evaluation names the pack that made the predictions it read
+    made_by = json.loads((analysis / "report.json").read_text())["software"]["model_pack"]
+    assert made_by and json.loads((tmp_path / "ev" / "metrics.json").read_text())["model_pack_labels"] == [made_by]
 
 
 EXTRA_LINE = 'lumbargrade {} needs the training extra: pip install "lumbargrade[train]"'

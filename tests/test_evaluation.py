@@ -372,3 +372,17 @@ def test_box_sources_side_by_side_and_region_dice():
     assert m["segmentation"]["dice_foramen_region"]["value"] == 1.0
     md = format_tables(m)
     assert "fitted rule on the masks" in md and "0.333" in md
+
+
+def test_pack_labels_lists_the_packs_that_made_the_reports(tmp_path):
+    from lumbargrade.commands.evaluate import pack_labels
+
+    for name, text in (("p1", json.dumps({"software": {"model_pack": "pack-b 1.0"}})),
+                       ("p2", json.dumps({"software": {"model_pack": "pack-a 2.0"}})),
+                       ("p3", json.dumps({"software": {"model_pack": "pack-b 1.0"}})),
+                       ("p4", json.dumps({"levels": []})),  # no software block
+                       ("p5", "{not json")):  # unreadable: left out, no error
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "report.json").write_text(text)
+    assert pack_labels(tmp_path) == ["pack-a 2.0", "pack-b 1.0"]
+    assert pack_labels(tmp_path / "absent") == []

@@ -51,6 +51,28 @@ def test_the_reference_masks_are_what_the_reference_tool_draws():
         np.testing.assert_array_equal(reference_mask(ref.pixels(), rec["roi"]), m)
 
 
+def test_the_reference_tool_says_where_its_outline_is_the_region_not_the_image():
+    """A bright disc (radius 6 px) on a dark plane: a region around it leaves every ray to the
+    image's half-maximum; a region cut through the disc bounds the rays that meet the cut; bright tissue touching one side of
+    the disc inside the region bounds the rays on that side and enlarges the outline."""
+    sys.path.insert(0, str(BENCH))
+    try:
+        from real_mri_reference import reference_outline
+    finally:
+        sys.path.remove(str(BENCH))
+    rr, cc = np.mgrid[0:64, 0:64].astype(float)
+    disc = np.hypot(rr - 32, cc - 32) <= 6
+    plane = np.where(disc, 100.0, 5.0)
+    free, share = reference_outline(plane, {"ellipse": [32, 32, 9, 9]})
+    assert share == 0.0 and abs(free.sum() - np.pi * 36) < 0.1 * np.pi * 36
+    cut, share = reference_outline(plane, {"ellipse": [32, 32, 9, 9], "cuts": [[0, 1, 34.0]]})
+    assert abs(share - 140 / 360) < 0.05 and cut.sum() < free.sum()  # rays within 70 deg of the cut's normal
+    fat = plane.copy()
+    fat[(cc >= 37) & (np.abs(rr - 32) <= 4)] = 90.0  # bright tissue against the disc's right side
+    grown, share = reference_outline(fat, {"ellipse": [32, 32, 9, 9]})
+    assert 0.05 < share < 0.5 and grown.sum() > free.sum()
+
+
 def test_the_sac_is_found_on_real_planes(results):
     dices = np.array([r["+x+y"]["dice"] for r in results])
     assert np.median(dices) >= 0.8, dices  # the phantom-only pack before domain randomisation: 0.0
