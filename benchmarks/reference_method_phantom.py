@@ -50,19 +50,15 @@ def truth_roi(truth: np.ndarray, spacing: tuple[float, float], margin_mm: float)
 
 def main(argv: list[str] | None = None) -> int:
     from real_mri_reference import reference_outline
-    from synth_slices import canonical_slice, val_rows
+    from synth_slices import bank_arguments, canonical_slice, rows_and_pack
 
     from lumbargrade.errors import InputError
     from lumbargrade.metrics import dice
-    from lumbargrade.modelpack import load_pack
     from lumbargrade.phantom.tissues import FAT_TISSUES
     from lumbargrade.runtime import cpu_info
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--data", action="append", required=True, help="a phantom slice bank (slices.csv); repeatable")
-    ap.add_argument("--models", default=None, help="model pack folder (default: the bundled pack)")
-    ap.add_argument("--n", type=int, default=120, help="validation slices to draw")
-    ap.add_argument("--seed", type=int, default=11)
+    bank_arguments(ap, n=120)
     ap.add_argument("--min-area", type=float, default=80.0, help="smallest true sac kept, mm2")
     ap.add_argument("--margin", type=float, action="append", default=None,
                     help="margin of the region of interest around the true sac, mm; repeatable (default 0.5, 1, 1.5)")
@@ -70,8 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     margins = tuple(args.margin) if args.margin else MARGINS_MM
     try:
-        rows = val_rows(args.data, args.n, args.seed)
-        pack = load_pack(args.models)
+        rows, pack = rows_and_pack(args)
     except InputError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -51,6 +51,22 @@ def val_rows(data: list[str], n: int, seed: int) -> list[dict]:
     return [rows[i] for i in sorted(rng.choice(len(rows), size=min(n, len(rows)), replace=False))]
 
 
+def bank_arguments(ap: argparse.ArgumentParser, n: int) -> None:
+    """The arguments of the benchmarks that draw validation slices of phantom slice banks:
+    ``--data`` (repeatable), ``--models``, ``--n`` (default ``n``), ``--seed``."""
+    ap.add_argument("--data", action="append", required=True, help="a phantom slice bank (slices.csv); repeatable")
+    ap.add_argument("--models", default=None, help="model pack folder (default: the bundled pack)")
+    ap.add_argument("--n", type=int, default=n, help="validation slices to draw")
+    ap.add_argument("--seed", type=int, default=11)
+
+
+def rows_and_pack(args: argparse.Namespace) -> tuple[list[dict], object]:
+    """(validation rows, model pack) of :func:`bank_arguments`' arguments; raises InputError."""
+    from lumbargrade.modelpack import load_pack
+
+    return val_rows(args.data, args.n, args.seed), load_pack(args.models)
+
+
 def canonical_slice(row: dict):
     """(image, label map, tissue map, (row_mm, col_mm)) of a slice bank row, canonical view."""
     from lumbargrade.manifest import axial_view_of, load_axial, load_label_map
@@ -104,20 +120,15 @@ def sac_ways(seg, image: np.ndarray, spacing: tuple[float, float], weight: float
 def main(argv: list[str] | None = None) -> int:
     from lumbargrade.errors import InputError
     from lumbargrade.metrics import dice
-    from lumbargrade.modelpack import load_pack
     from lumbargrade.runtime import cpu_info
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--data", action="append", required=True, help="a phantom slice bank (slices.csv); repeatable")
-    ap.add_argument("--models", default=None, help="model pack folder (default: the bundled pack)")
-    ap.add_argument("--n", type=int, default=100, help="validation slices to draw")
-    ap.add_argument("--seed", type=int, default=11)
+    bank_arguments(ap, n=100)
     ap.add_argument("--weight", type=float, default=0.5, help="the refiner's share in the fused dural sac")
     ap.add_argument("--out", default=None, help="JSON results file")
     args = ap.parse_args(argv)
     try:
-        rows = val_rows(args.data, args.n, args.seed)
-        pack = load_pack(args.models)
+        rows, pack = rows_and_pack(args)
     except InputError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
