@@ -375,14 +375,13 @@ def test_box_sources_side_by_side_and_region_dice():
 
 
 def test_pack_labels_lists_the_packs_that_made_the_reports(tmp_path):
-    from lumbargrade.commands.evaluate import pack_labels
+    from lumbargrade.evaluation import load_reports, pack_labels
 
     for name, text in (("p1", json.dumps({"software": {"model_pack": "pack-b 1.0"}})),
                        ("p2", json.dumps({"software": {"model_pack": "pack-a 2.0"}})),
                        ("p3", json.dumps({"software": {"model_pack": "pack-b 1.0"}})),
-                       ("p4", json.dumps({"levels": []})),  # no software block
-                       ("p5", "{not json")):  # unreadable: left out, no error
+                       ("p4", json.dumps({"levels": []}))):  # no software block: left out
         (tmp_path / name).mkdir()
         (tmp_path / name / "report.json").write_text(text)
-    assert pack_labels(tmp_path) == ["pack-a 2.0", "pack-b 1.0"]
-    assert pack_labels(tmp_path / "absent") == []
+    assert pack_labels(load_reports(tmp_path)) == ["pack-a 2.0", "pack-b 1.0"]
+    assert pack_labels({}) == []

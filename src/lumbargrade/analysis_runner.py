@@ -75,7 +75,7 @@ def _runtime_record(pack: Any) -> dict[str, Any]:
             "precision": pack.precisions() if hasattr(pack, "precisions") else {},
             "cpu_native_bf16": cpu_native_bf16(),
             "onnxruntime_threads": num_threads(),
-            "sac_refiner_weight": seg.refiner_weight if getattr(seg, "refiner", None) is not None else None}
+            "sac_refiner_weight": getattr(seg, "sac_refiner_weight", None)}
 
 
 def _extra_writers(outputs: Any = DEFAULT_OUTPUTS) -> list:

@@ -248,8 +248,7 @@ def run_segment(args: Any) -> int:
             "model_pack_trained_on": pack.manifest.get("trained_on"),
             "segmentation": {"classes": list(getattr(segmenter, "classes", ())),
                              "runtime": getattr(segmenter, "runtime", None),
-                             "sac_refiner_weight": (segmenter.refiner_weight
-                                                    if getattr(segmenter, "refiner", None) is not None else None)},
+                             "sac_refiner_weight": getattr(segmenter, "sac_refiner_weight", None)},
             "slices": records,
             "warnings": warns,
             "seconds": round(time.perf_counter() - t0, 3),

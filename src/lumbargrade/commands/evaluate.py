@@ -8,8 +8,6 @@ OUT/levels.csv and OUT/predictions/<patient>/report.json.
 from __future__ import annotations
 
 import argparse
-import json
-from pathlib import Path
 
 
 def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -78,7 +76,6 @@ def run(args: argparse.Namespace) -> int:
     extra = {  # paths as others can read them: relative to OUT, the package, or placeholders
         "data": portable_path(args.data, base=out, placeholder="COHORT"),
         "model_pack": portable_path(pack.path, base=out, placeholder="PACK") if pack is not None else None,
-        "model_pack_labels": pack_labels(pred_dir),
         "runtime": pack.runtimes() if pack is not None and not args.predictions else None,
         "predictions": portable_path(pred_dir, base=out, placeholder="PREDICTIONS"),
         "pipeline_failures": failures,
@@ -95,21 +92,6 @@ def run(args: argparse.Namespace) -> int:
         print(f"lumbargrade: no report for {len(m['patients_without_report'])} patients "
               f"({', '.join(m['patients_without_report'][:5])}...)", file=sys.stderr)
     return 0
-
-
-def pack_labels(pred_dir: Path) -> list[str]:
-    """The model packs (name and version, as each ``report.json`` records them) that made the
-    predictions in ``pred_dir/<patient_id>/``; unreadable reports and reports without one are
-    left out."""
-    labels = set()
-    for f in sorted(Path(pred_dir).glob("*/report.json")):
-        try:
-            label = (json.loads(f.read_text()).get("software") or {}).get("model_pack")
-        except (OSError, ValueError, AttributeError):
-            continue
-        if isinstance(label, str) and label:
-            labels.add(label)
-    return sorted(labels)
 
 
 def run_pipeline(truth: list, pack, pred_dir, slice_choice: str = "landmarks", overwrite: bool = False) -> list[dict]:

@@ -58,7 +58,15 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from .data import BINARY_FINDINGS, GRADE_NAMES, LevelPair, load_reports, load_truth, make_pairs
+from .data import (
+    BINARY_FINDINGS,
+    GRADE_NAMES,
+    LevelPair,
+    load_reports,
+    load_truth,
+    make_pairs,
+    pack_labels,
+)
 from .tables import PAPER, format_tables, write_figures, write_level_csv, write_outputs
 
 __all__ = [
@@ -72,6 +80,7 @@ __all__ = [
     "load_reports",
     "load_truth",
     "make_pairs",
+    "pack_labels",
     "write_figures",
     "write_level_csv",
     "write_outputs",
@@ -120,6 +129,7 @@ def evaluate_predictions(data: str | Path, predictions: str | Path, out: str | P
     metrics = compute_metrics(pairs, n_boot=n_boot, seed=seed, tree_model=tree_model)
     metrics["patients_without_report"] = missing
     metrics["split"] = split
+    metrics["model_pack_labels"] = pack_labels(reports)
     write_outputs(metrics, out, extra=extra, figures=figures)
     write_level_csv(pairs, Path(out) / "levels.csv")
     return metrics

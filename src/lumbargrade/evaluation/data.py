@@ -23,7 +23,7 @@ from ..grading.names import LATERAL_FINDINGS as BINARY_FINDINGS
 from ..numbers import is_finite_number as finite  # evaluation.grading imports it from here
 
 __all__ = ["BINARY_FINDINGS", "FINDINGS", "GRADE_NAMES", "LevelPair", "finite", "grade_index", "binary_label",
-           "load_reports", "load_truth", "make_pairs", "reader_grade", "slice_matches"]
+           "load_reports", "load_truth", "make_pairs", "pack_labels", "reader_grade", "slice_matches"]
 
 FINDINGS = ("central_canal",) + BINARY_FINDINGS
 
@@ -174,6 +174,17 @@ def load_reports(folder: str | Path) -> dict[str, tuple[dict, Path]]:
             out[str(rep["study_instance_uid"])] = (rep, f.parent)
         out.setdefault(f.parent.name, (rep, f.parent))
     return out
+
+
+def pack_labels(reports: Mapping[str, tuple[dict, Path]]) -> list[str]:
+    """The model packs (name and version, as each report records them in ``software.model_pack``)
+    that made the reports of :func:`load_reports`, sorted; reports without one are left out."""
+    labels = set()
+    for rep, _ in reports.values():
+        label = (rep.get("software") or {}).get("model_pack") if isinstance(rep, Mapping) else None
+        if isinstance(label, str) and label:
+            labels.add(label)
+    return sorted(labels)
 
 
 def _report_landmark(rec: Mapping, report: Mapping) -> list[float] | None:

@@ -114,6 +114,12 @@ class Segmenter:
             self.net = TorchNet(self.model, bf16=bool(cfg.bf16))
 
     @property
+    def sac_refiner_weight(self) -> float | None:
+        """The refiner's share of the dural sac probability as applied, None without a refiner
+        (recorded beside every output)."""
+        return float(self.refiner_weight) if self.refiner is not None else None
+
+    @property
     def runtime(self) -> str:
         return self.net.runtime
 
