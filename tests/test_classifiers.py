@@ -402,6 +402,55 @@ def test_cli_pools_several_cohorts(tmp_path):
     assert "COHORT_2" in (out / "command.txt").read_text()
 
 
+
+def test_labels_from_reader_1_the_consensus_or_the_truth():
+    """labels=reader1 reads the finding's column, truth its _truth column, consensus the median of
+    readers 1-3 (binarised after the median for central_binary); a missing reader is a one-line error."""
+    from lumbargrade.errors import InputError
+    from lumbargrade.grading.classifier_training import label_columns, resolve_config, row_label
+
+    row = {"_line": 7, "central_canal": "1", "central_canal_r2": "3", "central_canal_r3": "2",
+           "central_canal_truth": "3", "foramen_left": "0", "foramen_left_r2": "1", "foramen_left_r3": "1",
+           "foramen_left_truth": "1", "facet_left": "", "facet_left_r2": "", "facet_left_r3": ""}
+    assert [row_label(row, "central_canal", "central", s) for s in ("reader1", "consensus", "truth")] == [1, 2, 3]
+    assert [row_label(row, "central_canal", "central_binary", s) for s in ("reader1", "consensus", "truth")] == [0, 1, 1]
+    assert [row_label(row, "foramen_left", "foramen", s) for s in ("reader1", "consensus", "truth")] == [0, 1, 1]
+    assert row_label(row, "facet_left", "facet", "consensus") is None  # no reader graded it
+    assert row_label(row, "facet_left", "facet", "truth") is None  # no _truth column
+    with pytest.raises(InputError, match="line 7.*needs readers 1-3; foramen_left_r3 empty"):
+        row_label(dict(row, foramen_left_r3=""), "foramen_left", "foramen", "consensus")
+    assert label_columns("facet_right", "consensus") == ("facet_right", "facet_right_r2", "facet_right_r3")
+    assert resolve_config({}, ["labels=truth"])["labels"] == "truth"
+    with pytest.raises(InputError, match="labels must be reader1, consensus, truth"):
+        resolve_config({}, ["labels=reader2"])
+
+
+def test_cli_trains_on_true_labels_and_names_the_columns_it_lacks(tmp_path):
+    from lumbargrade.cli import main
+
+    man = _write_cohort(tmp_path / "cohort")
+    out = tmp_path / "run"
+    args = ["train", "classifier", "--task", "foramen", "--data", str(man), "--out", str(out), "--set", "epochs=1",
+            "--set", "patch.patch_px=32", "--set", "batch_size=8", "--set", "patch_boxes=rule", "--seed", "0"]
+    # this manifest has reader 1 only: truth labels are a clear error naming the columns
+    assert main([*args, "--set", "labels=truth"]) == 2
+    lines = man.read_text().splitlines()
+    head = lines[0] + ",foramen_left_truth,foramen_right_truth"
+    # the truth says the opposite of reader 1 on the left: what the run trains on must follow it
+    body = [ln + f",{1 - int(ln.split(',')[8])},{ln.split(',')[9]}" for ln in lines[1:]]
+    man.write_text("\n".join([head, *body]) + "\n")
+    assert main([*args, "--set", "labels=truth"]) == 0
+    assert json.loads((out / "config.json").read_text())["labels"] == "truth"
+    from lumbargrade.grading.classifier_training import build_patch_set, resolve_config
+    from lumbargrade.manifest import read_manifests, rows_for_split
+
+    rows = rows_for_split(read_manifests([str(man)]), "train")
+    cfg = resolve_config({}, ["patch_boxes=rule", "patch.patch_px=32", "synth_copies=0"])
+    r1, truth = build_patch_set(rows, "foramen", cfg), build_patch_set(rows, "foramen", dict(cfg, labels="truth"))
+    assert r1.source == truth.source and len(r1) == 16
+    left = np.array([s.endswith("foramen_left") for s in r1.source])
+    assert left.sum() == 8 and np.all(truth.y[left] == 1 - r1.y[left]) and np.all(truth.y[~left] == r1.y[~left])
+
 @pytest.mark.slow
 def test_bit_r50x1_trains_with_a_local_checkpoint(tmp_path):
     """The paper's configuration end to end on CPU: BiT-R50x1 from a local checkpoint, RGB stem."""

@@ -385,3 +385,179 @@ def test_pack_labels_lists_the_packs_that_made_the_reports(tmp_path):
         (tmp_path / name / "report.json").write_text(text)
     assert pack_labels(load_reports(tmp_path)) == ["pack-a 2.0", "pack-b 1.0"]
     assert pack_labels({}) == []
+
+
+def _baseline_reports(preds: Path, dest: Path, seed: int) -> Path:
+    """A copy of ``preds`` graded by "another pack": some CNN grades moved by one, foramen and
+    facet probabilities re-drawn noisier; the software block names it."""
+    import shutil
+
+    rng = np.random.default_rng(seed)
+    shutil.copytree(preds, dest)
+    for f in sorted(dest.rglob("report.json")):
+        rep = json.loads(f.read_text())
+        rep["software"] = {"model_pack": "old-pack 0.1"}
+        for lv in rep["levels"]:
+            cnn = lv["central_canal"]["cnn"]
+            if rng.random() < 0.4:
+                cnn["grade"] = GRADES[int(np.clip(GRADES.index(cnn["grade"]) + rng.choice([-1, 1]), 0, 3))]
+            for b in BOXES:
+                lv[b]["probability"] = float(np.clip(lv[b]["probability"] + rng.normal(0, 0.3), 0, 1))
+        f.write_text(json.dumps(rep))
+    return dest
+
+
+def _paired_sklearn(cohorts):
+    """Pooled, paired figures straight from the files (sklearn): CNN kappa and foramen AUROC of
+    the reports and of the baseline, over the levels (sides) both graded."""
+    from sklearn.metrics import cohen_kappa_score, roc_auc_score
+
+    y_k, a_k, b_k, y_f, a_f, b_f = [], [], [], [], [], []
+    for cohort, preds, base in cohorts:
+        with open(cohort / "manifest.csv", newline="") as fh:
+            pids = sorted({r["patient_id"] for r in csv.DictReader(fh) if r["split"] == "test"})
+        for pid in pids:
+            t = json.loads((cohort / pid / "truth.json").read_text())
+            a = {x["level"]: x for x in json.loads((preds / pid / "report.json").read_text())["levels"]}
+            b = {x["level"]: x for x in json.loads((base / pid / "report.json").read_text())["levels"]}
+            for tl in t["levels"]:
+                if tl["level"] not in a or tl["level"] not in b:
+                    continue
+                pa, pb = a[tl["level"]], b[tl["level"]]
+                y_k.append(tl["grades"]["central_canal"]["readers"][0])
+                a_k.append(GRADES.index(pa["central_canal"]["cnn"]["grade"]))
+                b_k.append(GRADES.index(pb["central_canal"]["cnn"]["grade"]))
+                for side in ("foramen_left", "foramen_right"):
+                    y_f.append(tl["grades"][side]["readers"][0])
+                    a_f.append(pa[side]["probability"])
+                    b_f.append(pb[side]["probability"])
+    def kap(y, g):
+        return cohen_kappa_score(y, g, weights="linear", labels=[0, 1, 2, 3])
+
+    return {"kappa": (kap(y_k, a_k), kap(y_k, b_k), len(y_k)),
+            "auroc": (roc_auc_score(y_f, a_f), roc_auc_score(y_f, b_f), len(y_f))}
+
+
+def test_cohorts_pooled_and_compared_with_a_baseline(tmp_path):
+    """--data twice pools two cohorts whose patient ids repeat; --baseline adds the paired
+    differences, which match sklearn on the same items, with a CI around them."""
+    from lumbargrade.cli import main
+
+    c1, p1 = make_cohort(tmp_path / "site1", n_patients=8, seed=3)
+    c2, p2 = make_cohort(tmp_path / "site2", n_patients=6, seed=4)  # the same ids P0000..
+    b1, b2 = _baseline_reports(p1, tmp_path / "b1", 0), _baseline_reports(p2, tmp_path / "b2", 1)
+    out = tmp_path / "pooled"
+    assert main(["evaluate", "--data", str(c1), "--data", str(c2 / "manifest.csv"), "--predictions", str(p1),
+                 "--predictions", str(p2), "--baseline", str(b1), "--baseline", str(b2), "--out", str(out),
+                 "--n-boot", "200", "--no-figures"]) == 0
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["n_patients"] == 7 + 5 and m["n_levels"] == 35 + 25
+    assert [(c["name"], c["n_patients"]) for c in m["cohorts"]] == [("cohort", 7), ("cohort-2", 5)]
+    assert m["patients_without_report"] == [] and m["baseline_pack_labels"] == ["old-pack 0.1"]
+    assert m["data"] == ["COHORT", "COHORT_2/manifest.csv"] and m["baseline"] == ["BASELINE", "BASELINE_2"]
+    with open(out / "levels.csv", newline="") as fh:
+        ids = {r["patient_id"] for r in csv.DictReader(fh)}
+    assert "cohort/P0000" in ids and "cohort-2/P0000" in ids and len(ids) == 12
+    ref = _paired_sklearn([(c1, p1, b1), (c2, p2, b2)])
+    vb = m["versus_baseline"]
+    for key, name in (("central_cnn_kappa", "kappa"), ("foramen_auroc", "auroc")):
+        e, (a, b, n) = vb[key], ref[name]
+        assert (e["value"], e["baseline"], e["n"]) == (pytest.approx(a), pytest.approx(b), n), key
+        d = e["difference"]
+        assert d["value"] == pytest.approx(a - b) and d["ci_low"] <= d["value"] <= d["ci_high"], key
+        assert d["ci_high"] - d["ci_low"] > 0.01, key  # the baseline differs: a real interval
+    assert abs(ref["auroc"][0] - ref["auroc"][1]) > 0.02  # the noisier baseline is worse, not a tie
+    assert 0 <= vb["foramen_auroc"]["delong_p"] < 1
+    assert vb["central_tree_kappa"]["difference"]["value"] == 0  # the tree grades were left as they were
+    assert vb["dice_dural_sac"]["n"] == m["segmentation"]["dice_dural_sac"]["n"]
+    md = (out / "tables.md").read_text()
+    assert "2 cohorts pooled" in md and "Against the baseline" in md and "old-pack 0.1" in md
+
+
+def test_a_baseline_equal_to_the_reports_differs_by_zero(tmp_path):
+    from lumbargrade.evaluation import Cohort, evaluate_cohorts
+
+    cohort, preds = make_cohort(tmp_path, n_patients=5, seed=2)
+    m = evaluate_cohorts([Cohort("a", cohort, preds, baseline=preds)], tmp_path / "o", n_boot=50, figures=False)
+    for key, e in m["versus_baseline"].items():
+        assert e["value"] == e["baseline"], key
+        assert (e["difference"]["value"], e["difference"]["ci_low"], e["difference"]["ci_high"]) == (0, 0, 0), key
+    assert m["versus_baseline"]["facet_auroc"]["delong_p"] == 1.0
+    assert "cohorts" not in m  # one cohort: patient ids as they are
+
+
+def test_evaluate_rejects_unpaired_options(tmp_path, capsys):
+    from lumbargrade.cli import main
+
+    c1, p1 = make_cohort(tmp_path / "s1", n_patients=3, seed=0)
+    assert main(["evaluate", "--data", str(c1), "--data", str(c1), "--predictions", str(p1), "--out",
+                 str(tmp_path / "o"), "--no-figures"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--predictions" in err and "one per --data" in err
+    assert main(["evaluate", "--data", str(c1), "--predictions", str(p1), "--baseline", str(p1), "--baseline",
+                 str(p1), "--out", str(tmp_path / "o"), "--no-figures"]) == 2
+    assert "--baseline" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
+def test_the_ceiling_is_the_latent_severity_scored_against_reader_1():
+    """benchmarks/reference_noise.py: the AUROC a model scoring the phantom's latent severity would
+    get against reader 1 (sides pooled; a level without severities or reader grade left out)."""
+    import sys
+
+    from sklearn.metrics import roc_auc_score
+
+    bench = str(Path(__file__).resolve().parents[1] / "benchmarks")
+    sys.path.insert(0, bench)
+    try:
+        from reference_noise import severity_ceiling
+    finally:
+        sys.path.remove(bench)
+
+    rng = np.random.default_rng(0)
+    truth, y, s = [], [], []
+    for i in range(12):
+        levels = []
+        for k in range(5):
+            sev = {f"{f}_{side}": float(rng.random()) for f in ("foramen", "facet") for side in ("left", "right")}
+            grades = {f: {"truth": int(v >= 0.5), "readers": [int(v + rng.normal(0, 0.1) >= 0.5), 0, 0]}
+                      for f, v in sev.items()}
+            levels.append({"level": LEVELS[k], "grades": grades, "severities": sev})
+            y += [grades[f"foramen_{side}"]["readers"][0] for side in ("left", "right")]
+            s += [sev[f"foramen_{side}"] for side in ("left", "right")]
+        truth.append({"patient_id": f"P{i}", "levels": levels})
+    truth.append({"patient_id": "X", "levels": [{"level": "L1/L2", "grades": {}}]})  # nothing to score
+    got = severity_ceiling(truth, "foramen")
+    assert got == pytest.approx(roc_auc_score(y, s), abs=1e-4) and 0.8 < got < 1.0  # noisy reader: below 1
+    assert severity_ceiling([{"levels": [{"grades": {}}]}], "facet") is None
+
+
+def test_pooled_evaluation_analyzes_each_cohort_into_its_own_folder(tmp_path, monkeypatch):
+    """Without --predictions each cohort's studies go to OUT/predictions/<cohort>/ (patient ids
+    repeat across cohorts), and a failed study is named with its cohort."""
+    import shutil
+
+    from lumbargrade.cli import main
+    from lumbargrade.commands import evaluate as evaluate_command
+
+    made = {}
+    for site, seed in (("s1", 0), ("s2", 1)):
+        made[site] = make_cohort(tmp_path / site, n_patients=3, seed=seed)
+
+    def fake_pipeline(truth, pack, pred_dir, slice_choice="landmarks", overwrite=False):
+        site = Path(truth[0]["study_dir"]).parts[-4]  # .../<site>/cohort/<patient>/dicom
+        for pt in truth[1:]:
+            shutil.copytree(made[site][1] / pt["patient_id"], Path(pred_dir) / pt["patient_id"])
+        return [{"patient_id": truth[0]["patient_id"], "error": "not DICOM"}]
+
+    monkeypatch.setattr(evaluate_command, "run_pipeline", fake_pipeline)
+    out = tmp_path / "out"
+    assert main(["evaluate", "--data", str(made["s1"][0]), "--data", str(made["s2"][0]), "--out", str(out),
+                 "--no-figures", "--n-boot", "20"]) == 0
+    m = json.loads((out / "metrics.json").read_text())
+    assert (out / "predictions" / "cohort" / "P0001" / "report.json").is_file()
+    assert (out / "predictions" / "cohort-2" / "P0001" / "report.json").is_file()
+    assert m["predictions"] == ["predictions/cohort", "predictions/cohort-2"]
+    assert m["pipeline_failures"] == [{"patient_id": "cohort/P0000", "error": "not DICOM"},
+                                      {"patient_id": "cohort-2/P0000", "error": "not DICOM"}]
+    assert m["patients_without_report"] == ["cohort/P0000", "cohort-2/P0000"] and m["n_patients"] == 4

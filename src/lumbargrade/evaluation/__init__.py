@@ -50,11 +50,17 @@ Definitions (units and choices; see also docs/reproducing.md):
   true grade.
 * **CIs**: percentile bootstrap, ``n_boot`` resamples of whole patients (all levels of a drawn patient
   kept), :func:`lumbargrade.metrics.bootstrap_ci`.
+* **Several cohorts** (:func:`evaluate_cohorts`) are pooled into one sample: a patient is
+  ``<cohort>/<patient id>``, and the bootstrap resamples the pooled patients.
+* **Against a baseline** (the reports of another pack on the same studies): the paired difference of
+  each headline metric with a patient bootstrap CI, and DeLong's paired test for the AUROCs
+  (:mod:`.comparison`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -73,14 +79,17 @@ __all__ = [
     "BINARY_FINDINGS",
     "GRADE_NAMES",
     "PAPER",
+    "Cohort",
     "LevelPair",
     "compute_metrics",
+    "evaluate_cohorts",
     "evaluate_predictions",
     "format_tables",
     "load_reports",
     "load_truth",
     "make_pairs",
     "pack_labels",
+    "pool_pairs",
     "write_figures",
     "write_level_csv",
     "write_outputs",
@@ -118,18 +127,76 @@ def compute_metrics(pairs: Sequence[LevelPair], n_boot: int = 1000, seed: int = 
     return out
 
 
-def evaluate_predictions(data: str | Path, predictions: str | Path, out: str | Path, split: str | None = "test",
-                         n_boot: int = 1000, seed: int = 0, tree_model: Any = None,
-                         extra: Mapping[str, Any] | None = None, figures: bool = True) -> dict[str, Any]:
-    """Truth from ``data`` + reports under ``predictions`` -> metrics written into ``out``
-    (``figures``: also the ROC and confusion figures; they need matplotlib, in the training extra)."""
-    truth = load_truth(data, split)
-    reports = load_reports(predictions)
-    pairs, missing = make_pairs(truth, reports)
+@dataclass(frozen=True)
+class Cohort:
+    """One annotated cohort to evaluate: its ``name`` (the patient prefix when pooled), ``data``
+    (manifest.csv or its folder), ``predictions`` (folder of report.json files) and optionally
+    ``baseline`` (another pack's reports on the same studies, to compare against)."""
+
+    name: str
+    data: str | Path
+    predictions: str | Path
+    baseline: str | Path | None = None
+
+
+def pool_pairs(cohorts: Sequence[tuple[str, Sequence[LevelPair]]]) -> list[LevelPair]:
+    """The pairs of several cohorts as one sample; patient ids become ``<cohort>/<patient id>``
+    (ids repeat across cohorts, and the bootstrap must draw each cohort's patients as distinct)."""
+    return [replace(p, patient_id=f"{name}/{p.patient_id}") for name, pairs in cohorts for p in pairs]
+
+
+def evaluate_cohorts(cohorts: Sequence[Cohort], out: str | Path, split: str | None = "test", n_boot: int = 1000,
+                     seed: int = 0, tree_model: Any = None, extra: Mapping[str, Any] | None = None,
+                     figures: bool = True) -> dict[str, Any]:
+    """Truth and reports of one or more cohorts -> metrics written into ``out`` (``figures``: also
+    the ROC and confusion figures; they need matplotlib, in the training extra).
+
+    Several cohorts are pooled (:func:`pool_pairs`; ``metrics["cohorts"]`` lists them). When every
+    cohort has a ``baseline``, ``metrics["versus_baseline"]`` holds the paired differences
+    (:func:`.comparison.compare_reports`)."""
+    from .comparison import compare_reports
+
+    cohorts = list(cohorts)
+    if not cohorts:
+        raise ValueError("no cohort to evaluate")
+    with_base = [c.baseline is not None for c in cohorts]
+    if any(with_base) and not all(with_base):
+        raise ValueError("give a baseline for every cohort or for none")
+    pooled = len(cohorts) > 1
+    groups, base_groups, labels, base_labels, missing, listing = [], [], set(), set(), [], []
+    for c in cohorts:
+        truth = load_truth(c.data, split)
+        reports = load_reports(c.predictions)
+        pairs, miss = make_pairs(truth, reports)
+        groups.append((c.name, pairs))
+        labels.update(pack_labels(reports))
+        missing += [f"{c.name}/{m}" if pooled else m for m in miss]
+        listing.append({"name": c.name, "n_patients": len(truth), "n_levels": len(pairs),
+                        "patients_without_report": len(miss)})
+        if c.baseline is not None:
+            base_reports = load_reports(c.baseline)
+            base_groups.append((c.name, make_pairs(truth, base_reports)[0]))
+            base_labels.update(pack_labels(base_reports))
+    pairs = pool_pairs(groups) if pooled else groups[0][1]
     metrics = compute_metrics(pairs, n_boot=n_boot, seed=seed, tree_model=tree_model)
     metrics["patients_without_report"] = missing
     metrics["split"] = split
-    metrics["model_pack_labels"] = pack_labels(reports)
+    metrics["model_pack_labels"] = sorted(labels)
+    if pooled:
+        metrics["cohorts"] = listing
+    if base_groups:
+        base = pool_pairs(base_groups) if pooled else base_groups[0][1]
+        metrics["versus_baseline"] = compare_reports(pairs, base, n_boot=n_boot, seed=seed)
+        metrics["baseline_pack_labels"] = sorted(base_labels)
     write_outputs(metrics, out, extra=extra, figures=figures)
     write_level_csv(pairs, Path(out) / "levels.csv")
     return metrics
+
+
+def evaluate_predictions(data: str | Path, predictions: str | Path, out: str | Path, split: str | None = "test",
+                         n_boot: int = 1000, seed: int = 0, tree_model: Any = None,
+                         extra: Mapping[str, Any] | None = None, figures: bool = True) -> dict[str, Any]:
+    """Truth from ``data`` + reports under ``predictions`` -> metrics written into ``out``: one
+    cohort of :func:`evaluate_cohorts`."""
+    return evaluate_cohorts([Cohort(Path(data).name, data, predictions)], out, split=split, n_boot=n_boot,
+                            seed=seed, tree_model=tree_model, extra=extra, figures=figures)

@@ -69,6 +69,11 @@ def format_tables(metrics: Mapping[str, Any], title: str = "lumbargrade evaluati
     L.append(f"{m['n_patients']} patients, {m['n_levels']} levels ({m['n_levels_reported']} reported); "
              f"reference: {m['reference']}; 95% CIs: patient bootstrap, {m['n_boot']} resamples.")
     L.append("")
+    if m.get("cohorts"):
+        L.append(f"{len(m['cohorts'])} cohorts pooled (a patient is cohort/patient id; the bootstrap resamples the "
+                 "pooled patients): " + ", ".join(f"{c['name']} ({c['n_patients']} patients)" for c in m["cohorts"])
+                 + ".")
+        L.append("")
     L.append("## Table 2. Multi-class grading of central canal stenosis (vs reader 1)")
     L.append("")
     L.append("| Model | Accuracy (%) | 95% CI | Paper | AUROC one-vs-one (%) | 95% CI | Paper | Cohen's kappa (linear) | 95% CI | Paper |")
@@ -174,12 +179,44 @@ def format_tables(metrics: Mapping[str, Any], title: str = "lumbargrade evaluati
             L.append(f"Region Dice (image localiser vs the truth's regions, mean of left and right): facet {f[0]} "
                      f"{f[1]}, foramen {o[0]} {o[1]}.")
             L.append("")
+    vb = m.get("versus_baseline")
+    if vb:
+        L.extend(_baseline_table(vb, m.get("model_pack_labels"), m.get("baseline_pack_labels")))
     notes = m.get("notes") or {}
     if notes:
         L.append("Notes: " + "; ".join(f"{k}: {v}" for k, v in notes.items()) + ". Dice and IoU use only levels "
                  "where the chosen axial slice is the truth's slice (see slice choice accuracy).")
         L.append("")
     return "\n".join(L)
+
+
+_BASELINE_ROWS = {
+    "dice_dural_sac": "Dice, dural sac", "dice_disc": "Dice, disc",
+    "central_tree_kappa": "Central canal kappa, decision tree", "central_cnn_kappa": "Central canal kappa, CNN",
+    "central_cnn_auroc": "AUROC central canal binary, CNN", "foramen_auroc": "AUROC foramen (left+right)",
+    "facet_auroc": "AUROC facet (left+right)",
+}
+
+
+def _baseline_table(vb: Mapping[str, Any], labels, base_labels) -> list[str]:
+    """The paired comparison with the baseline reports (:mod:`.comparison`) as Markdown lines."""
+    these = ", ".join(labels or []) or "these reports"
+    base = ", ".join(base_labels or []) or "the baseline reports"
+    L = ["## Against the baseline (paired: the same levels graded by both)", "",
+         (f"This: {these}. Baseline: {base}. Difference = this - baseline, 95% CI by a paired patient bootstrap; "
+          "DeLong's paired test for the AUROCs."), "",
+         "| Metric | This | Baseline | Difference | 95% CI | DeLong p | n |", "|---|---|---|---|---|---|---|"]
+    for key, label in _BASELINE_ROWS.items():
+        e = vb.get(key)
+        if not e:
+            L.append(f"| {label} | n/a | n/a | n/a | | | 0 |")
+            continue
+        d, ci = _fmt_ci(e.get("difference"), digits=3)
+        p = e.get("delong_p")
+        L.append(f"| {label} | {e['value']:.3f} | {e['baseline']:.3f} | {d} | {ci} | "
+                 f"{f'{p:.3g}' if p is not None else '-'} | {e['n']} |")
+    L.append("")
+    return L
 
 
 # --------------------------------------------------------------------------- figures

@@ -1,6 +1,8 @@
 """``lumbargrade train classifier``: train a CNN patch classifier on a manifest.
 
-Tasks (labels are reader 1's columns of the manifest):
+Tasks (labels are reader 1's columns of the manifest, as in the paper; ``labels: consensus`` takes
+the median of readers 1-3, columns ``<finding>``, ``<finding>_r2``, ``<finding>_r3``, and ``labels:
+truth`` the ``<finding>_truth`` column a phantom cohort has):
 
 * ``central``: 4 grades of ``central_canal`` (0 normal .. 3 severe), patch on the dural sac centroid;
 * ``central_binary``: ``central_canal >= 2`` (moderate/severe), same patch;
@@ -93,6 +95,7 @@ DEFAULT_CONFIG: dict[str, Any] = {
     "weight_decay": 1e-4,
     "warmup_epochs": 1,
     "balance": "sampler",  # sampler | loss | none
+    "labels": "reader1",  # training and validation labels: reader1 | consensus (median of readers 1-3) | truth
     "patch_boxes": "auto",  # pipeline (needs --segmentation) | rule | truth | auto (pipeline with --segmentation, else rule)
     "pipeline_boxes": "image",  # with patch_boxes=pipeline: image | fitted | paper (as analyze --boxes)
     "synth_copies": 2,  # domain-randomised copies per slice with a tissue_map (0: none)
@@ -125,6 +128,9 @@ _LABEL_COLUMNS = {
     "foramen": ("foramen_left", "foramen_right"),
     "facet": ("facet_left", "facet_right"),
 }
+
+#: where the training and validation labels come from (config ``labels``)
+LABEL_SOURCES = ("reader1", "consensus", "truth")
 
 _RUN_FILES = ("config.json", "model.safetensors", "checkpoint.pt", "metrics.json", "train.log")
 
@@ -186,6 +192,8 @@ def _check_config(cfg: dict, where: str) -> None:
     unknown(DEFAULT_CONFIG, cfg)
     if cfg["model"] not in list_classifiers():
         raise InputError(where, f"unknown model {cfg['model']!r}; registered: {', '.join(list_classifiers())}")
+    if cfg["labels"] not in LABEL_SOURCES:
+        raise InputError(where, f"labels must be {', '.join(LABEL_SOURCES)}")
     if cfg["balance"] not in ("sampler", "loss", "none"):
         raise InputError(where, "balance must be sampler, loss or none")
     if cfg["select"] not in ("metric", "loss", "last"):
@@ -252,6 +260,34 @@ def _label(row: Mapping, column: str, task: str) -> int | None:
     if g not in (0, 1):
         raise InputError(f"manifest line {row.get('_line')}, column {column}", f"{g} is not 0/1")
     return g
+
+
+def label_columns(column: str, source: str) -> tuple[str, ...]:
+    """The manifest columns the labels of a finding's ``column`` are read from (:func:`row_label`)."""
+    if source not in LABEL_SOURCES:
+        raise ValueError(f"unknown label source {source!r}")
+    return {"reader1": (column,), "truth": (f"{column}_truth",),
+            "consensus": (column, f"{column}_r2", f"{column}_r3")}[source]
+
+
+def row_label(row: Mapping, column: str, task: str, source: str = "reader1") -> int | None:
+    """The label of ``task`` for a finding's manifest ``column`` (e.g. ``foramen_left``), taken from
+    ``source`` (:data:`LABEL_SOURCES`): reader 1 (the column itself), the consensus (median of the
+    grades of readers 1-3: ``column``, ``column_r2``, ``column_r3``; all three needed where any is
+    given) or the true grade (``column_truth``). None where the row has no grade."""
+    from ..errors import InputError
+
+    cols = label_columns(column, source)
+    if source != "consensus":
+        return _label(row, cols[0], task)
+    grades = [_label(row, c, "central" if task == "central_binary" else task) for c in cols]
+    if all(g is None for g in grades):
+        return None
+    if any(g is None for g in grades):
+        missing = ", ".join(c for c, g in zip(cols, grades) if g is None)
+        raise InputError(f"manifest line {row.get('_line')}", f"labels=consensus needs readers 1-3; {missing} empty")
+    g = int(np.median(grades))
+    return int(g >= 2) if task == "central_binary" else g
 
 
 def _slice_views(row: Mapping, cfg: Mapping, segmenter, box_rule, log, fat_shift=None) -> dict | None:
@@ -347,7 +383,7 @@ def build_patch_set(rows: Sequence[Mapping], task: str, cfg: Mapping, log: loggi
         synth = SynthConfig.from_dict(dict(cfg.get("synth") or {}))
     rng = np.random.default_rng(seed)
     for row in rows:
-        labels = {c: _label(row, c, task) for c in _LABEL_COLUMNS[task]}
+        labels = {c: row_label(row, c, task, cfg.get("labels", "reader1")) for c in _LABEL_COLUMNS[task]}
         if all(v is None for v in labels.values()):
             continue
         v = _slice_views(row, cfg, segmenter, box_rule, log, fat_shift)
@@ -914,7 +950,9 @@ def run_cli(args) -> int:
                               box_rule, seed, reader)
         log.info("cut %d train + %d val patches in %.1f s", len(train), len(val), time.perf_counter() - t0)
         if len(train) == 0:
-            raise InputError(", ".join(datas), f"no train rows with labels for task {task}")
+            cols = [c for col in _LABEL_COLUMNS[task] for c in label_columns(col, cfg["labels"])]
+            raise InputError(", ".join(datas), f"no train rows with labels for task {task} "
+                             f"(labels={cfg['labels']}: columns {', '.join(cols)})")
         resolved = [str(mf.resolve_manifest(d).resolve()) for d in datas]
         extra = {"data": resolved[0] if len(resolved) == 1 else resolved,
                  "segmentation": getattr(args, "segmentation", None), "box_rule": getattr(args, "box_rule", None),
