@@ -54,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from ..errors import InputError
-    from ..evaluation import Cohort, evaluate_cohorts, load_truth
+    from ..evaluation import Cohort, evaluate_cohorts, load_truth, pooled_id
 
     split = None if args.split == "all" else args.split
     if split not in (None, "train", "val", "test"):
@@ -87,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         pred_dirs = [out / "predictions" / n if pooled else out / "predictions" for n in names]
         for n, truth, d in zip(names, truths, pred_dirs):
-            failures += [dict(f, patient_id=f"{n}/{f['patient_id']}") if pooled else f for f in
+            failures += [dict(f, patient_id=pooled_id(n, f["patient_id"])) if pooled else f for f in
                          run_pipeline(truth, pack, d, slice_choice=args.slice_choice, overwrite=args.overwrite)]
     t_run = time.perf_counter() - t0
     from ..provenance import portable_path
@@ -106,7 +106,8 @@ def run(args: argparse.Namespace) -> int:
         "pipeline_failures": failures,
         "pipeline_seconds": round(t_run, 1) if not args.predictions else None,
     }
-    cohorts = [Cohort(n, d, p, b) for n, d, p, b in zip(names, args.data, pred_dirs, args.baseline or [None] * len(names))]
+    cohorts = [Cohort(n, d, p, b, truth=t)  # the truth read above, not read again
+               for n, d, p, b, t in zip(names, args.data, pred_dirs, args.baseline or [None] * len(names), truths)]
     m = evaluate_cohorts(cohorts, out, split=split, n_boot=args.n_boot, seed=args.seed, tree_model=tree_model,
                          extra=extra, figures=not args.no_figures)
     print((out / "tables.md").read_text())

@@ -90,6 +90,7 @@ __all__ = [
     "make_pairs",
     "pack_labels",
     "pool_pairs",
+    "pooled_id",
     "write_figures",
     "write_level_csv",
     "write_outputs",
@@ -131,18 +132,25 @@ def compute_metrics(pairs: Sequence[LevelPair], n_boot: int = 1000, seed: int = 
 class Cohort:
     """One annotated cohort to evaluate: its ``name`` (the patient prefix when pooled), ``data``
     (manifest.csv or its folder), ``predictions`` (folder of report.json files) and optionally
-    ``baseline`` (another pack's reports on the same studies, to compare against)."""
+    ``baseline`` (another pack's reports on the same studies, to compare against); ``truth``:
+    :func:`load_truth` of ``data`` when the caller has read it already (else it is read here)."""
 
     name: str
     data: str | Path
     predictions: str | Path
     baseline: str | Path | None = None
+    truth: list[dict] | None = None
+
+
+def pooled_id(cohort: str, patient_id: str) -> str:
+    """A patient's id in a pooled sample: ``<cohort>/<patient id>``."""
+    return f"{cohort}/{patient_id}"
 
 
 def pool_pairs(cohorts: Sequence[tuple[str, Sequence[LevelPair]]]) -> list[LevelPair]:
-    """The pairs of several cohorts as one sample; patient ids become ``<cohort>/<patient id>``
+    """The pairs of several cohorts as one sample; patient ids become :func:`pooled_id`
     (ids repeat across cohorts, and the bootstrap must draw each cohort's patients as distinct)."""
-    return [replace(p, patient_id=f"{name}/{p.patient_id}") for name, pairs in cohorts for p in pairs]
+    return [replace(p, patient_id=pooled_id(name, p.patient_id)) for name, pairs in cohorts for p in pairs]
 
 
 def evaluate_cohorts(cohorts: Sequence[Cohort], out: str | Path, split: str | None = "test", n_boot: int = 1000,
@@ -165,12 +173,12 @@ def evaluate_cohorts(cohorts: Sequence[Cohort], out: str | Path, split: str | No
     pooled = len(cohorts) > 1
     groups, base_groups, labels, base_labels, missing, listing = [], [], set(), set(), [], []
     for c in cohorts:
-        truth = load_truth(c.data, split)
+        truth = c.truth if c.truth is not None else load_truth(c.data, split)
         reports = load_reports(c.predictions)
         pairs, miss = make_pairs(truth, reports)
         groups.append((c.name, pairs))
         labels.update(pack_labels(reports))
-        missing += [f"{c.name}/{m}" if pooled else m for m in miss]
+        missing += [pooled_id(c.name, m) if pooled else m for m in miss]
         listing.append({"name": c.name, "n_patients": len(truth), "n_levels": len(pairs),
                         "patients_without_report": len(miss)})
         if c.baseline is not None:
