@@ -14,7 +14,7 @@ outline follows the region, not the image; ``benchmarks/reference_method_phantom
 what that does on the phantom); and the target checks: Dice >= 0.85 in every layout, >= 0.95 between layouts, and no plane with Dice < 0.5
 returned as plausible without a warning.
 
-    python benchmarks/real_mri.py [--models PACK] [--out benchmarks/results/real_mri] [--pictures DIR]
+    python benchmarks/real_mri.py [--models PACK] [--out benchmarks/results/real_mri.json] [--picture PNG]
 """
 
 from __future__ import annotations
