@@ -402,7 +402,6 @@ def test_cli_pools_several_cohorts(tmp_path):
     assert "COHORT_2" in (out / "command.txt").read_text()
 
 
-
 def test_labels_from_reader_1_the_consensus_or_the_truth():
     """labels=reader1 reads the finding's column, truth its _truth column, consensus the median of
     readers 1-3 (binarised after the median for central_binary); a missing reader is a one-line error."""
@@ -450,6 +449,7 @@ def test_cli_trains_on_true_labels_and_names_the_columns_it_lacks(tmp_path):
     assert r1.source == truth.source and len(r1) == 16
     left = np.array([s.endswith("foramen_left") for s in r1.source])
     assert left.sum() == 8 and np.all(truth.y[left] == 1 - r1.y[left]) and np.all(truth.y[~left] == r1.y[~left])
+
 
 @pytest.mark.slow
 def test_bit_r50x1_trains_with_a_local_checkpoint(tmp_path):

@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from .comparison import METRICS as COMPARED
 from .data import GRADE_NAMES, LevelPair, reader_grade, slice_matches
 
 __all__ = ["PAPER", "PAPER_DELONG_P", "format_tables", "write_figures", "write_level_csv", "write_outputs"]
@@ -190,7 +191,7 @@ def format_tables(metrics: Mapping[str, Any], title: str = "lumbargrade evaluati
     return "\n".join(L)
 
 
-_BASELINE_ROWS = {
+_BASELINE_ROWS = {  # row labels of the metrics of .comparison.METRICS
     "dice_dural_sac": "Dice, dural sac", "dice_disc": "Dice, disc",
     "central_tree_kappa": "Central canal kappa, decision tree", "central_cnn_kappa": "Central canal kappa, CNN",
     "central_cnn_auroc": "AUROC central canal binary, CNN", "foramen_auroc": "AUROC foramen (left+right)",
@@ -206,8 +207,8 @@ def _baseline_table(vb: Mapping[str, Any], labels, base_labels) -> list[str]:
          (f"This: {these}. Baseline: {base}. Difference = this - baseline, 95% CI by a paired patient bootstrap; "
           "DeLong's paired test for the AUROCs."), "",
          "| Metric | This | Baseline | Difference | 95% CI | DeLong p | n |", "|---|---|---|---|---|---|---|"]
-    for key, label in _BASELINE_ROWS.items():
-        e = vb.get(key)
+    for key in COMPARED:  # the metrics compare_reports computes, in its order
+        label, e = _BASELINE_ROWS.get(key, key), vb.get(key)
         if not e:
             L.append(f"| {label} | n/a | n/a | n/a | | | 0 |")
             continue
