@@ -170,3 +170,49 @@ def test_cli_trains_a_context_classifier_on_png_slices(tmp_path, task, boxes):
     # without in_chans=3 it is one line and exit status 2, not a traceback
     assert main(["train", "classifier", "--task", task, "--data", str(man), "--out", str(tmp_path / "bad"),
                  "--set", "context_slices=1"]) == 2
+
+
+def test_synthetic_context_copies_take_the_neighbours_tissue_maps_from_the_slice_bank(phantom_cohort):
+    """Domain-randomised copies of a three-slice patch: the caudal and cranial channels are drawn
+    from those slices' own tissue maps (the slice bank beside the manifest, matched by file), the
+    three as one acquisition; without the neighbours' maps a row gets no copies."""
+    import csv
+
+    from lumbargrade import manifest as mf
+    from lumbargrade.grading import classifier_training as ct
+
+    rows = mf.read_manifest(phantom_cohort / "manifest.csv")
+    row = rows[2]
+    view = mf.axial_view_of(row)
+    centre = view.to_canonical(mf.load_image_file(phantom_cohort / row["tissue_map"]).astype(np.uint8))
+    stack = ct._context_tissues(row, centre, view)
+    below, above = mf.axial_context_paths(row)
+    assert below is not None and above is not None
+    with open(phantom_cohort / "slices.csv", newline="") as fh:
+        bank = {(phantom_cohort / r["axial_image"]).resolve(): r["tissue_map"] for r in csv.DictReader(fh)}
+    for k, f in ((0, below), (2, above)):
+        own = view.to_canonical(mf.load_image_file(phantom_cohort / bank[f]).astype(np.uint8))
+        np.testing.assert_array_equal(stack[k], own)
+        assert (stack[k] != centre).any()
+    np.testing.assert_array_equal(stack[1], centre)
+
+    cfg = ct.resolve_config({}, ["synth_copies=1", "context_slices=1", "in_chans=3", "patch_boxes=truth",
+                                 "patch.patch_px=32"])
+    from lumbargrade.segmentation.synth import SynthConfig
+
+    synth = SynthConfig.from_dict(cfg["synth"])
+    pcfg = ct.PatchConfig.from_dict(cfg["patch"])
+    sac = np.zeros(centre.shape, bool)
+    same = ct._synthetic_slice(np.stack([centre] * 3), sac, (0.8, 0.8), np.random.default_rng(1), synth, pcfg)
+    np.testing.assert_array_equal(same[0], same[1])  # one draw for all three slices
+    np.testing.assert_array_equal(same[2], same[1])
+
+    ps = ct.build_patch_set(rows[:2], "foramen", cfg, seed=0)
+    assert ps.x.shape[1:] == (3, 32, 32)
+    assert sum(" synth1 " in s for s in ps.source) == sum(" synth" not in s for s in ps.source) > 0
+    ct._BANK_TISSUES[row["_base_dir"]] = {}  # a manifest without a slice bank: rendered patches only
+    try:
+        ps = ct.build_patch_set(rows[:2], "foramen", cfg, seed=0)
+    finally:
+        ct._BANK_TISSUES.pop(row["_base_dir"])
+    assert len(ps) > 0 and not any(" synth" in s for s in ps.source)

@@ -108,8 +108,10 @@ def test_inference_commands_run_without_the_training_extra(phantom_patient, anal
     assert json.loads((regraded / "report.json").read_text())["history"][-1]["by"] == "test"
     assert (tmp_path / "ev" / "metrics.json").is_file() and not list((tmp_path / "ev").glob("*.png"))
     # the evaluation names the pack that made the predictions it read
-    made_by = json.loads((analysis / "report.json").read_text())["software"]["model_pack"]
-    assert made_by and json.loads((tmp_path / "ev" / "metrics.json").read_text())["model_pack_labels"] == [made_by]
+    sw = json.loads((analysis / "report.json").read_text())["software"]
+    made_by = f"{sw['model_pack']} (sha256 {sw['model_pack_sha256']})"
+    assert sw["model_pack"] and len(sw["model_pack_sha256"]) == 16
+    assert json.loads((tmp_path / "ev" / "metrics.json").read_text())["model_pack_labels"] == [made_by]
 
 
 EXTRA_LINE = 'lumbargrade {} needs the training extra: pip install "lumbargrade[train]"'

@@ -380,10 +380,14 @@ def test_pack_labels_lists_the_packs_that_made_the_reports(tmp_path):
     for name, text in (("p1", json.dumps({"software": {"model_pack": "pack-b 1.0"}})),
                        ("p2", json.dumps({"software": {"model_pack": "pack-a 2.0"}})),
                        ("p3", json.dumps({"software": {"model_pack": "pack-b 1.0"}})),
-                       ("p4", json.dumps({"levels": []}))):  # no software block: left out
+                       ("p4", json.dumps({"levels": []})),  # no software block: left out
+                       # the same name and version, told apart by the pack's fingerprint
+                       ("p5", json.dumps({"software": {"model_pack": "pack-a 2.0", "model_pack_sha256": "0123abcd"}})),
+                       ("p6", json.dumps({"software": {"model_pack": "pack-a 2.0", "model_pack_sha256": "4567ef01"}}))):
         (tmp_path / name).mkdir()
         (tmp_path / name / "report.json").write_text(text)
-    assert pack_labels(load_reports(tmp_path)) == ["pack-a 2.0", "pack-b 1.0"]
+    assert pack_labels(load_reports(tmp_path)) == ["pack-a 2.0", "pack-a 2.0 (sha256 0123abcd)",
+                                                   "pack-a 2.0 (sha256 4567ef01)", "pack-b 1.0"]
     assert pack_labels({}) == []
 
 

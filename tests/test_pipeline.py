@@ -50,6 +50,24 @@ def test_bundled_pack_is_complete():
     assert "phantom" in pack.manifest["trained_on"].lower()
 
 
+def test_pack_fingerprint_tells_apart_packs_of_the_same_name_and_version(tmp_path):
+    """A byte changed in one file of a pack changes its fingerprint; an identical copy keeps it."""
+    import shutil
+
+    src = default_pack_path()
+    copy = tmp_path / "copy"
+    shutil.copytree(src, copy, ignore=shutil.ignore_patterns("*.onnx", "*.safetensors"))
+    changed = tmp_path / "changed"
+    shutil.copytree(copy, changed)
+    rule = changed / "box_rule.json"
+    rule.write_text(rule.read_text() + " ")
+    fps = [load_pack(p).fingerprint for p in (copy, copy, changed)]
+    assert fps[0] == fps[1] != fps[2] and all(len(f) == 16 for f in fps)
+    (copy / "README.md").write_text("documentation only\n")  # a README edit is not a new pack
+    assert load_pack(copy).fingerprint == fps[0]
+    assert load_pack(changed).label == load_pack(copy).label
+
+
 def test_analyze_reports_every_level_with_grades(analysis):
     out, report, truth = analysis
     assert report["study_instance_uid"] == truth["study_instance_uid"]

@@ -152,6 +152,54 @@ def test_pack_build_records_no_machine_path(tmp_path):
     assert (pack / "segmentation" / "model.safetensors").read_bytes() == b"weights /tmp/lg/not-text"
 
 
+def test_pack_build_from_a_pack_replaces_one_component_and_keeps_the_rest(tmp_path):
+    """`pack build --from PACK --classifier-foramen RUN`: the retrained component from its run
+    (records cleaned), every other component, the box rule, box source, refiner weight and name
+    from the base pack, byte for byte; the base itself is never the output."""
+    import hashlib
+    import shutil
+
+    from lumbargrade.cli import main
+    from lumbargrade.modelpack import default_pack_path, load_pack
+
+    base = default_pack_path()
+    run = tmp_path / "runs" / "foramen"
+    shutil.copytree(base / "classifier_foramen", run, ignore=shutil.ignore_patterns("*.onnx"))
+    cohort = tmp_path / "lg" / "c200"
+    # as the trainer records them: the command with placeholders, the config with the real paths
+    (run / "command.txt").write_text("lumbargrade train classifier --task foramen --data COHORT/manifest.csv "
+                                     "--data COHORT_2/manifest.csv --out runs/foramen --set synth_copies=2\n")
+    cfg = json.loads((run / "config.json").read_text())
+    pooled = [f"{cohort}/manifest.csv", f"{cohort}-mixed/manifest.csv"]  # two cohorts: COHORT, COHORT_2
+    (run / "config.json").write_text(json.dumps(dict(cfg, data=pooled)))
+    out = tmp_path / "pack"
+    assert main(["pack", "build", "--out", str(out), "--from", str(base), "--classifier-foramen", str(run),
+                 "--version", "9.9.9", "--no-onnx"]) == 0
+    old, new = load_pack(base).manifest, load_pack(out).manifest
+    assert list(new["components"]) == list(old["components"])
+    assert (new["name"], new["version"], new["box_source"], new["trained_on"]) == (
+        old["name"], "9.9.9", old["box_source"], old["trained_on"])
+    for comp, entry in old["components"].items():
+        if comp != "classifier_foramen":
+            assert new["components"][comp] == entry, comp
+    entry = new["components"]["classifier_foramen"]
+    assert entry["training_command"] == ("lumbargrade train classifier --task foramen --data COHORT/manifest.csv "
+                                         "--data COHORT_2/manifest.csv --out runs/foramen --set synth_copies=2")
+    assert json.loads((out / "classifier_foramen" / "config.json").read_text())["data"] == [
+        "COHORT/manifest.csv", "COHORT_2/manifest.csv"]
+    assert (out / "box_rule.json").read_bytes() == (base / "box_rule.json").read_bytes()
+
+    def digest(f):
+        return hashlib.sha256(f.read_bytes()).hexdigest()
+
+    assert digest(out / "segmentation" / "model.safetensors") == digest(base / "segmentation" / "model.safetensors")
+    assert not (out / "classifier_foramen" / "model.onnx").exists()
+    assert load_pack(out).fingerprint != load_pack(base).fingerprint
+    # the base pack is never overwritten
+    assert main(["pack", "build", "--out", str(base), "--from", str(base), "--overwrite", "--no-onnx"]) == 2
+    assert load_pack(base).manifest == old
+
+
 def test_train_records_its_command_with_placeholders(tmp_path, monkeypatch):
     import argparse
     import sys

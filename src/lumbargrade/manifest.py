@@ -22,6 +22,7 @@ __all__ = [
     "load_axial_geometry",
     "SPLITS",
     "load_axial",
+    "axial_context_paths",
     "load_axial_context",
     "load_image_file",
     "load_label_map",
@@ -318,12 +319,12 @@ def _folder_geometries(folder: Path) -> list:
     return found
 
 
-def load_axial_context(row: dict, base_dir: str | Path | None = None,
-                       max_gap_mm: float | None = None) -> tuple[np.ndarray | None, np.ndarray | None]:
-    """The slices caudal and cranial to the row's axial slice, as stored (``[rows, cols]`` float32,
-    rescaled like :func:`load_axial`), found by geometry among the DICOM files of the same series
-    in the slice's folder (:func:`lumbargrade.grading.context.neighbour_indices`); None where
-    there is none, and both None for a PNG/NPY slice."""
+def axial_context_paths(row: dict, base_dir: str | Path | None = None,
+                        max_gap_mm: float | None = None) -> tuple[Path | None, Path | None]:
+    """The files of the slices caudal and cranial to the row's axial slice (resolved paths), found
+    by geometry among the DICOM files of the same series in the slice's folder
+    (:func:`lumbargrade.grading.context.neighbour_indices`); None where there is none, and both
+    None for a PNG/NPY slice."""
     from .grading.context import DEFAULT_MAX_GAP_MM, neighbour_indices
 
     p = _path(row, "axial_image", base_dir)
@@ -338,4 +339,13 @@ def load_axial_context(row: dict, base_dir: str | Path | None = None,
     same = [(f, g) for f, u, g in entries if u == uid and f != me]
     lo, hi = neighbour_indices(centre, [g for _, g in same],
                                DEFAULT_MAX_GAP_MM if max_gap_mm is None else float(max_gap_mm))
-    return tuple(None if i is None else _load_dicom(same[i][0])[0] for i in (lo, hi))  # type: ignore[return-value]
+    return tuple(None if i is None else same[i][0] for i in (lo, hi))  # type: ignore[return-value]
+
+
+def load_axial_context(row: dict, base_dir: str | Path | None = None,
+                       max_gap_mm: float | None = None) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """The slices caudal and cranial to the row's axial slice, as stored (``[rows, cols]`` float32,
+    rescaled like :func:`load_axial`; :func:`axial_context_paths`); None where there is none, and
+    both None for a PNG/NPY slice."""
+    return tuple(None if f is None else _load_dicom(f)[0]  # type: ignore[return-value]
+                 for f in axial_context_paths(row, base_dir, max_gap_mm))

@@ -128,6 +128,23 @@ class ModelPack:
         """'name version' for provenance fields."""
         return f"{self.name} {self.version}"
 
+    @property
+    def fingerprint(self) -> str:
+        """The first 16 hex digits of a SHA-256 over every file of the pack but its documentation
+        (relative path and bytes, in path order; ``*.md`` files are left out, so editing a README
+        does not change it): tells apart two packs with the same name and version (a retrained
+        component, a changed rule). Computed once per loaded pack (about 0.1 s for the bundled one)."""
+        fp = self._cache.get("__fingerprint__")
+        if fp is None:
+            import hashlib
+
+            h = hashlib.sha256()
+            for f in sorted(q for q in self.path.rglob("*") if q.is_file() and q.suffix != ".md"):
+                h.update(f.relative_to(self.path).as_posix().encode() + b"\0")
+                h.update(f.read_bytes())
+            fp = self._cache["__fingerprint__"] = h.hexdigest()[:16]
+        return fp
+
     def has(self, component: str) -> bool:
         c = self.manifest.get("components", {}).get(component)
         return bool(c) and (self.path / c["folder"]).is_dir()
@@ -251,14 +268,15 @@ def pack_summary(path: str | Path | None = None) -> str:
 def build_pack(
     out: str | Path,
     runs: dict[str, str | Path],
-    name: str = "lumbargrade-default",
-    version: str = "0.1.0",
-    trained_on: str = "",
+    name: str | None = None,
+    version: str | None = None,
+    trained_on: str | None = None,
     extra: dict[str, Any] | None = None,
     overwrite: bool = False,
     box_rule: str | Path | None = None,
     box_source: str | None = None,
     sac_refiner_weight: float | None = None,
+    base: str | Path | None = None,
 ) -> Path:
     """Assemble a pack from run folders written by ``lumbargrade train`` (and the box rule fitted
     by ``lumbargrade train boxes``, copied to ``PACK/box_rule.json``).
@@ -269,18 +287,52 @@ def build_pack(
     default ``image`` when the segmenter has facet/foramen regions, else ``fitted``).
     ``sac_refiner_weight``: the dural sac refiner's share of the sac probability, in (0, 1]
     (``components.sac_refiner.weight``; None: 1, its outline replaces the segmenter's).
+
+    ``base``: an existing pack to start from (one component retrained, the rest kept): every
+    component not in ``runs`` is copied from it with its ``pack.json`` record, and so are its box
+    rule, box source, refiner weight, name, version and ``trained_on`` where not given. Without
+    it, name and version default to ``lumbargrade-default`` and ``0.1.0``.
     """
+    out = Path(out)
+    base_pack = None
+    if base is not None:
+        base_pack = load_pack(base)
+        if out.resolve() == base_pack.path.resolve():
+            raise InputError(out, "is the base pack itself; write the new pack to another folder")
     if sac_refiner_weight is not None:
         from .segmentation.inference import check_refiner_weight
 
-        if "sac_refiner" not in runs:
+        if "sac_refiner" not in runs and not (base_pack is not None and base_pack.has("sac_refiner")):
             raise InputError("--sac-refiner-weight", "needs a dural sac refiner (--sac-refiner RUN_DIR)")
         sac_refiner_weight = check_refiner_weight(sac_refiner_weight, "--sac-refiner-weight")
-    out = Path(out)
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise InputError(out, "already holds files; pass --overwrite to replace the pack")
     out.mkdir(parents=True, exist_ok=True)
     components: dict[str, Any] = {}
+    inherited: dict[str, Any] = {}
+    if base_pack is not None:
+        bm = base_pack.manifest
+        name = bm.get("name") if name is None else name
+        version = bm.get("version") if version is None else version
+        trained_on = bm.get("trained_on", "") if trained_on is None else trained_on
+        box_source = bm.get("box_source") if box_source is None else box_source
+        base_refiner = dict(bm.get("components", {}).get("sac_refiner") or {})
+        if sac_refiner_weight is None and "weight" in base_refiner:
+            sac_refiner_weight = base_refiner["weight"]
+        for comp in COMPONENTS:
+            if comp in runs or not base_pack.has(comp):
+                continue
+            dest = out / comp
+            if dest.exists():
+                shutil.rmtree(dest)
+            shutil.copytree(base_pack.folder(comp), dest)
+            inherited[comp] = dict(base_pack.info(comp), folder=comp)
+        if box_rule is None and (base_pack.path / "box_rule.json").is_file():
+            shutil.copy2(base_pack.path / "box_rule.json", out / "box_rule.json")
+            inherited["box_rule"] = dict(bm.get("box_rule") or {"file": "box_rule.json"})
+    name = "lumbargrade-default" if name is None else name
+    version = "0.1.0" if version is None else version
+    trained_on = "" if trained_on is None else trained_on
     for comp, run in runs.items():
         if comp not in COMPONENTS:
             raise InputError(comp, f"unknown component; expected one of {', '.join(COMPONENTS)}")
@@ -315,8 +367,12 @@ def build_pack(
             "trained_on": cfg.get("trained_on") or trained_on,
             "metrics": metrics,
         }
-        if comp == "sac_refiner" and sac_refiner_weight is not None:
-            components[comp]["weight"] = sac_refiner_weight
+    for comp, entry in inherited.items():
+        if comp in COMPONENTS:
+            components[comp] = entry
+    components = {c: components[c] for c in COMPONENTS if c in components}
+    if "sac_refiner" in components and sac_refiner_weight is not None:
+        components["sac_refiner"]["weight"] = sac_refiner_weight
     if box_rule is not None:
         src = Path(box_rule)
         src = src / "box_rule.json" if src.is_dir() else src
@@ -330,9 +386,9 @@ def build_pack(
             components_extra["box_rule"]["training_command"] = (
                 _portable_command_line(cmd.read_text()) or cmd.read_text().strip())
     else:
-        components_extra = {}
+        components_extra = {"box_rule": inherited["box_rule"]} if "box_rule" in inherited else {}
     if box_source is None:
-        seg_cfg = Path(runs["segmentation"]) / "config.json" if "segmentation" in runs else None
+        seg_cfg = out / "segmentation" / "config.json" if "segmentation" in components else None
         regions = bool(json.loads(seg_cfg.read_text()).get("regions")) if seg_cfg and seg_cfg.is_file() else False
         box_source = "image" if regions else "fitted"
     if box_source not in ("image", "fitted", "paper"):
@@ -396,14 +452,16 @@ def _component_placeholders(folder: Path, run: str | Path | None = None) -> dict
     except ValueError:
         cfg = {}
     data = cfg.get("data") if isinstance(cfg, dict) else None
-    pairs = [("--data", data.get("manifest")), ("--real", data.get("real"))] if isinstance(data, dict) else [("--data", data)]
+    if isinstance(data, dict):
+        pairs = [("--data", data.get("manifest")), ("--real", data.get("real"))]
+    else:  # one manifest, or several pooled (COHORT, COHORT_2, ... in order, as on the command line)
+        pairs = [("--data", d) for d in (data if isinstance(data, list) else [data])]
     pairs.append(("--segmentation", cfg.get("segmentation") if isinstance(cfg, dict) else None))
     if run is not None:
         pairs.append(("--out", str(run)))
-    for opt, value in pairs:
-        if isinstance(value, str) and value:
-            for k, v in command_placeholders([opt, value]).items():
-                known.setdefault(k, v)
+    argv = [a for opt, value in pairs if isinstance(value, str) and value for a in (opt, value)]
+    for k, v in command_placeholders(argv).items():
+        known.setdefault(k, v)
     return known
 
 

@@ -210,8 +210,9 @@ def plan_commands(cfg: ReproduceConfig) -> dict[str, list[str]]:
         if cfg.bit_checkpoint:
             c += ["--checkpoint", cfg.bit_checkpoint]
         scale = [] if cfg.epochs_scale == 1.0 else [f"epochs={_scaled(budget['classifier.epochs'], cfg.epochs_scale)}"]
-        # the bundled pack's foramen classifier learns from the rendered patches only (tied on
-        # validation with the domain-randomised copies, and better on stenotic upper levels)
+        # the recipe's one-slice foramen classifier learns from the rendered patches only (with one
+        # slice, tied on validation with the domain-randomised copies, and better on stenotic upper
+        # levels; the bundled pack's three-slice one has three-slice copies since pack 0.4.2)
         own = ["synth_copies=0"] if task == "foramen" else []
         cmds[f"classifier_{task}"] = c + sets("classifier", scale + [f"num_threads={cfg.threads}"] + own)
     return cmds

@@ -245,6 +245,7 @@ def run_segment(args: Any) -> int:
         doc = {
             "input": str(args.input),
             "model_pack": pack.label,
+            "model_pack_sha256": pack.fingerprint,
             "model_pack_trained_on": pack.manifest.get("trained_on"),
             "segmentation": {"classes": list(getattr(segmenter, "classes", ())),
                              "runtime": getattr(segmenter, "runtime", None),

@@ -13,9 +13,12 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     i.add_argument("--json", action="store_true")
     b = psub.add_parser("build", help="assemble a pack from `lumbargrade train` run folders")
     b.add_argument("--out", required=True)
-    b.add_argument("--name", default="lumbargrade-default")
-    b.add_argument("--version", default="0.1.0")
-    b.add_argument("--trained-on", default="", help="one line: the data the models were trained on")
+    b.add_argument("--from", dest="base", metavar="PACK",
+                   help="start from this pack: every component not given below is copied from it, with its "
+                   "box rule, box source, refiner weight, name, version and trained-on line unless given")
+    b.add_argument("--name", default=None, help="default: the --from pack's, else lumbargrade-default")
+    b.add_argument("--version", default=None, help="default: the --from pack's, else 0.1.0")
+    b.add_argument("--trained-on", default=None, help="one line: the data the models were trained on")
     b.add_argument("--overwrite", action="store_true")
     b.add_argument("--box-rule", metavar="FILE_OR_RUN_DIR", help="box_rule.json from `lumbargrade train boxes`")
     b.add_argument("--no-onnx", action="store_true", help="do not export the networks to ONNX (see `pack export-onnx`)")
@@ -54,7 +57,8 @@ def run(args: argparse.Namespace) -> int:
                 runs[comp] = v
         out = build_pack(args.out, runs, name=args.name, version=args.version,
                          trained_on=args.trained_on, overwrite=args.overwrite, box_rule=args.box_rule,
-                         box_source=args.box_source, sac_refiner_weight=args.sac_refiner_weight)
+                         box_source=args.box_source, sac_refiner_weight=args.sac_refiner_weight,
+                         base=args.base)
         print(f"model pack written to {out}")
         if not args.no_onnx:
             _export(out)
@@ -63,9 +67,9 @@ def run(args: argparse.Namespace) -> int:
         return _export(args.path)
     pack = load_pack(args.path)
     if args.json:
-        print(json.dumps({"path": str(pack.path), **pack.manifest}, indent=2))
+        print(json.dumps({"path": str(pack.path), "sha256": pack.fingerprint, **pack.manifest}, indent=2))
         return 0
-    print(f"{pack.label}  ({pack.path})")
+    print(f"{pack.label}  (sha256 {pack.fingerprint}; {pack.path})")
     if pack.manifest.get("trained_on"):
         print(f"trained on: {pack.manifest['trained_on']}")
     for comp, desc in COMPONENTS.items():

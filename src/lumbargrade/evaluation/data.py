@@ -177,13 +177,16 @@ def load_reports(folder: str | Path) -> dict[str, tuple[dict, Path]]:
 
 
 def pack_labels(reports: Mapping[str, tuple[dict, Path]]) -> list[str]:
-    """The model packs (name and version, as each report records them in ``software.model_pack``)
-    that made the reports of :func:`load_reports`, sorted; reports without one are left out."""
+    """The model packs that made the reports of :func:`load_reports`, sorted: name and version as
+    each report records them (``software.model_pack``), with the pack's fingerprint where the
+    report has one (``"name version (sha256 0123456789abcdef)"``, ``software.model_pack_sha256``:
+    two packs of the same name and version are told apart); reports without a pack are left out."""
     labels = set()
     for rep, _ in reports.values():
-        label = (rep.get("software") or {}).get("model_pack") if isinstance(rep, Mapping) else None
+        sw = (rep.get("software") or {}) if isinstance(rep, Mapping) else {}
+        label, sha = sw.get("model_pack"), sw.get("model_pack_sha256")
         if isinstance(label, str) and label:
-            labels.add(label)
+            labels.add(f"{label} (sha256 {sha})" if isinstance(sha, str) and sha else label)
     return sorted(labels)
 
 

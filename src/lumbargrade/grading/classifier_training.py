@@ -14,7 +14,9 @@ where ``analyze`` does - the sac and the facet/foramen regions predicted by the 
 ``--segmentation``, boxes placed by :func:`lumbargrade.boxes.placement.place_boxes`
 (``pipeline_boxes``, default the image localiser); ``rule`` - the sac from label 1 and boxes from
 the fitted rule on the truth masks; ``truth`` - the bounding boxes of labels 3-6. Domain
-randomisation: ``synth_copies`` synthetic copies of each slice with a tissue map. All patches are
+randomisation: ``synth_copies`` synthetic copies of each slice with a tissue map (with
+``context_slices``, the neighbouring slices' maps come from the slice bank ``slices.csv`` beside
+the manifest, and the three slices of a copy are drawn as one acquisition). All patches are
 cut once and kept in memory.
 
 Training: AdamW, cosine schedule, class balance by a weighted sampler (``balance: sampler``) or a
@@ -211,11 +213,8 @@ def _check_config(cfg: dict, where: str) -> None:
         raise InputError(where, "epochs and batch_size must be >= 1")
     if int(cfg["context_slices"]) not in (0, 1):
         raise InputError(where, "context_slices must be 0 or 1")
-    if int(cfg["context_slices"]):
-        if int(cfg["in_chans"]) != 3:
-            raise InputError(where, "context_slices=1 needs in_chans=3 (caudal, graded and cranial slice)")
-        if int(cfg["synth_copies"]) > 0:
-            raise InputError(where, "context_slices=1 needs synth_copies=0 (the tissue maps are single slices)")
+    if int(cfg["context_slices"]) and int(cfg["in_chans"]) != 3:
+        raise InputError(where, "context_slices=1 needs in_chans=3 (caudal, graded and cranial slice)")
 
 
 # --------------------------------------------------------------------------- data
@@ -312,6 +311,8 @@ def _slice_views(row: Mapping, cfg: Mapping, segmenter, box_rule, log, fat_shift
     tissues = None
     if row.get("tissue_map") and int(cfg["synth_copies"]) > 0:
         tissues = view.to_canonical(_load_png(row, "tissue_map"))
+        if context is not None:
+            tissues = _context_tissues(row, tissues, view)
     source = cfg["patch_boxes"]
     if source == "truth":
         return {"image": image, "spacing": spacing, "sac": lm == 1, "boxes": truth_boxes(lm), "tissues": tissues,
@@ -339,6 +340,49 @@ def _slice_views(row: Mapping, cfg: Mapping, segmenter, box_rule, log, fat_shift
     ruled, _, _ = place_boxes("fitted", sac, lm == 2, spacing, None, box_rule)
     boxes.update({k: b for k, b in ruled.items() if b[2] > b[0] and b[3] > b[1]})
     return {"image": image, "spacing": spacing, "sac": sac, "boxes": boxes, "tissues": tissues, "context": context}
+
+
+def _bank_tissue_maps(base_dir: str) -> dict[Path, Path]:
+    """Resolved ``axial_image`` -> resolved ``tissue_map`` of the slice bank (``slices.csv``)
+    beside a manifest; empty without one. Cached per folder for the life of the process."""
+    import csv
+
+    if base_dir in _BANK_TISSUES:
+        return _BANK_TISSUES[base_dir]
+    found: dict[Path, Path] = {}
+    bank = Path(base_dir) / "slices.csv"
+    if bank.is_file():
+        with open(bank, newline="") as fh:
+            for r in csv.DictReader(fh):
+                if r.get("axial_image") and r.get("tissue_map"):
+                    found[(Path(base_dir) / r["axial_image"]).resolve()] = (Path(base_dir) / r["tissue_map"]).resolve()
+    _BANK_TISSUES[base_dir] = found
+    return found
+
+
+_BANK_TISSUES: dict[str, dict[Path, Path]] = {}
+
+
+def _context_tissues(row: Mapping, centre: np.ndarray, view) -> np.ndarray | None:
+    """``[3, H, W]`` tissue maps (caudal, graded, cranial; canonical view) of a row whose slice
+    has neighbours, the graded slice's map standing in where there is no neighbour (as
+    :func:`lumbargrade.grading.context.stack_context` does for images). The neighbours' maps come
+    from the slice bank beside the manifest (:func:`_bank_tissue_maps`); None when a neighbour
+    exists but the bank has no map for it (the row then gets no synthetic copies)."""
+    from .. import manifest as mf
+
+    bank = _bank_tissue_maps(str(row.get("_base_dir", ".")))
+    maps = []
+    for f in mf.axial_context_paths(row):
+        if f is None:
+            maps.append(centre)
+        elif f in bank:
+            maps.append(view.to_canonical(mf.load_image_file(bank[f]).astype(np.uint8)))
+        else:
+            return None
+    if any(m.shape != centre.shape for m in maps):
+        return None
+    return np.stack([maps[0], centre, maps[1]])
 
 
 def _load_png(row: Mapping, column: str) -> np.ndarray:
@@ -393,6 +437,9 @@ def build_patch_set(rows: Sequence[Mapping], task: str, cfg: Mapping, log: loggi
         if synth is not None and v["tissues"] is not None:
             images += [_synthetic_slice(v["tissues"], v["sac"], v["spacing"], rng, synth, pcfg)
                        for _ in range(n_copies)]
+        elif synth is not None and v.get("context") is not None and log:
+            log.warning("%s %s: no tissue maps for its neighbouring slices, no synthetic copies",
+                        row.get("patient_id"), row.get("level"))
         src = f"{row.get('patient_id')} {row.get('level')}"
         for k, norm in enumerate(images):
             tag = src if k == 0 else f"{src} synth{k}"
@@ -421,11 +468,18 @@ def build_patch_set(rows: Sequence[Mapping], task: str, cfg: Mapping, log: loggi
 
 def _synthetic_slice(tissues: np.ndarray, sac: np.ndarray, spacing, rng, synth, pcfg: PatchConfig) -> np.ndarray:
     """A domain-randomised copy of a slice (same geometry: no spatial warp), normalised like the
-    real one."""
+    real one. ``tissues`` ``[H, W]``, or ``[3, H, W]`` for a context stack (caudal, graded,
+    cranial): the three are drawn as one acquisition (one seed for all three: the same random
+    contrast, artefacts and noise, pixel for pixel) and normalised as
+    :func:`~lumbargrade.grading.patches.normalise_context` normalises a stored stack."""
     from ..segmentation.synth import synthesize
 
-    img = synthesize(tissues, sac, float(np.mean(spacing)), rng, synth)
-    return normalise_slice(img, pcfg.percentiles)
+    mm = float(np.mean(spacing))
+    if tissues.ndim == 2:
+        return normalise_slice(synthesize(tissues, sac, mm, rng, synth), pcfg.percentiles)
+    draw = int(rng.integers(2**63))
+    caudal, centre, cranial = (synthesize(t, sac, mm, np.random.default_rng(draw), synth) for t in tissues)
+    return normalise_context(centre, caudal, cranial, percentiles=pcfg.percentiles)
 
 
 # --------------------------------------------------------------------------- training

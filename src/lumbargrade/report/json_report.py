@@ -45,6 +45,7 @@ def report_dict(result: Any, pack: Any, config: dict[str, Any]) -> dict[str, Any
             "name": "lumbargrade",
             "version": __version__,
             "model_pack": pack.label if pack is not None else None,
+            "model_pack_sha256": getattr(pack, "fingerprint", None) if pack is not None else None,
             "model_pack_trained_on": (pack.manifest.get("trained_on") if pack is not None else None),
             "runtime": (pack.runtimes() if hasattr(pack, "runtimes") else None),
         },
