@@ -172,7 +172,7 @@ def test_cli_trains_a_context_classifier_on_png_slices(tmp_path, task, boxes):
                  "--set", "context_slices=1"]) == 2
 
 
-def test_synthetic_context_copies_take_the_neighbours_tissue_maps_from_the_slice_bank(phantom_cohort):
+def test_synthetic_context_copies_take_the_neighbours_tissue_maps_from_the_slice_bank(phantom_cohort, caplog):
     """Domain-randomised copies of a three-slice patch: the caudal and cranial channels are drawn
     from those slices' own tissue maps (the slice bank beside the manifest, matched by file), the
     three as one acquisition; without the neighbours' maps a row gets no copies."""
@@ -207,12 +207,20 @@ def test_synthetic_context_copies_take_the_neighbours_tissue_maps_from_the_slice
     np.testing.assert_array_equal(same[0], same[1])  # one draw for all three slices
     np.testing.assert_array_equal(same[2], same[1])
 
-    ps = ct.build_patch_set(rows[:2], "foramen", cfg, seed=0)
+    import logging
+
+    log = logging.getLogger("test-context-copies")
+    with caplog.at_level(logging.INFO, logger=log.name):
+        ps = ct.build_patch_set(rows[:2], "foramen", cfg, log, seed=0)
     assert ps.x.shape[1:] == (3, 32, 32)
     assert sum(" synth1 " in s for s in ps.source) == sum(" synth" not in s for s in ps.source) > 0
+    assert "2 of 2 slices with 1 domain-randomised copies each" in caplog.text
+    caplog.clear()
     ct._BANK_TISSUES[row["_base_dir"]] = {}  # a manifest without a slice bank: rendered patches only
     try:
-        ps = ct.build_patch_set(rows[:2], "foramen", cfg, seed=0)
+        with caplog.at_level(logging.INFO, logger=log.name):
+            ps = ct.build_patch_set(rows[:2], "foramen", cfg, log, seed=0)
     finally:
         ct._BANK_TISSUES.pop(row["_base_dir"])
     assert len(ps) > 0 and not any(" synth" in s for s in ps.source)
+    assert "no tissue maps for its neighbouring slices" in caplog.text and "0 of 2 slices" in caplog.text

@@ -22,6 +22,9 @@ def test_from_dicom_values_normalises_and_names_axes():
     assert np.allclose(g.pixel_to_patient([0, 1]), [1.7, 2, 3])
     with pytest.raises(ValueError):
         G.SliceGeometry.from_dicom_values([0, 0, 0], [0, 0, 0, 0, 1, 0], [1, 1], 2, 2)
+    for bad in (float("inf"), float("nan")):  # a damaged header: an error, not a NaN geometry
+        with pytest.raises(ValueError, match="not finite"):
+            G.SliceGeometry.from_dicom_values([0, 0, 0], [bad, 0, 0, 0, 1, 0], [1, 1], 2, 2)
 
 
 @pytest.mark.parametrize(

@@ -43,8 +43,8 @@ _AXES = {0: "sagittal", 1: "coronal", 2: "axial"}  # dominant component of the s
 def _unit(v: Sequence[float]) -> np.ndarray:
     a = np.asarray(v, dtype=np.float64)
     n = np.linalg.norm(a)
-    if n == 0:
-        raise ValueError("zero-length direction vector")
+    if not np.isfinite(n) or n == 0:
+        raise ValueError("direction vector is zero-length or not finite")
     return a / n
 
 

@@ -418,6 +418,7 @@ def build_patch_set(rows: Sequence[Mapping], task: str, cfg: Mapping, log: loggi
 
         fat_shift = ShiftForRows(fat_shift_reader, list(rows))
     xs, ys, pats, srcs = [], [], [], []
+    n_rows = n_synth = 0
     lateral = task in ("foramen", "facet")
     n_copies = int(cfg["synth_copies"])
     synth = None
@@ -431,12 +432,14 @@ def build_patch_set(rows: Sequence[Mapping], task: str, cfg: Mapping, log: loggi
         if all(v is None for v in labels.values()):
             continue
         v = _slice_views(row, cfg, segmenter, box_rule, log, fat_shift)
+        n_rows += 1
         images = [normalise_slice(v["image"], pcfg.percentiles)]
         if v.get("context") is not None:
             images = [normalise_context(v["image"], *v["context"], percentiles=pcfg.percentiles)]
         if synth is not None and v["tissues"] is not None:
             images += [_synthetic_slice(v["tissues"], v["sac"], v["spacing"], rng, synth, pcfg)
                        for _ in range(n_copies)]
+            n_synth += 1
         elif synth is not None and v.get("context") is not None and log:
             log.warning("%s %s: no tissue maps for its neighbouring slices, no synthetic copies",
                         row.get("patient_id"), row.get("level"))
@@ -461,6 +464,9 @@ def build_patch_set(rows: Sequence[Mapping], task: str, cfg: Mapping, log: loggi
                 ys.append(y)
                 pats.append(str(row.get("patient_id")))
                 srcs.append(f"{tag} {col}")
+    if synth is not None and log:
+        log.info("%d of %d slices with %d domain-randomised copies each (the others have no tissue maps)",
+                 n_synth, n_rows, n_copies)
     if not xs:
         return PatchSet(np.zeros((0, pcfg.patch_px, pcfg.patch_px), np.float32), np.zeros(0, np.int64))
     return PatchSet(np.stack(xs).astype(np.float32), np.asarray(ys, np.int64), pats, srcs)
