@@ -185,8 +185,8 @@ def test_synthetic_context_copies_take_the_neighbours_tissue_maps_from_the_slice
     row = rows[2]
     view = mf.axial_view_of(row)
     centre = view.to_canonical(mf.load_image_file(phantom_cohort / row["tissue_map"]).astype(np.uint8))
-    stack = ct._context_tissues(row, centre, view)
     below, above = mf.axial_context_paths(row)
+    stack = ct._context_tissues(row, centre, view, (below, above))
     assert below is not None and above is not None
     with open(phantom_cohort / "slices.csv", newline="") as fh:
         bank = {(phantom_cohort / r["axial_image"]).resolve(): r["tissue_map"] for r in csv.DictReader(fh)}

@@ -193,6 +193,9 @@ def test_pack_build_from_a_pack_replaces_one_component_and_keeps_the_rest(tmp_pa
         return hashlib.sha256(f.read_bytes()).hexdigest()
 
     assert digest(out / "segmentation" / "model.safetensors") == digest(base / "segmentation" / "model.safetensors")
+    # the kept components' records are left as they were (".../manifest.csv" stays: it names no path)
+    for f in (base / "classifier_central").rglob("*.json"):
+        assert digest(out / "classifier_central" / f.relative_to(base / "classifier_central")) == digest(f), f.name
     assert not (out / "classifier_foramen" / "model.onnx").exists()
     assert load_pack(out).fingerprint != load_pack(base).fingerprint
     # the base pack is never overwritten

@@ -342,10 +342,11 @@ def axial_context_paths(row: dict, base_dir: str | Path | None = None,
     return tuple(None if i is None else same[i][0] for i in (lo, hi))  # type: ignore[return-value]
 
 
-def load_axial_context(row: dict, base_dir: str | Path | None = None,
-                       max_gap_mm: float | None = None) -> tuple[np.ndarray | None, np.ndarray | None]:
+def load_axial_context(row: dict, base_dir: str | Path | None = None, max_gap_mm: float | None = None,
+                       paths: Sequence[Path | None] | None = None) -> tuple[np.ndarray | None, np.ndarray | None]:
     """The slices caudal and cranial to the row's axial slice, as stored (``[rows, cols]`` float32,
-    rescaled like :func:`load_axial`; :func:`axial_context_paths`); None where there is none, and
-    both None for a PNG/NPY slice."""
-    return tuple(None if f is None else _load_dicom(f)[0]  # type: ignore[return-value]
-                 for f in axial_context_paths(row, base_dir, max_gap_mm))
+    rescaled like :func:`load_axial`); None where there is none, and both None for a PNG/NPY
+    slice. ``paths``: their files when already found (:func:`axial_context_paths`)."""
+    if paths is None:
+        paths = axial_context_paths(row, base_dir, max_gap_mm)
+    return tuple(None if f is None else _load_dicom(Path(f))[0] for f in paths)  # type: ignore[return-value]

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -319,17 +320,7 @@ def build_pack(
         base_refiner = dict(bm.get("components", {}).get("sac_refiner") or {})
         if sac_refiner_weight is None and "weight" in base_refiner:
             sac_refiner_weight = base_refiner["weight"]
-        for comp in COMPONENTS:
-            if comp in runs or not base_pack.has(comp):
-                continue
-            dest = out / comp
-            if dest.exists():
-                shutil.rmtree(dest)
-            shutil.copytree(base_pack.folder(comp), dest)
-            inherited[comp] = dict(base_pack.info(comp), folder=comp)
-        if box_rule is None and (base_pack.path / "box_rule.json").is_file():
-            shutil.copy2(base_pack.path / "box_rule.json", out / "box_rule.json")
-            inherited["box_rule"] = dict(bm.get("box_rule") or {"file": "box_rule.json"})
+        inherited = _copy_from_base(base_pack, out, runs, copy_box_rule=box_rule is None)
     name = "lumbargrade-default" if name is None else name
     version = "0.1.0" if version is None else version
     trained_on = "" if trained_on is None else trained_on
@@ -407,6 +398,25 @@ def build_pack(
     return out
 
 
+def _copy_from_base(base: ModelPack, out: Path, runs: Mapping[str, Any], copy_box_rule: bool) -> dict[str, Any]:
+    """Copy into ``out`` every component of the pack ``base`` that ``runs`` does not replace (and
+    its box rule with ``copy_box_rule``); returns their ``pack.json`` records (``"box_rule"`` for
+    the rule), for :func:`build_pack` ``base``."""
+    records: dict[str, Any] = {}
+    for comp in COMPONENTS:
+        if comp in runs or not base.has(comp):
+            continue
+        dest = out / comp
+        if dest.exists():
+            shutil.rmtree(dest)
+        shutil.copytree(base.folder(comp), dest)
+        records[comp] = dict(base.info(comp), folder=comp)
+    if copy_box_rule and (base.path / "box_rule.json").is_file():
+        shutil.copy2(base.path / "box_rule.json", out / "box_rule.json")
+        records["box_rule"] = dict(base.manifest.get("box_rule") or {"file": "box_rule.json"})
+    return records
+
+
 def _member_folders(folder: Path, strict: bool = False) -> list[Path]:
     """The member folders of a classifier ensemble folder (``config.json`` ``members``); [] otherwise.
     ``strict``: a malformed member list or a missing member folder raises :class:`InputError`."""
@@ -459,9 +469,14 @@ def _component_placeholders(folder: Path, run: str | Path | None = None) -> dict
     pairs.append(("--segmentation", cfg.get("segmentation") if isinstance(cfg, dict) else None))
     if run is not None:
         pairs.append(("--out", str(run)))
-    argv = [a for opt, value in pairs if isinstance(value, str) and value for a in (opt, value)]
+    # a value already made anonymous (".../manifest.csv") names no path: it keeps its place in the
+    # count (COHORT, COHORT_2, ...) but maps nothing
+    skip = "lumbargrade-anonymous-path:"
+    argv = [a for opt, value in pairs if isinstance(value, str) and value
+            for a in (opt, skip + value if value == "..." or value.startswith(".../") else value)]
     for k, v in command_placeholders(argv).items():
-        known.setdefault(k, v)
+        if skip not in k:
+            known.setdefault(k, v)
     return known
 
 

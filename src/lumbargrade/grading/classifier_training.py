@@ -304,15 +304,16 @@ def _slice_views(row: Mapping, cfg: Mapping, segmenter, box_rule, log, fat_shift
         raise InputError(f"manifest line {row.get('_line')}",
                          f"label map shape {lm.shape} differs from the image's {image.shape}")
     view = mf.axial_view_of(row)
-    context = None
+    context = paths = None
     if int(cfg.get("context_slices", 0)):
-        context = [None if a is None else view.to_canonical(a) for a in mf.load_axial_context(row)]
+        paths = mf.axial_context_paths(row)
+        context = [None if a is None else view.to_canonical(a) for a in mf.load_axial_context(row, paths=paths)]
     image, lm, spacing = view.to_canonical(image), view.to_canonical(lm), view.canonical_spacing(spacing)
     tissues = None
     if row.get("tissue_map") and int(cfg["synth_copies"]) > 0:
         tissues = view.to_canonical(_load_png(row, "tissue_map"))
-        if context is not None:
-            tissues = _context_tissues(row, tissues, view)
+        if paths is not None:
+            tissues = _context_tissues(row, tissues, view, paths)
     source = cfg["patch_boxes"]
     if source == "truth":
         return {"image": image, "spacing": spacing, "sac": lm == 1, "boxes": truth_boxes(lm), "tissues": tissues,
@@ -363,9 +364,10 @@ def _bank_tissue_maps(base_dir: str) -> dict[Path, Path]:
 _BANK_TISSUES: dict[str, dict[Path, Path]] = {}
 
 
-def _context_tissues(row: Mapping, centre: np.ndarray, view) -> np.ndarray | None:
-    """``[3, H, W]`` tissue maps (caudal, graded, cranial; canonical view) of a row whose slice
-    has neighbours, the graded slice's map standing in where there is no neighbour (as
+def _context_tissues(row: Mapping, centre: np.ndarray, view, paths) -> np.ndarray | None:
+    """``[3, H, W]`` tissue maps (caudal, graded, cranial; canonical view) of a row's slice and its
+    neighbours (files ``paths``, :func:`lumbargrade.manifest.axial_context_paths`), the graded
+    slice's map standing in where there is no neighbour (as
     :func:`lumbargrade.grading.context.stack_context` does for images). The neighbours' maps come
     from the slice bank beside the manifest (:func:`_bank_tissue_maps`); None when a neighbour
     exists but the bank has no map for it (the row then gets no synthetic copies)."""
@@ -373,7 +375,7 @@ def _context_tissues(row: Mapping, centre: np.ndarray, view) -> np.ndarray | Non
 
     bank = _bank_tissue_maps(str(row.get("_base_dir", ".")))
     maps = []
-    for f in mf.axial_context_paths(row):
+    for f in paths:
         if f is None:
             maps.append(centre)
         elif f in bank:
