@@ -469,14 +469,9 @@ def _component_placeholders(folder: Path, run: str | Path | None = None) -> dict
     pairs.append(("--segmentation", cfg.get("segmentation") if isinstance(cfg, dict) else None))
     if run is not None:
         pairs.append(("--out", str(run)))
-    # a value already made anonymous (".../manifest.csv") names no path: it keeps its place in the
-    # count (COHORT, COHORT_2, ...) but maps nothing
-    skip = "lumbargrade-anonymous-path:"
-    argv = [a for opt, value in pairs if isinstance(value, str) and value
-            for a in (opt, skip + value if value == "..." or value.startswith(".../") else value)]
+    argv = [a for opt, value in pairs if isinstance(value, str) and value for a in (opt, value)]
     for k, v in command_placeholders(argv).items():
-        if skip not in k:
-            known.setdefault(k, v)
+        known.setdefault(k, v)
     return known
 
 

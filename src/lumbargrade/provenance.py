@@ -119,7 +119,8 @@ def _placeholder_value(option: str, value: str, nth: int = 1) -> str:
 
 def command_placeholders(argv: Sequence[str]) -> dict[str, str]:
     """``{path as given: placeholder}`` for the path options of a command line (and the
-    absolute form of each path), longest first, to replace those paths in other records."""
+    absolute form of each path), longest first, to replace those paths in other records. A value
+    already anonymous (``.../name``) maps nothing but keeps its place in the count (``COHORT_2``)."""
     out: dict[str, str] = {}
     args = list(argv)
     seen: dict[str, int] = {}
@@ -134,6 +135,8 @@ def command_placeholders(argv: Sequence[str]) -> dict[str, str]:
         if not value or value.startswith("-"):
             continue
         seen[opt] = seen.get(opt, 0) + 1
+        if value == "..." or value.startswith(".../"):  # already anonymous (docstring)
+            continue
         ph = _placeholder_value(opt, value, seen[opt])
         pairs = [(value, ph)]
         if "/" in ph and PLACEHOLDERS[opt] != "runs":  # COHORT/manifest.csv: its folder is COHORT
